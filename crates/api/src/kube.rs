@@ -1,0 +1,409 @@
+//! The Kubernetes kinds the mesh reads: Namespace, Service, ServiceAccount, Pod, Secret,
+//! ConfigMap, Deployment and ReplicationController. Fields Tessera does not act on are kept
+//! opaque ([`Any`]) so real manifests load without "unknown field" noise.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::meta::{is_false, Any, IntOrString, LabelSelector, Labels, ObjectMeta};
+
+macro_rules! object {
+    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(rename_all = "camelCase", default)]
+        pub struct $name {
+            pub api_version: String,
+            pub kind: String,
+            pub metadata: ObjectMeta,
+            $(pub $field: $ty,)*
+        }
+    };
+}
+
+object!(Namespace { spec: Option<Any>, status: Option<Any> });
+object!(ServiceAccount {
+    secrets: Option<Any>,
+    image_pull_secrets: Option<Any>,
+    automount_service_account_token: Option<bool>,
+});
+object!(Service { spec: ServiceSpec, status: Option<Any> });
+object!(Pod { spec: PodSpec, status: Option<Any> });
+object!(Deployment { spec: DeploymentSpec, status: Option<Any> });
+object!(ReplicationController { spec: ReplicationControllerSpec, status: Option<Any> });
+object!(
+    /// `data` values are base64 (checked by validation); `stringData` values are plain text.
+    Secret {
+        r#type: Option<String>,
+        data: BTreeMap<String, String>,
+        string_data: BTreeMap<String, String>,
+        immutable: Option<bool>,
+    }
+);
+object!(ConfigMap {
+    data: BTreeMap<String, String>,
+    binary_data: BTreeMap<String, String>,
+    immutable: Option<bool>,
+});
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServiceSpec {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ServicePort>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: Labels,
+    /// ClusterIP (default), NodePort, LoadBalancer or ExternalName.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r#type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cluster_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_name: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub external_ips: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_traffic_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub internal_traffic_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_affinity: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer_ip: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub load_balancer_source_ranges: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load_balancer_class: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ip_families: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_family_policy: Option<String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub publish_not_ready_addresses: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_check_node_port: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocate_load_balancer_node_ports: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traffic_distribution: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ServicePort {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_port: Option<IntOrString>,
+    /// TCP (default), UDP or SCTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub app_protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<i32>,
+}
+
+impl ServicePort {
+    /// The port the pods receive on: `targetPort` when it is a number, else `port`.
+    /// A named targetPort resolves per pod through its container ports.
+    pub fn target_port_number(&self) -> Option<i64> {
+        match &self.target_port {
+            None => Some(i64::from(self.port)),
+            Some(IntOrString::Int(i)) => Some(*i),
+            Some(IntOrString::String(_)) => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodTemplateSpec {
+    pub metadata: ObjectMeta,
+    pub spec: PodSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct DeploymentSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub progress_deadline_seconds: Option<i32>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub paused: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ReplicationControllerSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// A plain label map; when empty, the template's labels are used (Kubernetes default).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub selector: Labels,
+    pub template: PodTemplateSpec,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodSpec {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
+    pub containers: Vec<Container>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Volume>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Deprecated spelling of `serviceAccountName`, still accepted by Kubernetes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub automount_service_account_token: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_grace_period_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subdomain: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub host_network: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub host_pid: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub host_ipc: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_users: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_process_namespace: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_config: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_aliases: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topology_spread_constraints: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preemption_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduler_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime_class_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub enable_service_links: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness_gates: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overhead: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral_containers: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set_hostname_as_fqdn: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_claims: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduling_gates: Option<Any>,
+}
+
+impl PodSpec {
+    /// The effective service account: `serviceAccountName`, its deprecated spelling, or
+    /// `default`.
+    pub fn service_account(&self) -> &str {
+        self.service_account_name
+            .as_deref()
+            .or(self.service_account.as_deref())
+            .filter(|s| !s.is_empty())
+            .unwrap_or("default")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Container {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ContainerPort>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env_from: Option<Any>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volume_mounts: Vec<VolumeMount>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub liveness_probe: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub startup_probe: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lifecycle: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_message_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub termination_message_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize_policy: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_devices: Option<Any>,
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub stdin_once: bool,
+    #[serde(skip_serializing_if = "is_false")]
+    pub tty: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerPort {
+    pub container_port: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub value_from: Option<Any>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct VolumeMount {
+    pub name: String,
+    pub mount_path: String,
+    #[serde(skip_serializing_if = "is_false")]
+    pub read_only: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sub_path_expr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_propagation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursive_read_only: Option<String>,
+}
+
+/// A pod volume. Secret and ConfigMap volumes become files; the other sources are kept
+/// opaque.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Volume {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<SecretVolumeSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapVolumeSource>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub empty_dir: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_path: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub projected: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub downward_api: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub csi: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<Any>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SecretVolumeSource {
+    pub secret_name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ConfigMapVolumeSource {
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub items: Vec<KeyToPath>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_mode: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub optional: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct KeyToPath {
+    pub key: String,
+    pub path: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<i32>,
+}

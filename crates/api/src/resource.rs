@@ -1,0 +1,383 @@
+//! The kinds Tessera accepts, their API versions and spellings, and [`Resource`], one
+//! loaded object of any kind.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::istio::{
+    DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar, VirtualService,
+};
+use crate::kube::{
+    ConfigMap, Deployment, Namespace, Pod, ReplicationController, Secret, Service, ServiceAccount,
+};
+use crate::meta::ObjectMeta;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Namespace,
+    ServiceAccount,
+    Secret,
+    ConfigMap,
+    Service,
+    Deployment,
+    ReplicationController,
+    Pod,
+    PeerAuthentication,
+    Policy,
+    MeshPolicy,
+    DestinationRule,
+    Sidecar,
+    Gateway,
+    VirtualService,
+}
+
+/// What is known of each kind: group, accepted versions (preferred first), scope and the
+/// names people type for it.
+pub struct KindInfo {
+    pub kind: Kind,
+    pub name: &'static str,
+    pub group: &'static str,
+    pub versions: &'static [&'static str],
+    pub namespaced: bool,
+    /// Lowercase plural, as in `kubectl get <plural>`.
+    pub plural: &'static str,
+    pub short_names: &'static [&'static str],
+}
+
+const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
+
+pub const KINDS: &[KindInfo] = &[
+    KindInfo {
+        kind: Kind::Namespace,
+        name: "Namespace",
+        group: "",
+        versions: &["v1"],
+        namespaced: false,
+        plural: "namespaces",
+        short_names: &["ns"],
+    },
+    KindInfo {
+        kind: Kind::ServiceAccount,
+        name: "ServiceAccount",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "serviceaccounts",
+        short_names: &["sa"],
+    },
+    KindInfo {
+        kind: Kind::Secret,
+        name: "Secret",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "secrets",
+        short_names: &[],
+    },
+    KindInfo {
+        kind: Kind::ConfigMap,
+        name: "ConfigMap",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "configmaps",
+        short_names: &["cm"],
+    },
+    KindInfo {
+        kind: Kind::Service,
+        name: "Service",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "services",
+        short_names: &["svc"],
+    },
+    KindInfo {
+        kind: Kind::Deployment,
+        name: "Deployment",
+        group: "apps",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "deployments",
+        short_names: &["deploy"],
+    },
+    KindInfo {
+        kind: Kind::ReplicationController,
+        name: "ReplicationController",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "replicationcontrollers",
+        short_names: &["rc"],
+    },
+    KindInfo {
+        kind: Kind::Pod,
+        name: "Pod",
+        group: "",
+        versions: &["v1"],
+        namespaced: true,
+        plural: "pods",
+        short_names: &["po"],
+    },
+    KindInfo {
+        kind: Kind::PeerAuthentication,
+        name: "PeerAuthentication",
+        group: "security.istio.io",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+        plural: "peerauthentications",
+        short_names: &["pa"],
+    },
+    KindInfo {
+        kind: Kind::Policy,
+        name: "Policy",
+        group: "authentication.istio.io",
+        versions: &["v1alpha1"],
+        namespaced: true,
+        plural: "policies",
+        short_names: &[],
+    },
+    KindInfo {
+        kind: Kind::MeshPolicy,
+        name: "MeshPolicy",
+        group: "authentication.istio.io",
+        versions: &["v1alpha1"],
+        namespaced: false,
+        plural: "meshpolicies",
+        short_names: &[],
+    },
+    KindInfo {
+        kind: Kind::DestinationRule,
+        name: "DestinationRule",
+        group: "networking.istio.io",
+        versions: NETWORKING_VERSIONS,
+        namespaced: true,
+        plural: "destinationrules",
+        short_names: &["dr"],
+    },
+    KindInfo {
+        kind: Kind::Sidecar,
+        name: "Sidecar",
+        group: "networking.istio.io",
+        versions: NETWORKING_VERSIONS,
+        namespaced: true,
+        plural: "sidecars",
+        short_names: &[],
+    },
+    KindInfo {
+        kind: Kind::Gateway,
+        name: "Gateway",
+        group: "networking.istio.io",
+        versions: NETWORKING_VERSIONS,
+        namespaced: true,
+        plural: "gateways",
+        short_names: &["gw"],
+    },
+    KindInfo {
+        kind: Kind::VirtualService,
+        name: "VirtualService",
+        group: "networking.istio.io",
+        versions: NETWORKING_VERSIONS,
+        namespaced: true,
+        plural: "virtualservices",
+        short_names: &["vs"],
+    },
+];
+
+impl Kind {
+    pub fn info(self) -> &'static KindInfo {
+        KINDS
+            .iter()
+            .find(|k| k.kind == self)
+            .expect("every kind is in KINDS")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.info().name
+    }
+
+    pub fn is_namespaced(self) -> bool {
+        self.info().namespaced
+    }
+
+    /// Finds a kind from a manifest's `kind:` value (exact, case-sensitive as Kubernetes is).
+    pub fn from_manifest(kind: &str) -> Option<Kind> {
+        KINDS.iter().find(|k| k.name == kind).map(|k| k.kind)
+    }
+
+    /// Finds a kind from what people type on the command line: `svc`, `service`,
+    /// `services`, `Service`, `peerauthentication`, `destinationrules.networking.istio.io`,
+    /// `policies.authentication.istio.io`, `meshpolicies`.
+    pub fn from_cli(word: &str) -> Option<Kind> {
+        let lower = word.to_ascii_lowercase();
+        let (name, group) = match lower.split_once('.') {
+            Some((n, g)) => (n.to_string(), Some(g.to_string())),
+            None => (lower, None),
+        };
+        KINDS
+            .iter()
+            .find(|k| {
+                let name_ok = k.name.eq_ignore_ascii_case(&name)
+                    || k.plural == name
+                    || k.short_names.contains(&name.as_str());
+                let group_ok = group.as_deref().is_none_or(|g| g == k.group);
+                name_ok && group_ok
+            })
+            .map(|k| k.kind)
+    }
+
+    /// The `apiVersion` written when Tessera prints an object of this kind.
+    pub fn preferred_api_version(self) -> String {
+        let info = self.info();
+        api_version(info.group, info.versions[0])
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+pub fn api_version(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    }
+}
+
+/// One object of any accepted kind.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Resource {
+    Namespace(Namespace),
+    ServiceAccount(ServiceAccount),
+    Secret(Secret),
+    ConfigMap(ConfigMap),
+    Service(Service),
+    Deployment(Deployment),
+    ReplicationController(ReplicationController),
+    Pod(Pod),
+    PeerAuthentication(PeerAuthentication),
+    Policy(Policy),
+    MeshPolicy(MeshPolicy),
+    DestinationRule(DestinationRule),
+    Sidecar(Sidecar),
+    Gateway(Gateway),
+    VirtualService(VirtualService),
+}
+
+macro_rules! each_resource {
+    ($self:expr, $r:ident => $body:expr) => {
+        match $self {
+            Resource::Namespace($r) => $body,
+            Resource::ServiceAccount($r) => $body,
+            Resource::Secret($r) => $body,
+            Resource::ConfigMap($r) => $body,
+            Resource::Service($r) => $body,
+            Resource::Deployment($r) => $body,
+            Resource::ReplicationController($r) => $body,
+            Resource::Pod($r) => $body,
+            Resource::PeerAuthentication($r) => $body,
+            Resource::Policy($r) => $body,
+            Resource::MeshPolicy($r) => $body,
+            Resource::DestinationRule($r) => $body,
+            Resource::Sidecar($r) => $body,
+            Resource::Gateway($r) => $body,
+            Resource::VirtualService($r) => $body,
+        }
+    };
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Namespace(_) => Kind::Namespace,
+            Resource::ServiceAccount(_) => Kind::ServiceAccount,
+            Resource::Secret(_) => Kind::Secret,
+            Resource::ConfigMap(_) => Kind::ConfigMap,
+            Resource::Service(_) => Kind::Service,
+            Resource::Deployment(_) => Kind::Deployment,
+            Resource::ReplicationController(_) => Kind::ReplicationController,
+            Resource::Pod(_) => Kind::Pod,
+            Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::Policy(_) => Kind::Policy,
+            Resource::MeshPolicy(_) => Kind::MeshPolicy,
+            Resource::DestinationRule(_) => Kind::DestinationRule,
+            Resource::Sidecar(_) => Kind::Sidecar,
+            Resource::Gateway(_) => Kind::Gateway,
+            Resource::VirtualService(_) => Kind::VirtualService,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        each_resource!(self, r => &r.metadata)
+    }
+
+    pub fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        each_resource!(self, r => &mut r.metadata)
+    }
+
+    pub fn api_version(&self) -> &str {
+        each_resource!(self, r => &r.api_version)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.metadata().name
+    }
+
+    /// The namespace, for namespaced kinds (after defaulting, always set).
+    pub fn namespace(&self) -> Option<&str> {
+        self.metadata().namespace.as_deref()
+    }
+
+    /// `Kind/namespace/name` or `Kind/name`, as used in messages.
+    pub fn key(&self) -> String {
+        match self.namespace() {
+            Some(ns) if self.kind().is_namespaced() => {
+                format!("{}/{}/{}", self.kind(), ns, self.name())
+            }
+            _ => format!("{}/{}", self.kind(), self.name()),
+        }
+    }
+
+    pub fn to_yaml(&self) -> String {
+        serde_norway::to_string(self).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spellings_people_type_are_understood() {
+        for (word, kind) in [
+            ("svc", Kind::Service),
+            ("Service", Kind::Service),
+            ("services", Kind::Service),
+            ("peerauthentication", Kind::PeerAuthentication),
+            ("pa", Kind::PeerAuthentication),
+            ("destinationrules", Kind::DestinationRule),
+            (
+                "destinationrules.networking.istio.io",
+                Kind::DestinationRule,
+            ),
+            ("policies.authentication.istio.io", Kind::Policy),
+            ("meshpolicies", Kind::MeshPolicy),
+            ("deploy", Kind::Deployment),
+            ("rc", Kind::ReplicationController),
+            ("ns", Kind::Namespace),
+        ] {
+            assert_eq!(Kind::from_cli(word), Some(kind), "{word}");
+        }
+        assert_eq!(Kind::from_cli("policies.networking.istio.io"), None);
+        assert_eq!(Kind::from_cli("widgets"), None);
+    }
+}

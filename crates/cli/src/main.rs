@@ -1,0 +1,76 @@
+//! The `tessera` binary: parses the command line and formats output. Decisions live in the
+//! library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+mod state_dir;
+mod validate;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "A service mesh for transport security that speaks Istio's YAML APIs",
+    long_about = "Tessera gives every workload a SPIFFE identity, encrypts and authenticates \
+                  traffic between workloads with mutual TLS, and terminates TLS for clients \
+                  outside the mesh. It accepts Istio's and Kubernetes' YAML."
+)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Where a mesh keeps its state (store, CA, sockets). Several meshes run side by side
+    /// with different state dirs. Default: /var/lib/tessera as root, else
+    /// $XDG_STATE_HOME/tessera.
+    #[arg(long, global = true, env = "TESSERA_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    // Roles.
+    /// Role: run a local mesh on this host (control plane and pods in network namespaces)
+    Up,
+    /// Role: run the control plane (config store, registry, CA, config push)
+    Control,
+    /// Role: run a proxy (sidecar or gateway)
+    Proxy,
+
+    // Operator verbs.
+    /// Check manifests without applying them: every problem with file:line:column, the
+    /// field path and what is allowed. Exits 1 when there are errors (warnings alone: 0).
+    Validate(validate::ValidateArgs),
+    /// Print the version
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up | Command::Control | Command::Proxy => {
+            let role = match cli.command {
+                Command::Up => "up",
+                Command::Control => "control",
+                _ => "proxy",
+            };
+            eprintln!(
+                "tessera {role}: this role is not available in this version yet (state dir would be {}); see the feature status in the README",
+                state_dir::resolve(cli.global.state_dir.as_deref()).display()
+            );
+            ExitCode::from(2)
+        }
+        Command::Validate(args) => validate::run(&args),
+        Command::Version => {
+            println!("tessera {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+    }
+}
