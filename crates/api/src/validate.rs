@@ -12,6 +12,7 @@ use crate::meta::{
     subset, validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
     IntOrString, ObjectMeta,
 };
+use crate::policy::legacy::{validate_legacy, LegacyPolicy};
 use crate::problem::{FieldPath, Finding};
 use crate::resource::{Kind, Resource};
 
@@ -91,10 +92,10 @@ pub fn check(resource: &Resource, opts: &ValidateOptions) -> Vec<Finding> {
         }
         Resource::PeerAuthentication(pa) => check_peer_authentication(pa, opts, &mut out),
         Resource::Policy(policy) => {
-            check_legacy_policy(&policy.metadata.name, &policy.spec, false, &mut out)
+            check_legacy_policy(&policy.metadata, &policy.spec, false, opts, &mut out)
         }
         Resource::MeshPolicy(policy) => {
-            check_legacy_policy(&policy.metadata.name, &policy.spec, true, &mut out)
+            check_legacy_policy(&policy.metadata, &policy.spec, true, opts, &mut out)
         }
         Resource::DestinationRule(dr) => check_destination_rule(dr, &mut out),
         Resource::Sidecar(sc) => check_sidecar(sc, &mut out),
@@ -208,7 +209,7 @@ fn check_secret(secret: &Secret, out: &mut Vec<Finding>) {
 fn is_base64(s: &str) -> bool {
     let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
     let body = s.trim_end_matches('=');
-    s.len() % 4 == 0
+    s.len().is_multiple_of(4)
         && s.len() - body.len() <= 2
         && body
             .chars()
@@ -227,10 +228,14 @@ fn check_service(svc: &Service, out: &mut Vec<Finding>) {
     if let Some(t) = &svc.spec.r#type {
         const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
         if !TYPES.contains(&t.as_str()) {
-            out.push(Finding::error(
+            let mut f = Finding::error(
                 spec.field("type"),
                 format!("\"{t}\" is not one of {}", TYPES.join(", ")),
-            ));
+            );
+            if let Some(close) = crate::problem::closest(t, TYPES.iter().copied()) {
+                f = f.hint(format!("did you mean {close}?"));
+            }
+            out.push(f);
         }
     }
     let multi = svc.spec.ports.len() > 1;
@@ -575,51 +580,28 @@ fn check_peer_authentication(
     }
 }
 
-fn check_legacy_policy(name: &str, spec: &LegacyPolicySpec, mesh: bool, out: &mut Vec<Finding>) {
-    if mesh {
-        if name != "default" {
-            out.push(Finding::error(
-                p("metadata.name"),
-                format!("cluster-scoped authentication policy name must be \"default\", found \"{name}\""),
-            ));
+fn check_legacy_policy(
+    meta: &ObjectMeta,
+    spec: &LegacyPolicySpec,
+    mesh: bool,
+    opts: &ValidateOptions,
+    out: &mut Vec<Finding>,
+) {
+    let model = LegacyPolicy::from_model(meta, spec, mesh, &opts.root_namespace, (0, 0));
+    for (path, message) in validate_legacy(&model) {
+        let mut f = Finding::error(path, message);
+        if !mesh && spec.targets.is_empty() {
+            f = f.hint("name it \"default\" to apply to the whole namespace, or add spec.targets");
         }
-        if !spec.targets.is_empty() {
-            out.push(Finding::error(
-                p("spec.targets"),
-                "cluster-scoped authentication policy must not have targets",
-            ));
-        }
-    } else if spec.targets.is_empty() && name != "default" {
-        out.push(
-            Finding::error(
-                p("metadata.name"),
-                format!("authentication policy with no target rules  must be named \"default\", found \"{name}\""),
-            )
-            .hint("name it \"default\" to apply to the whole namespace, or add spec.targets"),
-        );
-    } else if !spec.targets.is_empty() && name == "default" {
-        out.push(Finding::error(
-            p("spec.targets"),
-            "authentication policy with name \"default\" must not have any target rules",
-        ));
+        out.push(f);
     }
     for (i, t) in spec.targets.iter().enumerate() {
-        let path = p("spec.targets").index(i);
-        if t.name.is_empty() {
-            out.push(Finding::error(
-                path.field("name"),
-                "missing required field \"name\" (a Service name)",
-            ));
-        }
         for (j, port) in t.ports.iter().enumerate() {
-            let ppath = path.field("ports").index(j);
-            match (port.number, &port.name) {
-                (None, None) => out.push(Finding::error(
-                    ppath,
+            if port.number.is_none() && port.name.is_none() {
+                out.push(Finding::error(
+                    p("spec.targets").index(i).field("ports").index(j),
                     "a port selector needs `number` or `name`",
-                )),
-                (Some(n), _) => check_port_number(i64::from(n), &ppath.field("number"), out),
-                _ => {}
+                ));
             }
         }
     }

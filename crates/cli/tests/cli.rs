@@ -1,0 +1,143 @@
+//! The real `tessera` binary: help, version, and `validate` exit codes and output.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn tessera() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_tessera"))
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn help_lists_roles_and_verbs() {
+    let out = tessera().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let (stdout, _) = text(&out);
+    for word in [
+        "up",
+        "control",
+        "proxy",
+        "validate",
+        "version",
+        "--state-dir",
+    ] {
+        assert!(stdout.contains(word), "--help mentions {word}:\n{stdout}");
+    }
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let out = tessera().arg("version").output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out).0.trim(),
+        format!("tessera {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn validate_samples_exits_zero() {
+    let out = tessera()
+        .args(["validate", "-f"])
+        .arg(repo("samples"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("8 documents in 3 files: 0 errors, 0 warnings"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn validate_reports_the_broken_seed_service_and_exits_one() {
+    let out = tessera()
+        .args(["validate", "-f"])
+        .arg(repo("crates/api/tests/fixtures/seeds"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(stdout.contains("003-httpbin-broken-service.yaml:22:5: error: spec.ports[1].selector: unknown field \"selector\""), "{stdout}");
+    assert!(
+        stdout.contains("(hint: did you mean `spec.selector`?"),
+        "{stdout}"
+    );
+    assert!(stderr.contains("2 errors, 0 warnings"), "{stderr}");
+}
+
+#[test]
+fn warnings_alone_keep_exit_zero() {
+    let out = tessera()
+        .args(["validate", "-f"])
+        .arg(repo(
+            "crates/api/tests/fixtures/invalid/pa-selector-in-root-namespace.yaml",
+        ))
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stdout.contains(": warning: spec.selector:"), "{stdout}");
+}
+
+#[test]
+fn validate_reads_standard_input() {
+    let mut child = tessera()
+        .args(["validate", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"apiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata:\n  name: default\nspec:\n  mtls:\n    mode: STRCT\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stdout.lines().next().unwrap(),
+        "<stdin>:7:11: error: spec.mtls.mode: \"STRCT\" is not one of UNSET, DISABLE, PERMISSIVE, STRICT (hint: did you mean STRICT?)"
+    );
+}
+
+#[test]
+fn a_missing_file_is_an_error_not_a_crash() {
+    let out = tessera()
+        .args(["validate", "-f", "/nonexistent/tessera-manifest.yaml"])
+        .output()
+        .unwrap();
+    let (stdout, _) = text(&out);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout.starts_with("/nonexistent/tessera-manifest.yaml:1:1: error: cannot read:"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn roles_not_yet_available_say_so() {
+    let out = tessera()
+        .args(["--state-dir", "/tmp/tessera-cli-test-none", "up"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).1.contains("/tmp/tessera-cli-test-none"));
+}
