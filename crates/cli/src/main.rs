@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+mod ca;
 mod state_dir;
 mod validate;
 
@@ -45,6 +46,9 @@ enum Command {
     Proxy,
 
     // Operator verbs.
+    /// The mesh certificate authority: create it, print its roots, issue certificates
+    #[command(subcommand)]
+    Ca(ca::CaCommand),
     /// Check manifests without applying them: every problem with file:line:column, the
     /// field path and what is allowed. Exits 1 when there are errors (warnings alone: 0).
     Validate(validate::ValidateArgs),
@@ -67,6 +71,7 @@ fn main() -> ExitCode {
             );
             ExitCode::from(2)
         }
+        Command::Ca(cmd) => ca::run(&state_dir::resolve(cli.global.state_dir.as_deref()), &cmd),
         Command::Validate(args) => validate::run(&args),
         Command::Version => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));

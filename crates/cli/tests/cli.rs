@@ -141,3 +141,61 @@ fn roles_not_yet_available_say_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).1.contains("/tmp/tessera-cli-test-none"));
 }
+
+#[test]
+fn ca_init_issue_and_root() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-ca-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |args: &[&str]| {
+        tessera()
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["ca", "root"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out).1.contains("run `tessera ca init` first"));
+    assert!(run(&["ca", "init"]).status.success());
+    let root1 = text(&run(&["ca", "root"])).0;
+    assert!(text(&run(&["ca", "init"]))
+        .0
+        .starts_with("loaded the mesh CA"));
+    assert_eq!(
+        text(&run(&["ca", "root"])).0,
+        root1,
+        "the root survives a restart"
+    );
+    let out_dir = dir.join("out");
+    let out = run(&[
+        "ca",
+        "issue",
+        "--identity",
+        "spiffe://cluster.local/ns/full/sa/sleep",
+        "--ttl",
+        "1h",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let verify = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(out_dir.join("root-cert.pem"))
+        .arg(out_dir.join("cert-chain.pem"))
+        .output()
+        .unwrap();
+    assert!(verify.status.success(), "{:?}", text(&verify));
+    let bad = run(&[
+        "ca",
+        "issue",
+        "--identity",
+        "spiffe://x/ns/a",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad).1.contains("is not a workload identity"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

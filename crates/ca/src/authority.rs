@@ -1,0 +1,368 @@
+//! The certificate authority: its key and certificates in a directory, and issuance of
+//! workload certificates that carry only the identity the caller was authenticated as.
+//!
+//! Files (Istio's plug-in CA layout, so an operator can bring their own):
+//! `root-cert.pem` (trust bundle), `ca-cert.pem` (the signing certificate), `ca-key.pem`
+//! (its key, mode 0600) and `cert-chain.pem` (the signing certificate up to the root).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use rcgen::{
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use rustls_pki_types::{pem::PemObject, CertificateDer};
+use time::OffsetDateTime;
+
+use crate::spiffe::SpiffeId;
+
+pub const ROOT_CERT: &str = "root-cert.pem";
+pub const CA_CERT: &str = "ca-cert.pem";
+pub const CA_KEY: &str = "ca-key.pem";
+pub const CERT_CHAIN: &str = "cert-chain.pem";
+
+/// Istio's defaults: 24 h workload certificates, at most 90 days, backdated 2 minutes for
+/// clock skew; a self-signed root lives 10 years.
+pub const DEFAULT_WORKLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
+pub const MAX_WORKLOAD_TTL: Duration = Duration::from_secs(90 * 24 * 3600);
+pub const CLOCK_SKEW: Duration = Duration::from_secs(120);
+pub const ROOT_TTL: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {reason}")]
+    BadFile { path: PathBuf, reason: String },
+    #[error("the CSR could not be read: {0}")]
+    BadCsr(String),
+    #[error("cannot sign: {0}")]
+    Signing(String),
+    #[error("{dir} holds no CA (missing {missing}); run `tessera ca init` first")]
+    NotInitialized { dir: PathBuf, missing: &'static str },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CaError + '_ {
+    move |source| CaError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// The key algorithm of an issued certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum KeyAlgorithm {
+    #[default]
+    EcdsaP256,
+    Rsa2048,
+}
+
+impl KeyAlgorithm {
+    pub fn generate(self) -> Result<KeyPair, CaError> {
+        let result = match self {
+            KeyAlgorithm::EcdsaP256 => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256),
+            KeyAlgorithm::Rsa2048 => {
+                KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+            }
+        };
+        result.map_err(|e| CaError::Signing(format!("key generation failed: {e}")))
+    }
+}
+
+/// A signed workload certificate: the leaf and the intermediates above it (leaf first).
+#[derive(Debug, Clone)]
+pub struct IssuedChain {
+    pub leaf_pem: String,
+    pub intermediates_pem: Vec<String>,
+    pub not_after: OffsetDateTime,
+}
+
+impl IssuedChain {
+    /// Leaf then intermediates, as `cert-chain.pem` holds them.
+    pub fn chain_pem(&self) -> String {
+        let mut out = self.leaf_pem.clone();
+        for c in &self.intermediates_pem {
+            out.push_str(c);
+        }
+        out
+    }
+}
+
+pub struct Authority {
+    dir: PathBuf,
+    issuer: Issuer<'static, KeyPair>,
+    signing_cert_pem: String,
+    root_pem: String,
+    intermediates_pem: Vec<String>,
+    not_after: OffsetDateTime,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("dir", &self.dir)
+            .field("not_after", &self.not_after)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Authority {
+    /// Loads the CA in `dir`, or creates a self-signed root there when there is none.
+    /// Returns whether it was created.
+    pub fn init(dir: &Path) -> Result<(Authority, bool), CaError> {
+        if dir.join(CA_KEY).exists() {
+            return Ok((Authority::load(dir)?, false));
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        let key = KeyAlgorithm::EcdsaP256.generate()?;
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(DnType::OrganizationName, "Tessera");
+        dn.push(DnType::CommonName, "Tessera mesh root CA");
+        params.distinguished_name = dn;
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let now = OffsetDateTime::now_utc();
+        params.not_before = now - CLOCK_SKEW;
+        params.not_after = now + ROOT_TTL;
+        params.serial_number = Some(random_serial()?);
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let pem = cert.pem();
+        // The key goes last: its presence marks a complete CA.
+        write_atomic(&dir.join(ROOT_CERT), pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join(CA_CERT), pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join(CERT_CHAIN), pem.as_bytes(), 0o644)?;
+        write_atomic(&dir.join(CA_KEY), key.serialize_pem().as_bytes(), 0o600)?;
+        Ok((Authority::load(dir)?, true))
+    }
+
+    /// Loads the CA files of `dir`.
+    pub fn load(dir: &Path) -> Result<Authority, CaError> {
+        let read = |name: &'static str| -> Result<String, CaError> {
+            let path = dir.join(name);
+            if !path.exists() {
+                return Err(CaError::NotInitialized {
+                    dir: dir.to_path_buf(),
+                    missing: name,
+                });
+            }
+            fs::read_to_string(&path).map_err(io(&path))
+        };
+        let key_pem = read(CA_KEY)?;
+        let signing_cert_pem = read(CA_CERT)?;
+        let root_pem = read(ROOT_CERT)?;
+        let chain_pem = read(CERT_CHAIN)?;
+        let bad = |name: &str, reason: String| CaError::BadFile {
+            path: dir.join(name),
+            reason,
+        };
+        let key = KeyPair::from_pem(&key_pem).map_err(|e| {
+            bad(
+                CA_KEY,
+                format!("not a usable private key ({e}); PKCS#8 PEM is expected"),
+            )
+        })?;
+        let not_after = split_pem(&signing_cert_pem)
+            .first()
+            .and_then(|pem| cert_not_after(pem))
+            .ok_or_else(|| bad(CA_CERT, "holds no readable certificate".into()))?;
+        let issuer = Issuer::from_ca_cert_pem(&signing_cert_pem, key)
+            .map_err(|e| bad(CA_CERT, format!("not a usable CA certificate: {e}")))?;
+        let roots = split_pem(&root_pem);
+        if roots.is_empty() {
+            return Err(bad(ROOT_CERT, "holds no certificate".into()));
+        }
+        // Intermediates: the chain file minus the signing certificate's own root(s).
+        let intermediates_pem = split_pem(&chain_pem)
+            .into_iter()
+            .filter(|c| !roots.contains(c))
+            .filter(|c| !is_self_signed(c))
+            .collect::<Vec<_>>();
+        let signing_is_root = roots.contains(&normalize(&signing_cert_pem));
+        let intermediates_pem = if signing_is_root {
+            Vec::new()
+        } else if intermediates_pem.is_empty() {
+            vec![normalize(&signing_cert_pem)]
+        } else {
+            intermediates_pem
+        };
+        Ok(Authority {
+            dir: dir.to_path_buf(),
+            issuer,
+            signing_cert_pem,
+            root_pem,
+            intermediates_pem,
+            not_after,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The trust bundle (one or more roots, PEM).
+    pub fn root_bundle(&self) -> &str {
+        &self.root_pem
+    }
+
+    pub fn signing_cert_pem(&self) -> &str {
+        &self.signing_cert_pem
+    }
+
+    /// Signs a certificate for `identity` over the public key of `csr_pem`. Whatever names
+    /// the CSR asks for are ignored: the certificate carries only the authenticated identity.
+    pub fn sign_csr(
+        &self,
+        csr_pem: &str,
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedChain, CaError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| CaError::BadCsr(e.to_string()))?;
+        self.sign(&csr.public_key, identity, ttl)
+    }
+
+    /// Issues a key and a certificate for `identity` (for VMs, static configs, benchmarks:
+    /// the key is made here). Returns the key PEM and the chain.
+    pub fn issue(
+        &self,
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+        algorithm: KeyAlgorithm,
+    ) -> Result<(String, IssuedChain), CaError> {
+        let key = algorithm.generate()?;
+        let chain = self.sign(&key, identity, ttl)?;
+        Ok((key.serialize_pem(), chain))
+    }
+
+    fn sign(
+        &self,
+        public_key: &impl rcgen::PublicKeyData,
+        identity: &SpiffeId,
+        ttl: Option<Duration>,
+    ) -> Result<IssuedChain, CaError> {
+        let ttl = match ttl {
+            Some(t) if !t.is_zero() => t.min(MAX_WORKLOAD_TTL),
+            _ => DEFAULT_WORKLOAD_TTL,
+        };
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        // Empty subject: the SAN extension then becomes critical, as for Istio's certs.
+        params.distinguished_name = DistinguishedName::new();
+        let uri = identity
+            .to_string()
+            .try_into()
+            .map_err(|e| CaError::Signing(format!("identity is not a valid URI: {e:?}")))?;
+        params.subject_alt_names = vec![SanType::URI(uri)];
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = now - CLOCK_SKEW;
+        // A leaf never outlives the certificate that signs it.
+        params.not_after = (now + ttl).min(self.not_after);
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(public_key, &self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        Ok(IssuedChain {
+            leaf_pem: cert.pem(),
+            intermediates_pem: self.intermediates_pem.clone(),
+            not_after: params.not_after,
+        })
+    }
+}
+
+/// A random positive serial below 2^128 (RFC 5280: at most 20 octets, non-negative).
+fn random_serial() -> Result<SerialNumber, CaError> {
+    let mut bytes = [0u8; 16];
+    rustls::crypto::aws_lc_rs::default_provider()
+        .secure_random
+        .fill(&mut bytes)
+        .map_err(|_| CaError::Signing("no secure random source".into()))?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // never zero, never shortened to fewer octets
+    Ok(SerialNumber::from_slice(&bytes))
+}
+
+/// Writes a file so that readers see the old or the new content, never a part: a
+/// temporary file in the same directory, flushed, then renamed over the target.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<(), CaError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io(&tmp))?;
+    // The mode given at creation is filtered by the umask; set it exactly.
+    f.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io(&tmp))?;
+    f.write_all(data).map_err(io(&tmp))?;
+    f.sync_all().map_err(io(&tmp))?;
+    fs::rename(&tmp, path).map_err(io(path))?;
+    Ok(())
+}
+
+/// The PEM blocks of a bundle, each normalized to end with a newline.
+pub fn split_pem(bundle: &str) -> Vec<String> {
+    CertificateDer::pem_slice_iter(bundle.as_bytes())
+        .filter_map(Result::ok)
+        .map(|der| to_pem(&der))
+        .collect()
+}
+
+fn normalize(pem: &str) -> String {
+    split_pem(pem).into_iter().next().unwrap_or_default()
+}
+
+pub fn to_pem(der: &[u8]) -> String {
+    pem_encode("CERTIFICATE", der)
+}
+
+fn pem_encode(label: &str, der: &[u8]) -> String {
+    let config = pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF);
+    pem::encode_config(&pem::Pem::new(label, der.to_vec()), config)
+}
+
+fn cert_not_after(pem: &str) -> Option<OffsetDateTime> {
+    let der = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()?
+        .ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some(cert.validity().not_after.to_datetime())
+}
+
+fn is_self_signed(pem: &str) -> bool {
+    let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else {
+        return false;
+    };
+    x509_parser::parse_x509_certificate(&der)
+        .map(|(_, c)| c.subject() == c.issuer())
+        .unwrap_or(false)
+}

@@ -1,0 +1,175 @@
+//! The CA on disk and the certificates it issues, checked with x509-parser and openssl.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use tessera_ca::authority::{CA_KEY, ROOT_CERT};
+use tessera_ca::{Authority, KeyAlgorithm, SpiffeId};
+use x509_parser::prelude::*;
+
+fn sleep_id() -> SpiffeId {
+    SpiffeId::new("cluster.local", "full", "sleep").unwrap()
+}
+
+fn leaf_der(pem: &str) -> Vec<u8> {
+    ::pem::parse(pem).unwrap().into_contents()
+}
+
+#[test]
+fn init_creates_a_root_once_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, created) = Authority::init(dir.path()).unwrap();
+    assert!(created);
+    let mode = std::fs::metadata(dir.path().join(CA_KEY))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the CA key is private");
+    let root = ca.root_bundle().to_string();
+    let (again, created) = Authority::init(dir.path()).unwrap();
+    assert!(!created, "a second init loads the existing CA");
+    assert_eq!(again.root_bundle(), root, "a restart keeps the same root");
+    // The root: ECDSA P-256, a CA, about 10 years.
+    let der = leaf_der(&root);
+    let (_, cert) = parse_x509_certificate(&der).unwrap();
+    assert!(cert.is_ca());
+    let years = (cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp())
+        / (365 * 24 * 3600);
+    assert_eq!(years, 10);
+}
+
+#[test]
+fn workload_certificates_look_like_istios() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = Authority::init(dir.path()).unwrap();
+    let (_key, chain) = ca
+        .issue(&sleep_id(), None, KeyAlgorithm::EcdsaP256)
+        .unwrap();
+    assert!(
+        chain.intermediates_pem.is_empty(),
+        "a self-signed root has no intermediates"
+    );
+    let der = leaf_der(&chain.leaf_pem);
+    let (_, cert) = parse_x509_certificate(&der).unwrap();
+    // CERT-10: empty subject, one critical SAN holding only the SPIFFE URI, 24h + 2 min.
+    assert_eq!(cert.subject().iter().count(), 0);
+    let san = cert
+        .extensions()
+        .iter()
+        .find(|e| e.oid == x509_parser::oid_registry::OID_X509_EXT_SUBJECT_ALT_NAME)
+        .unwrap();
+    assert!(san.critical);
+    let names = match san.parsed_extension() {
+        ParsedExtension::SubjectAlternativeName(s) => s.general_names.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(names.len(), 1);
+    assert!(matches!(
+        names[0],
+        GeneralName::URI("spiffe://cluster.local/ns/full/sa/sleep")
+    ));
+    let secs = cert.validity().not_after.timestamp() - cert.validity().not_before.timestamp();
+    assert_eq!(secs, 24 * 3600 + 120);
+    assert!(!cert.is_ca());
+    let eku = cert.extended_key_usage().unwrap().unwrap().value;
+    assert!(eku.server_auth && eku.client_auth);
+    // Random serials below 2^128.
+    let (_k, other) = ca
+        .issue(&sleep_id(), None, KeyAlgorithm::EcdsaP256)
+        .unwrap();
+    let der2 = leaf_der(&other.leaf_pem);
+    let (_, cert2) = parse_x509_certificate(&der2).unwrap();
+    assert_ne!(cert.raw_serial(), cert2.raw_serial());
+    assert!(cert.raw_serial().len() <= 16);
+}
+
+#[test]
+fn ttl_defaults_and_caps() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = Authority::init(dir.path()).unwrap();
+    let lifetime = |ttl: Option<Duration>| {
+        let (_k, chain) = ca.issue(&sleep_id(), ttl, KeyAlgorithm::EcdsaP256).unwrap();
+        let der = leaf_der(&chain.leaf_pem);
+        let (_, c) = parse_x509_certificate(&der).unwrap();
+        c.validity().not_after.timestamp() - c.validity().not_before.timestamp() - 120
+    };
+    assert_eq!(lifetime(Some(Duration::from_secs(5))), 5);
+    assert_eq!(lifetime(Some(Duration::ZERO)), 24 * 3600);
+    // CERT-12: 200 days requested, 90 days issued.
+    assert_eq!(
+        lifetime(Some(Duration::from_secs(200 * 24 * 3600))),
+        90 * 24 * 3600
+    );
+}
+
+#[test]
+fn a_csr_asking_for_another_identity_gets_the_authenticated_one() {
+    // CERT-13
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = Authority::init(dir.path()).unwrap();
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![]).unwrap();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://cluster.local/ns/istio-system/sa/admin"
+            .try_into()
+            .unwrap(),
+    )];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let chain = ca.sign_csr(&csr, &sleep_id(), None).unwrap();
+    let der = leaf_der(&chain.leaf_pem);
+    let (_, cert) = parse_x509_certificate(&der).unwrap();
+    let san = cert.subject_alternative_name().unwrap().unwrap().value;
+    assert_eq!(san.general_names.len(), 1);
+    assert!(matches!(
+        san.general_names[0],
+        GeneralName::URI("spiffe://cluster.local/ns/full/sa/sleep")
+    ));
+    // A garbage CSR is refused with a reason.
+    let err = ca.sign_csr("not a csr", &sleep_id(), None).unwrap_err();
+    assert!(
+        err.to_string().starts_with("the CSR could not be read"),
+        "{err}"
+    );
+}
+
+#[test]
+fn openssl_verifies_what_we_issue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, _) = Authority::init(&dir.path().join("ca")).unwrap();
+    for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
+        let (_key, chain) = ca.issue(&sleep_id(), None, alg).unwrap();
+        let leaf = dir.path().join("leaf.pem");
+        let untrusted = dir.path().join("chain.pem");
+        std::fs::write(&leaf, &chain.leaf_pem).unwrap();
+        std::fs::write(&untrusted, chain.chain_pem()).unwrap();
+        let out = Command::new("openssl")
+            .arg("verify")
+            .arg("-CAfile")
+            .arg(dir.path().join("ca").join(ROOT_CERT))
+            .arg("-untrusted")
+            .arg(&untrusted)
+            .arg(&leaf)
+            .output()
+            .expect("openssl is installed");
+        assert!(
+            out.status.success(),
+            "{alg:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).ends_with(": OK\n"));
+    }
+}
+
+#[test]
+fn a_missing_ca_says_how_to_make_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Authority::load(&dir.path().join("nothing")).unwrap_err();
+    assert!(
+        err.to_string().contains("run `tessera ca init` first"),
+        "{err}"
+    );
+    let _ = Path::new("");
+}
