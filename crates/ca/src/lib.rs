@@ -2,6 +2,7 @@
 //! dir, workload certificates that carry only a SPIFFE identity, and the SPIFFE id type.
 
 pub mod authority;
+pub mod inspect;
 pub mod spiffe;
 
 pub use authority::{Authority, CaError, IssuedChain, KeyAlgorithm};

@@ -8,7 +8,9 @@ use clap::{Args, Parser, Subcommand};
 
 mod ca;
 mod state_dir;
+mod table;
 mod validate;
+mod x509;
 
 #[derive(Parser)]
 #[command(
@@ -54,6 +56,9 @@ enum Command {
     Validate(validate::ValidateArgs),
     /// Print the version
     Version,
+    /// Inspect X.509 certificates
+    #[command(subcommand)]
+    X509(x509::X509Command),
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn main() -> ExitCode {
         }
         Command::Ca(cmd) => ca::run(&state_dir::resolve(cli.global.state_dir.as_deref()), &cmd),
         Command::Validate(args) => validate::run(&args),
+        Command::X509(cmd) => x509::run(&cmd),
         Command::Version => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS

@@ -199,3 +199,55 @@ fn ca_init_issue_and_root() {
     assert!(text(&bad).1.contains("is not a workload identity"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn x509_describe_prints_one_row_per_certificate() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-x509-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |args: &[&str]| {
+        tessera()
+            .arg("--state-dir")
+            .arg(&dir)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(run(&["ca", "init"]).status.success());
+    let out_dir = dir.join("out");
+    assert!(run(&[
+        "ca",
+        "issue",
+        "--identity",
+        "spiffe://cluster.local/ns/full/sa/sleep",
+        "--out",
+        out_dir.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let out = tessera()
+        .args(["x509", "describe"])
+        .arg(out_dir.join("cert-chain.pem"))
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("TYPE         SERIAL NUMBER"),
+        "{stdout}"
+    );
+    assert!(lines[1].starts_with("Cert Chain   "), "{stdout}");
+    assert!(
+        lines[1].contains("URI:spiffe://cluster.local/ns/full/sa/sleep"),
+        "{stdout}"
+    );
+    let bad = tessera()
+        .args(["x509", "describe"])
+        .arg(out_dir.join("key.pem"))
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(text(&bad).1.contains("no PEM certificate found"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
