@@ -123,9 +123,16 @@ impl Authority {
         fs::create_dir_all(dir).map_err(io(dir))?;
         let key = KeyAlgorithm::EcdsaP256.generate()?;
         let mut params = CertificateParams::default();
+        let serial = random_serial()?;
+        // A name of its own per root, so that a chain from another mesh's root reads as
+        // "unknown CA" rather than as a bad signature under a look-alike name.
+        let tag: String = serial.as_ref()[..4]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Tessera");
-        dn.push(DnType::CommonName, "Tessera mesh root CA");
+        dn.push(DnType::CommonName, format!("Tessera mesh root CA {tag}"));
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -136,7 +143,7 @@ impl Authority {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + ROOT_TTL;
-        params.serial_number = Some(random_serial()?);
+        params.serial_number = Some(serial);
         let cert = params
             .self_signed(&key)
             .map_err(|e| CaError::Signing(e.to_string()))?;

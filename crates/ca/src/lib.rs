@@ -4,6 +4,7 @@
 pub mod authority;
 pub mod inspect;
 pub mod spiffe;
+pub mod verify;
 
 pub use authority::{Authority, CaError, IssuedChain, KeyAlgorithm};
 pub use spiffe::{SpiffeError, SpiffeId};
