@@ -57,7 +57,12 @@ fn a_mesh_certificate_verifies_on_both_sides() {
     }
     assert_eq!(
         m.bundle
-            .verify(&chain, PeerRole::Server, Some(&[sleep.clone()]), now())
+            .verify(
+                &chain,
+                PeerRole::Server,
+                Some(std::slice::from_ref(&sleep)),
+                now()
+            )
             .unwrap(),
         sleep
     );
