@@ -101,6 +101,7 @@ pub struct Authority {
     signing_cert_pem: String,
     root_pem: String,
     intermediates_pem: Vec<String>,
+    not_before: OffsetDateTime,
     not_after: OffsetDateTime,
 }
 
@@ -156,6 +157,124 @@ impl Authority {
         Ok((Authority::load(dir)?, true))
     }
 
+    /// Installs a user-supplied CA (Istio's `cacerts` layout: `ca-cert.pem`, `ca-key.pem`,
+    /// `root-cert.pem`, `cert-chain.pem`, e.g. an intermediate made with openssl) into `dir`.
+    /// The files are checked first: the key must belong to `ca-cert.pem`, which must be a CA
+    /// whose chain leads to `root-cert.pem`. An existing, different CA in `dir` is not
+    /// replaced. Returns whether it was installed (false: the same CA was already there).
+    pub fn init_plugin(dir: &Path, plugin_dir: &Path) -> Result<(Authority, bool), CaError> {
+        let read = |name: &'static str| -> Result<String, CaError> {
+            let path = plugin_dir.join(name);
+            fs::read_to_string(&path).map_err(io(&path))
+        };
+        let files = [
+            (ROOT_CERT, read(ROOT_CERT)?, 0o644),
+            (CA_CERT, read(CA_CERT)?, 0o644),
+            (CERT_CHAIN, read(CERT_CHAIN)?, 0o644),
+            (CA_KEY, read(CA_KEY)?, 0o600),
+        ];
+        // Check everything in a scratch copy before touching `dir`.
+        let scratch = std::env::temp_dir().join(format!(
+            "tessera-ca-plugin-{}-{}",
+            std::process::id(),
+            random_serial()?
+                .as_ref()
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ));
+        fs::create_dir_all(&scratch).map_err(io(&scratch))?;
+        let checked = (|| {
+            for (name, data, mode) in &files {
+                write_atomic(&scratch.join(name), data.as_bytes(), *mode)?;
+            }
+            let candidate = Authority::load(&scratch).map_err(|e| match e {
+                CaError::BadFile { path, reason } => CaError::BadFile {
+                    path: plugin_dir.join(path.file_name().unwrap_or_default()),
+                    reason,
+                },
+                other => other,
+            })?;
+            candidate.check_plugin(plugin_dir)
+        })();
+        let _ = fs::remove_dir_all(&scratch);
+        checked?;
+        if dir.join(CA_KEY).exists() {
+            let existing = Authority::load(dir)?;
+            if normalize(existing.root_bundle()) == normalize(&files[0].1)
+                && normalize(existing.signing_cert_pem()) == normalize(&files[1].1)
+            {
+                return Ok((existing, false));
+            }
+            return Err(CaError::BadFile {
+                path: dir.to_path_buf(),
+                reason: "already holds a different CA; remove it first (workloads trust its root)"
+                    .into(),
+            });
+        }
+        fs::create_dir_all(dir).map_err(io(dir))?;
+        for (name, data, mode) in &files {
+            write_atomic(&dir.join(name), data.as_bytes(), *mode)?;
+        }
+        Ok((Authority::load(dir)?, true))
+    }
+
+    /// A plug-in CA is usable when it can sign and what it signs verifies against its roots.
+    fn check_plugin(&self, plugin_dir: &Path) -> Result<(), CaError> {
+        let bad = |name: &str, reason: String| CaError::BadFile {
+            path: plugin_dir.join(name),
+            reason,
+        };
+        let signing = split_pem(&self.signing_cert_pem);
+        let Some(der) = signing
+            .first()
+            .and_then(|p| CertificateDer::pem_slice_iter(p.as_bytes()).next())
+            .and_then(Result::ok)
+        else {
+            return Err(bad(CA_CERT, "holds no certificate".into()));
+        };
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| bad(CA_CERT, e.to_string()))?;
+        if !cert.is_ca() {
+            return Err(bad(
+                CA_CERT,
+                "is not a CA certificate (basicConstraints CA:TRUE is missing)".into(),
+            ));
+        }
+        if cert.public_key().raw
+            != rcgen::PublicKeyData::subject_public_key_info(self.issuer.key()).as_slice()
+        {
+            return Err(bad(CA_KEY, format!("is not the key of {CA_CERT}")));
+        }
+        let probe = SpiffeId::new("plugin.check", "default", "default")
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let (_, chain) = self.issue(
+            &probe,
+            Some(Duration::from_secs(300)),
+            KeyAlgorithm::EcdsaP256,
+        )?;
+        let bundle = crate::verify::TrustBundle::from_pem(&self.root_pem, "plugin.check")
+            .map_err(|e| bad(ROOT_CERT, e.to_string()))?;
+        let ders: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_slice_iter(chain.chain_pem().as_bytes())
+                .filter_map(Result::ok)
+                .collect();
+        bundle
+            .verify(
+                &ders,
+                crate::verify::PeerRole::Client,
+                None,
+                rustls_pki_types::UnixTime::now(),
+            )
+            .map_err(|e| {
+                bad(
+                    CERT_CHAIN,
+                    format!("certificates signed by {CA_CERT} do not verify against {ROOT_CERT} with this chain: {e}"),
+                )
+            })?;
+        Ok(())
+    }
+
     /// Loads the CA files of `dir`.
     pub fn load(dir: &Path) -> Result<Authority, CaError> {
         let read = |name: &'static str| -> Result<String, CaError> {
@@ -179,12 +298,12 @@ impl Authority {
         let key = KeyPair::from_pem(&key_pem).map_err(|e| {
             bad(
                 CA_KEY,
-                format!("not a usable private key ({e}); PKCS#8 PEM is expected"),
+                format!("not a usable private key ({e}); PKCS#8 PEM is expected: convert with `openssl pkcs8 -topk8 -nocrypt -in ca-key.pem -out ca-key.pk8.pem`"),
             )
         })?;
-        let not_after = split_pem(&signing_cert_pem)
+        let (not_before, not_after) = split_pem(&signing_cert_pem)
             .first()
-            .and_then(|pem| cert_not_after(pem))
+            .and_then(|pem| cert_validity(pem))
             .ok_or_else(|| bad(CA_CERT, "holds no readable certificate".into()))?;
         let issuer = Issuer::from_ca_cert_pem(&signing_cert_pem, key)
             .map_err(|e| bad(CA_CERT, format!("not a usable CA certificate: {e}")))?;
@@ -212,6 +331,7 @@ impl Authority {
             signing_cert_pem,
             root_pem,
             intermediates_pem,
+            not_before,
             not_after,
         })
     }
@@ -283,8 +403,8 @@ impl Authority {
             ExtendedKeyUsagePurpose::ServerAuth,
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
-        params.not_before = now - CLOCK_SKEW;
-        // A leaf never outlives the certificate that signs it.
+        // A leaf's validity stays inside its signer's.
+        params.not_before = (now - CLOCK_SKEW).max(self.not_before);
         params.not_after = (now + ttl).min(self.not_after);
         params.serial_number = Some(random_serial()?);
         params.use_authority_key_identifier_extension = true;
@@ -357,12 +477,15 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     pem::encode_config(&pem::Pem::new(label, der.to_vec()), config)
 }
 
-fn cert_not_after(pem: &str) -> Option<OffsetDateTime> {
+fn cert_validity(pem: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
     let der = CertificateDer::pem_slice_iter(pem.as_bytes())
         .next()?
         .ok()?;
     let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-    Some(cert.validity().not_after.to_datetime())
+    Some((
+        cert.validity().not_before.to_datetime(),
+        cert.validity().not_after.to_datetime(),
+    ))
 }
 
 fn is_self_signed(pem: &str) -> bool {

@@ -173,3 +173,158 @@ fn a_missing_ca_says_how_to_make_one() {
     );
     let _ = Path::new("");
 }
+
+/// Makes an openssl root and intermediate in Istio's `cacerts` layout, as an operator would.
+fn openssl_plugin_ca(dir: &Path) {
+    let ext = dir.join("ext.cnf");
+    std::fs::write(
+        &ext,
+        "[v3_ca]\nbasicConstraints = critical, CA:TRUE\nkeyUsage = critical, keyCertSign, cRLSign, digitalSignature\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid:always\n",
+    )
+    .unwrap();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "root-key.pem",
+        "-out",
+        "root-cert.pem",
+        "-days",
+        "3650",
+        "-subj",
+        "/O=Example/CN=Example Root CA",
+        "-addext",
+        "basicConstraints=critical,CA:TRUE",
+        "-addext",
+        "keyUsage=critical,keyCertSign,cRLSign",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:P-256",
+        "-nodes",
+        "-keyout",
+        "ca-key.pem",
+        "-out",
+        "ca.csr",
+        "-subj",
+        "/O=Example/CN=Example Intermediate CA",
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "ca.csr",
+        "-CA",
+        "root-cert.pem",
+        "-CAkey",
+        "root-key.pem",
+        "-CAcreateserial",
+        "-out",
+        "ca-cert.pem",
+        "-days",
+        "1825",
+        "-extfile",
+        "ext.cnf",
+        "-extensions",
+        "v3_ca",
+    ]);
+    let chain = format!(
+        "{}{}",
+        std::fs::read_to_string(dir.join("ca-cert.pem")).unwrap(),
+        std::fs::read_to_string(dir.join("root-cert.pem")).unwrap()
+    );
+    std::fs::write(dir.join("cert-chain.pem"), chain).unwrap();
+}
+
+#[test]
+fn a_plugged_in_openssl_intermediate_issues_verifiable_chains() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("cacerts");
+    std::fs::create_dir_all(&plugin).unwrap();
+    openssl_plugin_ca(&plugin);
+    let state = tmp.path().join("ca");
+    let (ca, installed) = Authority::init_plugin(&state, &plugin).unwrap();
+    assert!(installed);
+    let mode = std::fs::metadata(state.join(CA_KEY))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (_key, chain) = ca
+        .issue(&sleep_id(), None, KeyAlgorithm::EcdsaP256)
+        .unwrap();
+    assert_eq!(chain.intermediates_pem.len(), 1, "leaf + the intermediate");
+    let leaf = tmp.path().join("leaf.pem");
+    let untrusted = tmp.path().join("chain.pem");
+    std::fs::write(&leaf, &chain.leaf_pem).unwrap();
+    std::fs::write(&untrusted, chain.chain_pem()).unwrap();
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(plugin.join("root-cert.pem"))
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg(&leaf)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Again with the same files: loaded, not replaced; a restart keeps the root.
+    let (again, installed) = Authority::init_plugin(&state, &plugin).unwrap();
+    assert!(!installed);
+    assert_eq!(again.root_bundle(), ca.root_bundle());
+    assert_eq!(
+        Authority::init(&state).unwrap().0.root_bundle(),
+        ca.root_bundle()
+    );
+}
+
+#[test]
+fn a_broken_plugin_ca_is_refused_and_nothing_is_installed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let plugin = tmp.path().join("cacerts");
+    std::fs::create_dir_all(&plugin).unwrap();
+    openssl_plugin_ca(&plugin);
+    // The root's key in place of the intermediate's: the key does not match ca-cert.pem.
+    std::fs::copy(plugin.join("root-key.pem"), plugin.join("ca-key.pem")).unwrap();
+    let state = tmp.path().join("ca");
+    let err = Authority::init_plugin(&state, &plugin)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.ends_with("ca-key.pem: is not the key of ca-cert.pem"),
+        "{err}"
+    );
+    assert!(!state.exists(), "nothing half-installed");
+    // A different CA is not silently replaced.
+    let other = tmp.path().join("other");
+    Authority::init(&other).unwrap();
+    openssl_plugin_ca(&plugin);
+    let err = Authority::init_plugin(&other, &plugin)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("already holds a different CA"), "{err}");
+}

@@ -10,7 +10,12 @@ use tessera_ca::{Authority, KeyAlgorithm, SpiffeId};
 #[derive(Subcommand)]
 pub enum CaCommand {
     /// Create the mesh root CA in the state dir (or load the existing one)
-    Init,
+    Init {
+        /// Plug in your own CA instead: a directory with ca-cert.pem, ca-key.pem,
+        /// root-cert.pem and cert-chain.pem (Istio's cacerts layout)
+        #[arg(long, value_name = "DIR")]
+        plugin_certs: Option<PathBuf>,
+    },
     /// Print the trust bundle (PEM)
     Root,
     /// Issue a key and workload certificate for an identity: writes cert-chain.pem,
@@ -37,13 +42,19 @@ pub struct IssueArgs {
 pub fn run(state_dir: &Path, cmd: &CaCommand) -> ExitCode {
     let dir = state_dir.join("ca");
     let result = match cmd {
-        CaCommand::Init => Authority::init(&dir).map(|(_, created)| {
-            println!(
-                "{} the mesh CA in {}",
-                if created { "created" } else { "loaded" },
-                dir.display()
-            );
-        }),
+        CaCommand::Init { plugin_certs } => {
+            let result = match plugin_certs {
+                Some(p) => Authority::init_plugin(&dir, p),
+                None => Authority::init(&dir),
+            };
+            result.map(|(_, created)| {
+                println!(
+                    "{} the mesh CA in {}",
+                    if created { "created" } else { "loaded" },
+                    dir.display()
+                );
+            })
+        }
         CaCommand::Root => Authority::load(&dir).map(|ca| print!("{}", ca.root_bundle())),
         CaCommand::Issue(args) => return issue(&dir, args),
     };

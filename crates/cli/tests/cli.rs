@@ -251,3 +251,22 @@ fn x509_describe_prints_one_row_per_certificate() {
     assert!(text(&bad).1.contains("no PEM certificate found"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn ca_init_with_missing_plugin_files_names_the_file() {
+    let dir = std::env::temp_dir().join(format!("tessera-cli-plugin-{}", std::process::id()));
+    let out = tessera()
+        .arg("--state-dir")
+        .arg(&dir)
+        .args(["ca", "init", "--plugin-certs", "/nonexistent/cacerts"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).1.contains("/nonexistent/cacerts/root-cert.pem"),
+        "{:?}",
+        text(&out)
+    );
+    assert!(!dir.join("ca").exists(), "nothing created");
+    let _ = std::fs::remove_dir_all(&dir);
+}
