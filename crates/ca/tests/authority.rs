@@ -13,6 +13,29 @@ fn sleep_id() -> SpiffeId {
     SpiffeId::new("cluster.local", "full", "sleep").unwrap()
 }
 
+/// `openssl verify -CAfile root -untrusted chain leaf`: the check an operator would run.
+fn openssl_verify(root: &Path, chain: &tessera_ca::IssuedChain, scratch: &Path) {
+    let leaf = scratch.join("leaf.pem");
+    let untrusted = scratch.join("chain.pem");
+    std::fs::write(&leaf, &chain.leaf_pem).unwrap();
+    std::fs::write(&untrusted, chain.chain_pem()).unwrap();
+    let out = Command::new("openssl")
+        .arg("verify")
+        .arg("-CAfile")
+        .arg(root)
+        .arg("-untrusted")
+        .arg(&untrusted)
+        .arg(&leaf)
+        .output()
+        .expect("openssl is installed");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.ends_with(": OK\n"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn leaf_der(pem: &str) -> Vec<u8> {
     ::pem::parse(pem).unwrap().into_contents()
 }
@@ -140,26 +163,7 @@ fn openssl_verifies_what_we_issue() {
     let (ca, _) = Authority::init(&dir.path().join("ca")).unwrap();
     for alg in [KeyAlgorithm::EcdsaP256, KeyAlgorithm::Rsa2048] {
         let (_key, chain) = ca.issue(&sleep_id(), None, alg).unwrap();
-        let leaf = dir.path().join("leaf.pem");
-        let untrusted = dir.path().join("chain.pem");
-        std::fs::write(&leaf, &chain.leaf_pem).unwrap();
-        std::fs::write(&untrusted, chain.chain_pem()).unwrap();
-        let out = Command::new("openssl")
-            .arg("verify")
-            .arg("-CAfile")
-            .arg(dir.path().join("ca").join(ROOT_CERT))
-            .arg("-untrusted")
-            .arg(&untrusted)
-            .arg(&leaf)
-            .output()
-            .expect("openssl is installed");
-        assert!(
-            out.status.success(),
-            "{alg:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(String::from_utf8_lossy(&out.stdout).ends_with(": OK\n"));
+        openssl_verify(&dir.path().join("ca").join(ROOT_CERT), &chain, dir.path());
     }
 }
 
@@ -171,7 +175,6 @@ fn a_missing_ca_says_how_to_make_one() {
         err.to_string().contains("run `tessera ca init` first"),
         "{err}"
     );
-    let _ = Path::new("");
 }
 
 /// Makes an openssl root and intermediate in Istio's `cacerts` layout, as an operator would.
@@ -274,24 +277,7 @@ fn a_plugged_in_openssl_intermediate_issues_verifiable_chains() {
         .issue(&sleep_id(), None, KeyAlgorithm::EcdsaP256)
         .unwrap();
     assert_eq!(chain.intermediates_pem.len(), 1, "leaf + the intermediate");
-    let leaf = tmp.path().join("leaf.pem");
-    let untrusted = tmp.path().join("chain.pem");
-    std::fs::write(&leaf, &chain.leaf_pem).unwrap();
-    std::fs::write(&untrusted, chain.chain_pem()).unwrap();
-    let out = Command::new("openssl")
-        .arg("verify")
-        .arg("-CAfile")
-        .arg(plugin.join("root-cert.pem"))
-        .arg("-untrusted")
-        .arg(&untrusted)
-        .arg(&leaf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    openssl_verify(&plugin.join("root-cert.pem"), &chain, tmp.path());
     // Again with the same files: loaded, not replaced; a restart keeps the root.
     let (again, installed) = Authority::init_plugin(&state, &plugin).unwrap();
     assert!(!installed);
