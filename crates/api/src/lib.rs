@@ -3,6 +3,7 @@
 //! label selectors.
 
 pub mod de;
+pub mod duration;
 pub mod istio;
 pub mod kube;
 pub mod load;

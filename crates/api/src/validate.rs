@@ -1134,7 +1134,7 @@ fn check_http_route(route: &HttpRoute, path: &FieldPath, out: &mut Vec<Finding>)
         (path.field("timeout"), route.timeout.as_ref()),
         (path.field("retries").field("perTryTimeout"), per_try),
     ] {
-        if let Some(d) = value.filter(|d| parse_duration(d).is_none()) {
+        if let Some(d) = value.filter(|d| crate::duration::parse(d).is_none()) {
             out.push(Finding::error(
                 dpath,
                 format!("\"{d}\" is not a duration; use e.g. 10s, 1.5s, 500ms, 1m"),
@@ -1213,34 +1213,4 @@ fn check_destinations(
             );
         }
     }
-}
-
-/// Parses Istio durations (`10s`, `1.5s`, `500ms`, `1m`, `1h`, `1m30s`).
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let (num, tail) = rest.split_at(num_end);
-        let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, next) = tail.split_at(unit_end);
-        let factor = match unit {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        total += value * factor;
-        rest = next;
-    }
-    Some(std::time::Duration::from_secs_f64(total))
 }

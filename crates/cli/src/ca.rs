@@ -78,7 +78,7 @@ fn issue(dir: &Path, args: &IssueArgs) -> ExitCode {
     };
     let ttl = match &args.ttl {
         None => None,
-        Some(t) => match tessera_api::validate::parse_duration(t) {
+        Some(t) => match tessera_api::duration::parse(t) {
             Some(d) => Some(d),
             None => {
                 return fail(format!(

@@ -247,39 +247,13 @@ fn parse_bool(v: &str) -> Option<bool> {
     }
 }
 
-/// Go-style duration restricted to whole h/m/s components (`24h`, `1h30m`), or
-/// bare seconds (`3600`). `None` on syntax errors and overflow.
+/// A certificate lifetime: bare seconds (`3600`) or a duration (`24h`, `1h30m`), in whole
+/// seconds. `None` on syntax errors and overflow.
 fn parse_duration_secs(s: &str) -> Option<u64> {
-    if s.is_empty() {
-        return None;
-    }
-    if s.bytes().all(|b| b.is_ascii_digit()) {
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok();
     }
-    let mut total: u64 = 0;
-    let mut num: Option<u64> = None;
-    for c in s.chars() {
-        if let Some(d) = c.to_digit(10) {
-            num = Some(
-                num.unwrap_or(0)
-                    .checked_mul(10)?
-                    .checked_add(u64::from(d))?,
-            );
-            continue;
-        }
-        let unit = match c {
-            'h' => 3600,
-            'm' => 60,
-            's' => 1,
-            _ => return None,
-        };
-        total = total.checked_add(num.take()?.checked_mul(unit)?)?;
-    }
-    // Trailing digits without a unit ("1h30") are ambiguous: reject.
-    if num.is_some() {
-        return None;
-    }
-    Some(total)
+    crate::duration::parse(s).map(|d| d.as_secs())
 }
 
 /// Lowercase DNS-like name: dot-separated RFC 1123 labels, ≤253 characters.
