@@ -14,6 +14,32 @@ fn repo(path: &str) -> PathBuf {
         .join(path)
 }
 
+/// A state dir of its own for one test, removed when the test ends, failed or not.
+struct StateDir(PathBuf);
+
+impl StateDir {
+    fn new(name: &str) -> StateDir {
+        let dir = std::env::temp_dir().join(format!("tessera-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        StateDir(dir)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        tessera()
+            .arg("--state-dir")
+            .arg(&self.0)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for StateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -144,16 +170,9 @@ fn roles_not_yet_available_say_so() {
 
 #[test]
 fn ca_init_issue_and_root() {
-    let dir = std::env::temp_dir().join(format!("tessera-cli-ca-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = |args: &[&str]| {
-        tessera()
-            .arg("--state-dir")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let state = StateDir::new("ca");
+    let dir = state.0.clone();
+    let run = |args: &[&str]| state.run(args);
     let out = run(&["ca", "root"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out).1.contains("run `tessera ca init` first"));
@@ -197,21 +216,13 @@ fn ca_init_issue_and_root() {
     ]);
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("is not a workload identity"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn x509_describe_prints_one_row_per_certificate() {
-    let dir = std::env::temp_dir().join(format!("tessera-cli-x509-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    let run = |args: &[&str]| {
-        tessera()
-            .arg("--state-dir")
-            .arg(&dir)
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let state = StateDir::new("x509");
+    let dir = state.0.clone();
+    let run = |args: &[&str]| state.run(args);
     assert!(run(&["ca", "init"]).status.success());
     let out_dir = dir.join("out");
     assert!(run(&[
@@ -249,18 +260,13 @@ fn x509_describe_prints_one_row_per_certificate() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(text(&bad).1.contains("no PEM certificate found"));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
 fn ca_init_with_missing_plugin_files_names_the_file() {
-    let dir = std::env::temp_dir().join(format!("tessera-cli-plugin-{}", std::process::id()));
-    let out = tessera()
-        .arg("--state-dir")
-        .arg(&dir)
-        .args(["ca", "init", "--plugin-certs", "/nonexistent/cacerts"])
-        .output()
-        .unwrap();
+    let state = StateDir::new("plugin");
+    let dir = state.0.clone();
+    let out = state.run(&["ca", "init", "--plugin-certs", "/nonexistent/cacerts"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out).1.contains("/nonexistent/cacerts/root-cert.pem"),
@@ -268,5 +274,4 @@ fn ca_init_with_missing_plugin_files_names_the_file() {
         text(&out)
     );
     assert!(!dir.join("ca").exists(), "nothing created");
-    let _ = std::fs::remove_dir_all(&dir);
 }
