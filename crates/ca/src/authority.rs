@@ -488,7 +488,7 @@ fn cert_validity(pem: &str) -> Option<(OffsetDateTime, OffsetDateTime)> {
     ))
 }
 
-fn is_self_signed(pem: &str) -> bool {
+pub(crate) fn is_self_signed(pem: &str) -> bool {
     let Some(Ok(der)) = CertificateDer::pem_slice_iter(pem.as_bytes()).next() else {
         return false;
     };
