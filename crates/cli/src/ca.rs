@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 use tessera_ca::authority::{write_atomic, ROOT_CERT};
+use tessera_ca::token::{TokenKey, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 use tessera_ca::{Authority, KeyAlgorithm, SpiffeId};
 
 #[derive(Subcommand)]
@@ -21,6 +22,20 @@ pub enum CaCommand {
     /// Issue a key and workload certificate for an identity: writes cert-chain.pem,
     /// key.pem (mode 0600) and root-cert.pem into DIR
     Issue(IssueArgs),
+    /// Mint a bootstrap token for one service account: its proxy presents it to the CA
+    /// (`authorization: Bearer`) and gets that identity's certificate
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+pub struct TokenArgs {
+    #[arg(short = 'n', long)]
+    namespace: String,
+    #[arg(long)]
+    service_account: String,
+    /// Lifetime, e.g. 10m, 1h (default 1h, at most 24h)
+    #[arg(long)]
+    ttl: Option<String>,
 }
 
 #[derive(Args)]
@@ -57,6 +72,7 @@ pub fn run(state_dir: &Path, cmd: &CaCommand) -> ExitCode {
         }
         CaCommand::Root => Authority::load(&dir).map(|ca| print!("{}", ca.root_bundle())),
         CaCommand::Issue(args) => return issue(&dir, args),
+        CaCommand::Token(args) => return token(&dir, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -120,4 +136,45 @@ fn issue(dir: &Path, args: &IssueArgs) -> ExitCode {
         args.out.display()
     );
     ExitCode::SUCCESS
+}
+
+fn token(dir: &Path, args: &TokenArgs) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("tessera ca token: {msg}");
+        ExitCode::FAILURE
+    };
+    // The names must make a valid identity, or the CA would refuse the token later.
+    if let Err(e) = SpiffeId::new("cluster.local", &args.namespace, &args.service_account) {
+        return fail(e.to_string());
+    }
+    let ttl = match &args.ttl {
+        None => DEFAULT_TOKEN_TTL,
+        Some(t) => match tessera_api::duration::parse(t) {
+            Some(d) if !d.is_zero() && d <= MAX_TOKEN_TTL => d,
+            _ => {
+                return fail(format!(
+                    "--ttl \"{t}\" must be a duration between 1s and 24h, e.g. 10m or 1h"
+                ))
+            }
+        },
+    };
+    // Only the CA's own directory may mint: refuse rather than create a key elsewhere.
+    if let Err(e) = Authority::load(dir) {
+        return fail(e.to_string());
+    }
+    match TokenKey::load_or_create(dir) {
+        Ok(key) => {
+            println!(
+                "{}",
+                key.mint(
+                    &args.namespace,
+                    &args.service_account,
+                    ttl,
+                    std::time::SystemTime::now()
+                )
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e.to_string()),
+    }
 }

@@ -219,6 +219,38 @@ fn ca_init_issue_and_root() {
 }
 
 #[test]
+fn ca_token_mints_for_one_service_account() {
+    let state = StateDir::new("token");
+    let run = |args: &[&str]| state.run(args);
+    let args = ["ca", "token", "-n", "full", "--service-account", "sleep"];
+    let out = run(&args);
+    assert_eq!(out.status.code(), Some(1), "no CA yet");
+    assert!(text(&out).1.contains("run `tessera ca init` first"));
+    assert!(run(&["ca", "init"]).status.success());
+    let out = run(&args);
+    assert!(out.status.success(), "{:?}", text(&out));
+    let token = text(&out).0.trim().to_string();
+    let key = tessera_ca::token::TokenKey::load_or_create(&state.0.join("ca")).unwrap();
+    let claims = key.verify(&token, std::time::SystemTime::now()).unwrap();
+    assert_eq!((claims.ns.as_str(), claims.sa.as_str()), ("full", "sleep"));
+    assert_eq!(claims.exp - claims.iat, 3600, "an hour by default");
+    for (argv, reason) in [
+        (
+            vec!["ca", "token", "-n", "full", "--service-account", "sleep", "--ttl", "48h"],
+            "must be a duration between 1s and 24h",
+        ),
+        (
+            vec!["ca", "token", "-n", "Full", "--service-account", "sleep"],
+            "invalid namespace \"Full\"",
+        ),
+    ] {
+        let out = run(&argv);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(text(&out).1.contains(reason), "{:?}", text(&out));
+    }
+}
+
+#[test]
 fn x509_describe_prints_one_row_per_certificate() {
     let state = StateDir::new("x509");
     let dir = state.0.clone();
