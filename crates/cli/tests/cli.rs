@@ -236,7 +236,16 @@ fn ca_token_mints_for_one_service_account() {
     assert_eq!(claims.exp - claims.iat, 3600, "an hour by default");
     for (argv, reason) in [
         (
-            vec!["ca", "token", "-n", "full", "--service-account", "sleep", "--ttl", "48h"],
+            vec![
+                "ca",
+                "token",
+                "-n",
+                "full",
+                "--service-account",
+                "sleep",
+                "--ttl",
+                "48h",
+            ],
             "must be a duration between 1s and 24h",
         ),
         (
