@@ -14,6 +14,7 @@ use crate::spiffe::SpiffeId;
 #[derive(Debug, Clone)]
 pub struct TrustBundle {
     anchors: Vec<TrustAnchor<'static>>,
+    roots: Vec<CertificateDer<'static>>,
     trust_domain: String,
 }
 
@@ -69,12 +70,18 @@ impl TrustBundle {
             .collect::<Result<_, _>>()?;
         Ok(TrustBundle {
             anchors,
+            roots: ders,
             trust_domain: trust_domain.to_string(),
         })
     }
 
     pub fn trust_domain(&self) -> &str {
         &self.trust_domain
+    }
+
+    /// The root certificates, as given.
+    pub fn roots(&self) -> &[CertificateDer<'static>] {
+        &self.roots
     }
 
     pub fn anchors(&self) -> &[TrustAnchor<'static>] {

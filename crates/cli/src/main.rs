@@ -44,8 +44,9 @@ enum Command {
     Up,
     /// Role: run the control plane (config store, registry, CA, config push)
     Control,
-    /// Role: run a proxy (sidecar or gateway)
-    Proxy,
+    /// Role: run a sidecar proxy from a config file (static mode: VMs, tests, benchmarks);
+    /// the file is re-read when it changes; SIGTERM drains
+    Proxy(ProxyArgs),
 
     // Operator verbs.
     /// The mesh certificate authority: create it, print its roots, issue certificates
@@ -61,14 +62,33 @@ enum Command {
     X509(x509::X509Command),
 }
 
+#[derive(Args)]
+pub struct ProxyArgs {
+    /// The proxy configuration (YAML, or JSON when it ends in .json)
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// error, warn, info (one line per connection and request) or debug
+    #[arg(long, env = "TESSERA_LOG", default_value = "info")]
+    log_level: tracing::Level,
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up | Command::Control | Command::Proxy => {
+        Command::Proxy(args) => {
+            init_logs(args.log_level);
+            match tessera_proxy::run_from_file(&args.config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("tessera proxy: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Up | Command::Control => {
             let role = match cli.command {
                 Command::Up => "up",
-                Command::Control => "control",
-                _ => "proxy",
+                _ => "control",
             };
             eprintln!(
                 "tessera {role}: this role is not available in this version yet (state dir would be {}); see the feature status in the README",
@@ -84,4 +104,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+fn init_logs(level: tracing::Level) {
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
 }

@@ -2,6 +2,8 @@
 //! checked in, so a build needs neither protoc nor a proto compiler; `tests/bootstrap.rs`
 //! regenerates it with protox (pure Rust) and fails when the checked-in code is stale.
 
+pub mod config;
+
 /// Certificate issuance: Istio's `istio.v1.auth.IstioCertificateService`.
 pub mod istio_ca {
     include!("gen/istio.v1.auth.rs");

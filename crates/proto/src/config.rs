@@ -1,0 +1,295 @@
+//! The proxy's configuration snapshot: everything a proxy needs to decide, precomputed.
+//!
+//! The control plane compiles it from policies and the registry and pushes it; `tessera
+//! proxy --config FILE` reads the very same type from YAML or JSON (static mode: tests, VMs,
+//! benchmarks). The proxy evaluates no policy: per-port modes and per-endpoint TLS are
+//! already decided here, each with the reason it was decided, for `config_dump` and
+//! `explain`.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One immutable configuration of one proxy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Changes with every new snapshot; shown by `/config_dump` and in ACKs.
+    pub version: String,
+    pub node: Node,
+    /// Where this proxy's certificate comes from.
+    pub certificates: CertificateSource,
+    #[serde(default)]
+    pub admin: Admin,
+    #[serde(default)]
+    pub runtime: Runtime,
+    #[serde(default)]
+    pub listeners: Listeners,
+    /// Services this proxy can call (outbound), with their endpoints.
+    #[serde(default)]
+    pub services: Vec<Service>,
+    /// What this proxy's workload serves (inbound).
+    #[serde(default)]
+    pub inbound: Inbound,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Node {
+    /// `<pod>.<namespace>`, as `proxy-status` lists it.
+    pub id: String,
+    /// This workload's SPIFFE identity.
+    pub identity: String,
+    #[serde(default = "default_trust_domain")]
+    pub trust_domain: String,
+}
+
+fn default_trust_domain() -> String {
+    "cluster.local".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum CertificateSource {
+    /// PEM files, re-read when they change.
+    Files {
+        cert_chain: PathBuf,
+        private_key: PathBuf,
+        root_cert: PathBuf,
+    },
+    /// The mesh CA over gRPC on a Unix socket, with a bootstrap token file.
+    Ca {
+        socket: PathBuf,
+        token_file: PathBuf,
+        /// Requested certificate lifetime, e.g. "24h" (default: the CA's).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ttl: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Admin {
+    /// `None` turns the admin endpoint off.
+    #[serde(default = "default_admin")]
+    pub address: Option<SocketAddr>,
+}
+
+impl Default for Admin {
+    fn default() -> Admin {
+        Admin {
+            address: default_admin(),
+        }
+    }
+}
+
+fn default_admin() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 15000)))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Runtime {
+    /// Worker threads (Istio's sidecar default is 2).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// One log line per connection and request.
+    #[serde(default = "yes")]
+    pub access_log: bool,
+    /// On SIGTERM, how long open connections may finish.
+    #[serde(default = "default_drain")]
+    pub drain_seconds: u64,
+    /// How long a connection may stay silent before its protocol is decided (server-first
+    /// protocols are then treated as opaque TCP instead of hanging).
+    #[serde(default = "default_detect")]
+    pub protocol_detection_ms: u64,
+}
+
+impl Default for Runtime {
+    fn default() -> Runtime {
+        Runtime {
+            threads: default_threads(),
+            access_log: true,
+            drain_seconds: default_drain(),
+            protocol_detection_ms: default_detect(),
+        }
+    }
+}
+
+fn default_threads() -> usize {
+    2
+}
+fn yes() -> bool {
+    true
+}
+fn default_drain() -> u64 {
+    5
+}
+fn default_detect() -> u64 {
+    1000
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Listeners {
+    /// Captured outbound traffic (iptables REDIRECT; the original destination is read
+    /// with SO_ORIGINAL_DST). Istio's 15001.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound_capture: Option<SocketAddr>,
+    /// Captured inbound traffic. Istio's 15006.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound_capture: Option<SocketAddr>,
+    /// Listeners bound to a fixed target, for hosts without iptables and for tests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub explicit: Vec<ExplicitListener>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ExplicitListener {
+    /// Names the listener in logs and in the addresses a running proxy reports.
+    pub name: String,
+    /// Port 0 picks a free port (tests); the proxy reports the one it bound.
+    pub bind: SocketAddr,
+    /// Outbound: connections are for this service port, `host:port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outbound: Option<String>,
+    /// Inbound: connections are for this workload port (the Service's target port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbound: Option<u16>,
+}
+
+/// How a port is handled, from its declared protocol (Istio's listener classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PortProtocol {
+    /// HTTP/1.1 (or h2 if the client speaks it) at L7.
+    Http,
+    /// HTTP at L7 with HTTP/2 to the upstream (http2, grpc).
+    Http2,
+    /// Opaque bytes: TCP, HTTPS, TLS, databases.
+    Tcp,
+    /// Undeclared: sniff the first bytes.
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Service {
+    /// FQDN, e.g. httpbin.full.svc.cluster.local.
+    pub host: String,
+    /// Cluster IPs (VIPs) the captured outbound listener matches on.
+    #[serde(default)]
+    pub vips: Vec<IpAddr>,
+    pub ports: Vec<ServicePort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServicePort {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub protocol: PortProtocol,
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Endpoint {
+    pub address: SocketAddr,
+    /// The workload behind it, for logs (`pod.namespace`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<String>,
+    #[serde(default)]
+    pub tls: EndpointTls,
+}
+
+/// The TLS this proxy originates toward one endpoint, decided by the control plane.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointTls {
+    pub mode: TlsMode,
+    /// ISTIO_MUTUAL: the server identities accepted (secure naming); empty accepts any
+    /// identity of the trust domain. SIMPLE/MUTUAL: DNS or URI names to match.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
+    /// SIMPLE/MUTUAL: the CA to verify the server with (no verification when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<PathBuf>,
+    /// MUTUAL: the client certificate and key to present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<PathBuf>,
+    /// Why this mode: "auto mTLS: the endpoint has a sidecar", "DestinationRule full/x", ...
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TlsMode {
+    /// Plaintext.
+    #[default]
+    Disable,
+    /// One-way TLS with the user's settings.
+    Simple,
+    /// Mutual TLS with the user's certificate.
+    Mutual,
+    /// Mesh mTLS with the workload certificate.
+    IstioMutual,
+}
+
+/// The effective PeerAuthentication mode of an inbound port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum InboundMode {
+    #[default]
+    Permissive,
+    Strict,
+    Disable,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Inbound {
+    /// Where the application listens (its ports are the target ports).
+    #[serde(default = "localhost")]
+    pub app_host: IpAddr,
+    /// The mode of ports no Service declares (Istio's passthrough chains).
+    #[serde(default)]
+    pub default_mode: InboundMode,
+    #[serde(default)]
+    pub ports: Vec<InboundPort>,
+}
+
+impl Default for Inbound {
+    fn default() -> Inbound {
+        Inbound {
+            app_host: localhost(),
+            default_mode: InboundMode::default(),
+            ports: Vec::new(),
+        }
+    }
+}
+
+fn localhost() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct InboundPort {
+    /// The workload port (a Service's targetPort).
+    pub port: u16,
+    pub protocol: PortProtocol,
+    pub mode: InboundMode,
+    /// Why this mode ("PeerAuthentication full/strict port 80", "mesh default").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}

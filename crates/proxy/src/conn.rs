@@ -1,0 +1,398 @@
+//! One downstream connection, inbound or outbound: detect, decide, act.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::HeaderValue;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::chain::{self, InboundAction, Payload, Refusal};
+use crate::detect::{self, Detected, MAX_PEEK};
+use crate::http::{self as l7, InboundConn};
+use crate::io::Prefixed;
+use crate::snapshot::{EndpointRoute, Flavor, Origination, Upstream};
+use crate::stats::{Direction, TlsUsed};
+use crate::upstream;
+use crate::Shared;
+
+/// Reads until the first bytes tell what the connection is, the client is silent for
+/// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
+pub async fn read_detect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> (Bytes, Detected, bool) {
+    let mut buf = BytesMut::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let found = detect::detect(&buf);
+        if found != Detected::NeedMore {
+            return (buf.freeze(), found, false);
+        }
+        if buf.len() >= MAX_PEEK {
+            return (buf.freeze(), Detected::Opaque, false);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (buf.freeze(), Detected::Opaque, false),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                let silent = buf.is_empty();
+                return (buf.freeze(), Detected::Opaque, silent);
+            }
+        }
+    }
+}
+
+/// After a refused handshake the alert (e.g. `certificate required`) has been written;
+/// closing at once with the client's next bytes unread would turn it into a reset that
+/// hides the alert. Half-close, then read what is in flight for a moment.
+async fn close_after_alert<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Closes with a TCP reset, as Envoy does when no filter chain matches.
+fn reset(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}
+
+async fn copy<D, U>(mut down: D, prefix: &[u8], mut up: U) -> (u64, u64)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    if !prefix.is_empty() && up.write_all(prefix).await.is_err() {
+        return (0, 0);
+    }
+    match tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 16 * 1024, 16 * 1024).await {
+        Ok((a, b)) => (a + prefix.len() as u64, b),
+        Err(_) => (prefix.len() as u64, 0),
+    }
+}
+
+fn app_route(shared: &Shared, host: std::net::IpAddr, port: u16) -> Arc<EndpointRoute> {
+    shared.app_route(SocketAddr::new(host, port))
+}
+
+/// An inbound connection for workload port `port`.
+pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
+    let started = Instant::now();
+    let guard_owner = shared.clone();
+    let _active = guard_owner.stats.connection(Direction::Inbound);
+    let snap = shared.snapshot();
+    let rule = snap.inbound_rule(port).clone();
+    let app_host = snap.app_host;
+    drop(snap);
+    let inspect = !(rule.mode == tessera_proto::config::InboundMode::Disable
+        && rule.protocol != tessera_proto::config::PortProtocol::Auto);
+    let (prefix, detected, silent) = if inspect {
+        read_detect(&mut tcp, shared.detection_wait()).await
+    } else {
+        (Bytes::new(), Detected::Opaque, false)
+    };
+    let action = chain::select(rule.protocol, rule.mode, &detected, silent);
+    let app = app_route(&shared, app_host, port);
+    let flavor = if rule.protocol == tessera_proto::config::PortProtocol::Http2 {
+        Flavor::Http2
+    } else {
+        Flavor::Http1
+    };
+    match action {
+        InboundAction::Reset(refusal) => {
+            shared.stats.refusal(refusal);
+            tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = refusal.explain(), "connection refused (reset)");
+            reset(tcp);
+        }
+        InboundAction::Plain(Payload::Http) => {
+            let conn = Arc::new(InboundConn {
+                peer,
+                port,
+                xfcc: None,
+                peer_identity: None,
+                tls: TlsUsed::Plaintext,
+                app,
+                flavor,
+            });
+            serve_inbound_http(shared, Prefixed::new(prefix, tcp), conn).await;
+        }
+        InboundAction::Plain(Payload::Tcp) | InboundAction::Passthrough => {
+            let tls = if action == InboundAction::Passthrough {
+                TlsUsed::AppTls
+            } else {
+                TlsUsed::Plaintext
+            };
+            match upstream::connect_tcp(app.address).await {
+                Ok(up) => {
+                    let (sent, received) = copy(tcp, &prefix, up).await;
+                    tcp_log(
+                        &shared,
+                        Direction::Inbound,
+                        peer,
+                        None,
+                        &app.address.to_string(),
+                        tls,
+                        "ok",
+                        sent,
+                        received,
+                        started,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(direction = "inbound", src = %peer, app = %app.address, error = %e, "the app could not be reached");
+                    reset(tcp);
+                }
+            }
+        }
+        InboundAction::TerminateMesh(payload) => {
+            let acceptor = shared.inbound_tls();
+            let accepted = tokio::time::timeout(
+                upstream::HANDSHAKE_TIMEOUT,
+                acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
+            )
+            .await;
+            let tls = match accepted {
+                Ok(Ok(tls)) => tls,
+                Ok(Err((e, io))) => {
+                    shared
+                        .stats
+                        .handshake(Direction::Inbound, TlsUsed::Mesh, false);
+                    shared.stats.refusal(Refusal::Handshake);
+                    tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = %tessera_ca::tls::handshake_reason(&e), "mesh mTLS handshake refused");
+                    close_after_alert(io).await;
+                    return;
+                }
+                Err(_) => {
+                    shared
+                        .stats
+                        .handshake(Direction::Inbound, TlsUsed::Mesh, false);
+                    shared.stats.refusal(Refusal::Handshake);
+                    tracing::warn!(direction = "inbound", src = %peer, port, reason = "the client did not finish the TLS handshake in time", "mesh mTLS handshake refused");
+                    return;
+                }
+            };
+            shared
+                .stats
+                .handshake(Direction::Inbound, TlsUsed::Mesh, true);
+            let (_, session) = tls.get_ref();
+            let leaf = session
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| c.to_vec());
+            let peer_identity =
+                tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
+            match payload {
+                Payload::Http => {
+                    let own = vec![shared.identity()];
+                    let xfcc = leaf
+                        .as_deref()
+                        .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
+                    let conn = Arc::new(InboundConn {
+                        peer,
+                        port,
+                        xfcc,
+                        peer_identity,
+                        tls: TlsUsed::Mesh,
+                        app,
+                        flavor,
+                    });
+                    serve_inbound_http(shared, tls, conn).await;
+                }
+                Payload::Tcp => match upstream::connect_tcp(app.address).await {
+                    Ok(up) => {
+                        let (sent, received) = copy(tls, &[], up).await;
+                        tcp_log(
+                            &shared,
+                            Direction::Inbound,
+                            peer,
+                            peer_identity.as_deref(),
+                            &app.address.to_string(),
+                            TlsUsed::Mesh,
+                            "ok",
+                            sent,
+                            received,
+                            started,
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(direction = "inbound", src = %peer, app = %app.address, error = %e, "the app could not be reached");
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tcp_log(
+    shared: &Shared,
+    direction: Direction,
+    src: SocketAddr,
+    src_identity: Option<&str>,
+    dst: &str,
+    tls: TlsUsed,
+    result: &str,
+    sent: u64,
+    received: u64,
+    started: Instant,
+) {
+    if shared.access_log() {
+        tracing::info!(
+            target: "tessera::access",
+            direction = direction.label(),
+            src = %src,
+            src_identity = src_identity.unwrap_or("-"),
+            dst,
+            tls = tls.label(),
+            protocol = "tcp",
+            result,
+            bytes_sent = sent,
+            bytes_received = received,
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+}
+
+async fn serve_inbound_http<S>(shared: Arc<Shared>, io: S, conn: Arc<InboundConn>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| l7::inbound(svc_shared.clone(), conn.clone(), req));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    let _ = shared.watch_graceful(served).await;
+}
+
+/// Where an outbound connection is going.
+pub enum OutboundTarget {
+    /// An explicit listener's service, `host:port`.
+    Named(String),
+    /// The original destination of a captured connection.
+    Original(SocketAddr),
+}
+
+pub async fn outbound(
+    shared: Arc<Shared>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    target: OutboundTarget,
+) {
+    let started = Instant::now();
+    let guard_owner = shared.clone();
+    let _active = guard_owner.stats.connection(Direction::Outbound);
+    let snap = shared.snapshot();
+    let found = match &target {
+        OutboundTarget::Named(name) => snap.upstream_named(name).cloned(),
+        OutboundTarget::Original(addr) => snap.upstream_for_address(addr).cloned(),
+    };
+    drop(snap);
+    let Some(upstream) = found else {
+        // Not a mesh service: pass through to where the app was going (Istio's ALLOW_ANY).
+        if let OutboundTarget::Original(addr) = target {
+            match upstream::connect_tcp(addr).await {
+                Ok(up) => {
+                    let (sent, received) = copy(tcp, &[], up).await;
+                    tcp_log(
+                        &shared,
+                        Direction::Outbound,
+                        peer,
+                        None,
+                        &format!("{addr} (passthrough)"),
+                        TlsUsed::Plaintext,
+                        "ok",
+                        sent,
+                        received,
+                        started,
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(direction = "outbound", src = %peer, dst = %addr, error = %e, "passthrough failed");
+                    reset(tcp);
+                }
+            }
+        }
+        return;
+    };
+    use tessera_proto::config::PortProtocol;
+    let (prefix, is_http) = match upstream.protocol {
+        PortProtocol::Http | PortProtocol::Http2 => (Bytes::new(), true),
+        PortProtocol::Tcp => (Bytes::new(), false),
+        PortProtocol::Auto => {
+            let (prefix, detected, _) = read_detect(&mut tcp, shared.detection_wait()).await;
+            (prefix, matches!(detected, Detected::Http1 | Detected::H2c))
+        }
+    };
+    if is_http {
+        let svc_shared = shared.clone();
+        let svc =
+            service_fn(move |req| l7::outbound(svc_shared.clone(), upstream.clone(), peer, req));
+        let builder = auto::Builder::new(TokioExecutor::new());
+        let served = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
+        let _ = shared.watch_graceful(served).await;
+        return;
+    }
+    outbound_tcp(shared, tcp, peer, &upstream, prefix, started).await;
+}
+
+async fn outbound_tcp(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    prefix: Bytes,
+    started: Instant,
+) {
+    let mut reasons = Vec::new();
+    for ep in upstream.pick_order() {
+        match upstream::connect(ep, Flavor::Tcp).await {
+            Ok((up, _)) => {
+                let tls = ep.origination.used();
+                if matches!(ep.origination, Origination::Tls { .. }) {
+                    shared.stats.handshake(Direction::Outbound, tls, true);
+                }
+                let (sent, received) = copy(tcp, &prefix, up).await;
+                tcp_log(
+                    &shared,
+                    Direction::Outbound,
+                    peer,
+                    Some(&shared.identity()),
+                    &format!("{} endpoint {}", upstream.name, ep.address),
+                    tls,
+                    "ok",
+                    sent,
+                    received,
+                    started,
+                );
+                return;
+            }
+            Err(e) => {
+                shared.stats.upstream_failure();
+                if e.phase == upstream::Phase::TlsHandshake {
+                    shared
+                        .stats
+                        .handshake(Direction::Outbound, ep.origination.used(), false);
+                }
+                tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
+                reasons.push(e);
+            }
+        }
+    }
+    if reasons.is_empty() {
+        tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, "no endpoints: connection closed");
+    }
+    reset(tcp);
+}

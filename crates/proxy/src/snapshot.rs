@@ -1,0 +1,369 @@
+//! A [`ProxyConfig`] turned into lookup tables: VIP:port and endpoint address → upstream,
+//! `host:port` → upstream, workload port → inbound rule, and per-endpoint TLS with its
+//! rustls config built once. Building one checks everything, so a bad config is refused as
+//! a whole and the proxy keeps its last good one.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tessera_ca::{CredentialStore, SpiffeId};
+use tessera_proto::config::{EndpointTls, InboundMode, PortProtocol, ProxyConfig, TlsMode};
+
+use crate::stats::TlsUsed;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+}
+
+pub(crate) fn invalid_config(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.into(),
+        message: message.into(),
+    }
+}
+
+/// Reads a config file: JSON when it ends in `.json`, else YAML.
+pub fn read_config(path: &Path) -> Result<ProxyConfig, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+        file: file.clone(),
+        message: e.to_string(),
+    })?;
+    let parsed = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_norway::from_str(&text).map_err(|e| e.to_string())
+    };
+    parsed.map_err(|message| ConfigError::Parse { file, message })
+}
+
+/// What kind of bytes go over an upstream connection; chooses the ALPN offered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Flavor {
+    Http1,
+    Http2,
+    Tcp,
+}
+
+/// TLS toward one endpoint, ready to use.
+#[derive(Debug, Clone)]
+pub enum Origination {
+    Plaintext,
+    Tls {
+        used: TlsUsed,
+        server_name: ServerName<'static>,
+        /// Indexed by [`Flavor`].
+        configs: [Arc<ClientConfig>; 3],
+    },
+}
+
+impl Origination {
+    pub fn used(&self) -> TlsUsed {
+        match self {
+            Origination::Plaintext => TlsUsed::Plaintext,
+            Origination::Tls { used, .. } => *used,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct EndpointRoute {
+    pub address: SocketAddr,
+    pub workload: Option<String>,
+    pub origination: Origination,
+    /// The pool this endpoint's connections live in: equal settings share one across
+    /// snapshots, so a config reload keeps the warm connections.
+    pub pool_key: u64,
+    pub reason: String,
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    /// `host:port`, for logs and error bodies.
+    pub name: String,
+    pub protocol: PortProtocol,
+    pub endpoints: Vec<Arc<EndpointRoute>>,
+    next: AtomicUsize,
+}
+
+impl Upstream {
+    /// Endpoints in round-robin order, starting from the next one.
+    pub fn pick_order(&self) -> impl Iterator<Item = &Arc<EndpointRoute>> {
+        let n = self.endpoints.len();
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Ordering::Relaxed) % n
+        };
+        (0..n).map(move |i| &self.endpoints[(start + i) % n])
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct InboundRule {
+    pub protocol: PortProtocol,
+    pub mode: InboundMode,
+    pub reason: String,
+}
+
+pub struct Snapshot {
+    pub config: ProxyConfig,
+    pub identity: SpiffeId,
+    by_address: HashMap<SocketAddr, Arc<Upstream>>,
+    by_name: HashMap<String, Arc<Upstream>>,
+    inbound: HashMap<u16, InboundRule>,
+    pub default_inbound: InboundRule,
+    pub app_host: IpAddr,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("version", &self.config.version)
+            .finish_non_exhaustive()
+    }
+}
+
+pub const ALPN_HTTP1: &[&[u8]] = &[b"istio-http/1.1", b"istio", b"http/1.1"];
+pub const ALPN_HTTP2: &[&[u8]] = &[b"istio-h2", b"istio", b"h2"];
+pub const ALPN_TCP: &[&[u8]] = &[b"istio-peer-exchange", b"istio"];
+/// The server never selects `istio`: those tokens only tell mesh TLS from app TLS.
+pub const ALPN_SERVER: &[&[u8]] = &[b"h2", b"http/1.1", b"istio-peer-exchange"];
+
+impl Snapshot {
+    pub fn build(config: ProxyConfig, store: &CredentialStore) -> Result<Snapshot, ConfigError> {
+        let identity: SpiffeId = config
+            .node
+            .identity
+            .parse()
+            .map_err(|e: tessera_ca::SpiffeError| invalid_config("node.identity", e.to_string()))?;
+        if identity.trust_domain() != config.node.trust_domain {
+            return Err(invalid_config(
+                "node.identity",
+                format!(
+                    "{identity} is outside the trust domain {}",
+                    config.node.trust_domain
+                ),
+            ));
+        }
+        let mut mesh_configs: HashMap<Vec<String>, [Arc<ClientConfig>; 3]> = HashMap::new();
+        let mut by_address = HashMap::new();
+        let mut by_name = HashMap::new();
+        for (si, service) in config.services.iter().enumerate() {
+            for (pi, port) in service.ports.iter().enumerate() {
+                let path = format!("services[{si}].ports[{pi}]");
+                let mut endpoints = Vec::new();
+                for (ei, ep) in port.endpoints.iter().enumerate() {
+                    let path = format!("{path}.endpoints[{ei}].tls");
+                    let origination = origination(
+                        &ep.tls,
+                        &service.host,
+                        port.port,
+                        store,
+                        &mut mesh_configs,
+                        &path,
+                    )?;
+                    endpoints.push(Arc::new(EndpointRoute {
+                        address: ep.address,
+                        workload: ep.workload.clone(),
+                        origination,
+                        pool_key: pool_key(ep.address, &ep.tls),
+                        reason: ep.tls.reason.clone(),
+                    }));
+                }
+                let upstream = Arc::new(Upstream {
+                    name: format!("{}:{}", service.host, port.port),
+                    protocol: port.protocol,
+                    endpoints,
+                    next: AtomicUsize::new(0),
+                });
+                if by_name
+                    .insert(upstream.name.clone(), upstream.clone())
+                    .is_some()
+                {
+                    return Err(invalid_config(
+                        &path,
+                        format!("{} is listed twice", upstream.name),
+                    ));
+                }
+                for vip in &service.vips {
+                    by_address.insert(SocketAddr::new(*vip, port.port), upstream.clone());
+                }
+            }
+        }
+        // A connection straight to a pod address (headless services) goes to that endpoint
+        // with its own TLS settings.
+        let mut direct = HashMap::new();
+        for upstream in by_name.values() {
+            for ep in &upstream.endpoints {
+                direct.entry(ep.address).or_insert_with(|| {
+                    Arc::new(Upstream {
+                        name: upstream.name.clone(),
+                        protocol: upstream.protocol,
+                        endpoints: vec![ep.clone()],
+                        next: AtomicUsize::new(0),
+                    })
+                });
+            }
+        }
+        for (addr, upstream) in direct {
+            by_address.entry(addr).or_insert(upstream);
+        }
+        let mut inbound = HashMap::new();
+        for (i, port) in config.inbound.ports.iter().enumerate() {
+            let rule = InboundRule {
+                protocol: port.protocol,
+                mode: port.mode,
+                reason: port.reason.clone(),
+            };
+            if inbound.insert(port.port, rule).is_some() {
+                return Err(invalid_config(
+                    format!("inbound.ports[{i}]"),
+                    format!("port {} is listed twice", port.port),
+                ));
+            }
+        }
+        for (i, l) in config.listeners.explicit.iter().enumerate() {
+            let path = format!("listeners.explicit[{i}]");
+            match (&l.outbound, l.inbound) {
+                (Some(target), None) => {
+                    if !by_name.contains_key(target) {
+                        return Err(invalid_config(
+                            path,
+                            format!("outbound target {target} is not a service port in services[] (host:port)"),
+                        ));
+                    }
+                }
+                (None, Some(_)) => {}
+                _ => {
+                    return Err(invalid_config(
+                        path,
+                        "set exactly one of outbound (host:port) or inbound (a workload port)",
+                    ))
+                }
+            }
+        }
+        Ok(Snapshot {
+            app_host: config.inbound.app_host,
+            default_inbound: InboundRule {
+                protocol: PortProtocol::Auto,
+                mode: config.inbound.default_mode,
+                reason: "no Service declares this port: the workload's mode".into(),
+            },
+            identity,
+            by_address,
+            by_name,
+            inbound,
+            config,
+        })
+    }
+
+    pub fn upstream_for_address(&self, addr: &SocketAddr) -> Option<&Arc<Upstream>> {
+        self.by_address.get(addr)
+    }
+
+    pub fn upstream_named(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.by_name.get(name)
+    }
+
+    pub fn inbound_rule(&self, port: u16) -> &InboundRule {
+        self.inbound.get(&port).unwrap_or(&self.default_inbound)
+    }
+}
+
+fn pool_key(addr: SocketAddr, tls: &EndpointTls) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    addr.hash(&mut h);
+    tls.mode.hash(&mut h);
+    tls.subject_alt_names.hash(&mut h);
+    tls.sni.hash(&mut h);
+    tls.ca_certificates.hash(&mut h);
+    tls.client_certificate.hash(&mut h);
+    tls.private_key.hash(&mut h);
+    h.finish()
+}
+
+fn origination(
+    tls: &EndpointTls,
+    host: &str,
+    port: u16,
+    store: &CredentialStore,
+    mesh_configs: &mut HashMap<Vec<String>, [Arc<ClientConfig>; 3]>,
+    path: &str,
+) -> Result<Origination, ConfigError> {
+    let sni = tls
+        .sni
+        .clone()
+        .unwrap_or_else(|| format!("outbound_.{port}_._.{host}"));
+    let server_name = ServerName::try_from(sni.clone())
+        .or_else(|_| ServerName::try_from(host.to_string()))
+        .map_err(|_| {
+            invalid_config(
+                format!("{path}.sni"),
+                format!("{sni:?} is not a valid server name"),
+            )
+        })?;
+    match tls.mode {
+        TlsMode::Disable => Ok(Origination::Plaintext),
+        TlsMode::IstioMutual => {
+            let sans = tls.subject_alt_names.clone();
+            if !mesh_configs.contains_key(&sans) {
+                let expected = if sans.is_empty() {
+                    None
+                } else {
+                    Some(
+                        sans.iter()
+                            .map(|s| {
+                                s.parse::<SpiffeId>().map_err(|e| {
+                                    invalid_config(format!("{path}.subjectAltNames"), e.to_string())
+                                })
+                            })
+                            .collect::<Result<Vec<_>, _>>()?,
+                    )
+                };
+                let build = |alpn: &[&[u8]]| {
+                    tessera_ca::tls::client_config(store, expected.clone(), alpn)
+                        .map(Arc::new)
+                        .map_err(|e| invalid_config(path, e.to_string()))
+                };
+                let configs = [build(ALPN_HTTP1)?, build(ALPN_HTTP2)?, build(ALPN_TCP)?];
+                mesh_configs.insert(sans.clone(), configs);
+            }
+            Ok(Origination::Tls {
+                used: TlsUsed::Mesh,
+                server_name: server_name.to_owned(),
+                configs: mesh_configs[&sans].clone(),
+            })
+        }
+        TlsMode::Simple | TlsMode::Mutual => {
+            let config = crate::upstream::user_tls_config(tls, path)?;
+            let with_alpn = |alpn: &[&[u8]]| {
+                let mut c = config.clone();
+                c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+                Arc::new(c)
+            };
+            Ok(Origination::Tls {
+                used: if tls.mode == TlsMode::Simple {
+                    TlsUsed::Simple
+                } else {
+                    TlsUsed::Mutual
+                },
+                server_name: ServerName::try_from(
+                    tls.sni.clone().unwrap_or_else(|| host.to_string()),
+                )
+                .map_err(|_| invalid_config(format!("{path}.sni"), "not a valid server name"))?,
+                configs: [with_alpn(&[]), with_alpn(&[b"h2"]), with_alpn(&[])],
+            })
+        }
+    }
+}

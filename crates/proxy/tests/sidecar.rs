@@ -1,0 +1,555 @@
+//! The sidecar's decision rows on loopback, with real curl as the client: auto mTLS per
+//! endpoint, PERMISSIVE/STRICT/DISABLE per port, DestinationRule overrides, app HTTPS
+//! passthrough, XFCC, and reloads under traffic.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+use tessera_proto::config::{InboundMode, PortProtocol, TlsMode};
+
+const HTTPBIN: &str = "httpbin.full.svc.cluster.local";
+
+/// XFCC-01, AMTLS-01: sleep → httpbin over mesh mTLS; the app sees exactly Istio's XFCC.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mesh_mtls_sets_exact_xfcc_and_strips_the_apps() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let server = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Permissive,
+    ))
+    .await;
+    let inbound = addr(&server, "inbound").await;
+    let client = start(client_config(
+        &sleep,
+        HTTPBIN,
+        8000,
+        PortProtocol::Http,
+        vec![endpoint(
+            inbound,
+            TlsMode::IstioMutual,
+            &[&httpbin.identity],
+        )],
+    ))
+    .await;
+    let outbound = addr(&client, "outbound").await;
+    // XFCC-04: a value the app sets itself never leaves the pod.
+    let out = curl(&[
+        "-H",
+        "X-Forwarded-Client-Cert: By=evil",
+        &format!("http://{outbound}/headers"),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        xfcc(&out.stdout).unwrap(),
+        format!(
+            "By=spiffe://cluster.local/ns/full/sa/httpbin;Hash={};Subject=\"\";URI=spiffe://cluster.local/ns/full/sa/sleep",
+            leaf_hash(&sleep.chain)
+        )
+    );
+    // The response comes back through both proxies.
+    let out = curl(&["-sI", &format!("http://{outbound}/status/418")]).await;
+    assert!(out.stdout.starts_with("HTTP/1.1 418"), "{}", out.stdout);
+    assert!(
+        out.stdout.to_lowercase().contains("server: envoy"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// IN-02 / XFCC-02 / XFCC-03 and IN-04 / AMTLS-05 / AMTLS-06 and DISABLE, per port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_per_port() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    for mode in [
+        InboundMode::Permissive,
+        InboundMode::Strict,
+        InboundMode::Disable,
+    ] {
+        let server = start(server_config(
+            &httpbin,
+            app.port(),
+            PortProtocol::Http,
+            mode,
+        ))
+        .await;
+        let inbound = addr(&server, "inbound").await;
+        let auto_tls = if mode == InboundMode::Disable {
+            TlsMode::Disable // auto mTLS sends plaintext to a DISABLE endpoint
+        } else {
+            TlsMode::IstioMutual
+        };
+        let client = start(client_config(
+            &sleep,
+            HTTPBIN,
+            8000,
+            PortProtocol::Http,
+            vec![endpoint(inbound, auto_tls, &[&httpbin.identity])],
+        ))
+        .await;
+        let outbound = addr(&client, "outbound").await;
+
+        // A client with a sidecar: always 200; XFCC unless the server is DISABLE (AMTLS-08).
+        let out = curl(&[&format!("http://{outbound}/headers")]).await;
+        assert_eq!(out.code, 0, "{mode:?} mesh client: {}", out.stderr);
+        assert_eq!(
+            xfcc(&out.stdout).is_some(),
+            mode != InboundMode::Disable,
+            "{mode:?}: {}",
+            out.stdout
+        );
+
+        // A legacy (plaintext) client straight at the server sidecar, with a forged XFCC.
+        let out = curl(&[
+            "-w",
+            "\n%{http_code}",
+            "-H",
+            "X-Forwarded-Client-Cert: By=evil",
+            &format!("http://{inbound}/headers"),
+        ])
+        .await;
+        match mode {
+            InboundMode::Strict => {
+                // AMTLS-05: reset; curl exit 56, http_code 000.
+                assert_eq!(out.code, 56, "{mode:?}: {} {}", out.stdout, out.stderr);
+                assert_eq!(out.http_code(), "000");
+                assert!(out.stderr.contains("reset"), "{}", out.stderr);
+            }
+            _ => {
+                assert_eq!(out.code, 0, "{mode:?}: {}", out.stderr);
+                assert_eq!(out.http_code(), "200");
+                let body = out.stdout.rsplit_once('\n').unwrap().0;
+                assert_eq!(xfcc(body), None, "{mode:?}: a forged XFCC is stripped");
+            }
+        }
+        if mode == InboundMode::Strict {
+            let refused = server
+                .shared()
+                .stats
+                .refusals_of(tessera_proxy::chain::Refusal::StrictPlaintext);
+            assert_eq!(refused, 1, "the refusal is counted on the refusing side");
+            let metrics = curl(&[&format!(
+                "http://{}/stats/prometheus",
+                server.admin_addr().unwrap()
+            )])
+            .await;
+            assert!(
+                metrics
+                    .stdout
+                    .contains("tessera_refusals_total{reason=\"strict_plaintext\"} 1"),
+                "{}",
+                metrics.stdout
+            );
+        }
+    }
+}
+
+/// AMTLS-02: one endpoint with a sidecar (mTLS), one without (plaintext), round robin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_mtls_is_decided_per_endpoint() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("partial", "httpbin");
+    let app = echo_app().await;
+    let plain_app = echo_app().await;
+    let server = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Permissive,
+    ))
+    .await;
+    let client = start(client_config(
+        &sleep,
+        "httpbin.partial.svc.cluster.local",
+        8000,
+        PortProtocol::Http,
+        vec![
+            endpoint(
+                addr(&server, "inbound").await,
+                TlsMode::IstioMutual,
+                &[&httpbin.identity],
+            ),
+            endpoint(plain_app, TlsMode::Disable, &[]),
+        ],
+    ))
+    .await;
+    let outbound = addr(&client, "outbound").await;
+    let mut with = 0;
+    let mut without = 0;
+    for _ in 0..10 {
+        let out = curl(&[&format!("http://{outbound}/headers")]).await;
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        match xfcc(&out.stdout) {
+            Some(v) => {
+                assert!(
+                    v.contains("URI=spiffe://cluster.local/ns/full/sa/sleep"),
+                    "{v}"
+                );
+                with += 1
+            }
+            None => without += 1,
+        }
+    }
+    assert_eq!((with, without), (5, 5));
+}
+
+/// AMTLS-09: DR ISTIO_MUTUAL toward a server whose port is DISABLE (and toward a workload
+/// without a sidecar): 503 that says the server answered plaintext.
+/// AMTLS-11: DR DISABLE toward STRICT: 503, the server closed the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destination_rule_overrides_fail_with_reasons() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let disabled = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Disable,
+    ))
+    .await;
+    let strict = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    ))
+    .await;
+    let rows = [
+        (
+            "ISTIO_MUTUAL to DISABLE",
+            endpoint(addr(&disabled, "inbound").await, TlsMode::IstioMutual, &[]),
+            "phase: TLS handshake; reason: the server did not answer with TLS (WRONG_VERSION_NUMBER",
+        ),
+        (
+            "ISTIO_MUTUAL to a workload without sidecar",
+            endpoint(app, TlsMode::IstioMutual, &[]),
+            "phase: TLS handshake; reason: the server did not answer with TLS (WRONG_VERSION_NUMBER",
+        ),
+        (
+            "DISABLE to STRICT",
+            endpoint(addr(&strict, "inbound").await, TlsMode::Disable, &[]),
+            "phase: request; reason: the server closed the connection before responding",
+        ),
+        (
+            "ISTIO_MUTUAL to the wrong identity",
+            endpoint(
+                addr(&strict, "inbound").await,
+                TlsMode::IstioMutual,
+                &[&id("full", "other")],
+            ),
+            "reason: identity spiffe://cluster.local/ns/full/sa/httpbin is not the one expected (spiffe://cluster.local/ns/full/sa/other)",
+        ),
+    ];
+    for (name, ep, reason) in rows {
+        let target = ep.address;
+        let client = start(client_config(
+            &sleep,
+            HTTPBIN,
+            8000,
+            PortProtocol::Http,
+            vec![ep],
+        ))
+        .await;
+        let outbound = addr(&client, "outbound").await;
+        let out = curl(&[
+            "-w",
+            "\n%{http_code}",
+            &format!("http://{outbound}/headers"),
+        ])
+        .await;
+        assert_eq!(out.http_code(), "503", "{name}: {}", out.stdout);
+        let body = out.stdout.rsplit_once('\n').unwrap().0;
+        assert!(
+            body.starts_with("upstream connect error or disconnect/reset before headers. hop: outbound sleep.full -> httpbin.full.svc.cluster.local:8000 endpoint "),
+            "{name}: {body}"
+        );
+        assert!(body.contains(&target.to_string()), "{name}: {body}");
+        assert!(body.contains(reason), "{name}: {body}");
+    }
+}
+
+/// HTTPS-04/05/06, IN-05/06: the app's own TLS passes through (PERMISSIVE), is wrapped in
+/// mesh mTLS between sidecars (STRICT), and a client without a mesh cert fails on STRICT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_https_passthrough_with_and_without_mesh_mtls() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let nginx = mesh.workload("full", "nginx");
+    let app = https_app().await;
+    for mode in [InboundMode::Permissive, InboundMode::Strict] {
+        let server = start(server_config(&nginx, app.port(), PortProtocol::Tcp, mode)).await;
+        let inbound = addr(&server, "inbound").await;
+        let client = start(client_config(
+            &sleep,
+            "my-nginx.full.svc.cluster.local",
+            443,
+            PortProtocol::Tcp,
+            vec![endpoint(inbound, TlsMode::IstioMutual, &[&nginx.identity])],
+        ))
+        .await;
+        let outbound = addr(&client, "outbound").await;
+        // Through both sidecars: curl validates nginx's own certificate, not a sidecar's.
+        let out = curl(&["-k", "-v", &format!("https://{outbound}/")]).await;
+        assert_eq!(out.code, 0, "{mode:?}: {}", out.stderr);
+        assert_eq!(out.stdout, "Welcome to nginx!\n");
+        assert!(
+            out.stderr.contains("CN=my-nginx"),
+            "{mode:?}: {}",
+            out.stderr
+        );
+        // Bypassing the client sidecar (seed 000's `curl` from the istio-proxy container).
+        let out = curl(&["-k", "-v", &format!("https://{inbound}/")]).await;
+        match mode {
+            InboundMode::Permissive => {
+                assert_eq!(out.code, 0, "{}", out.stderr);
+                assert!(out.stderr.contains("CN=my-nginx"), "{}", out.stderr);
+            }
+            _ => {
+                // HTTPS-06: the sidecar demands a client certificate (TLS 1.3: alert after
+                // the handshake, exit 56; TLS 1.2: handshake failure, exit 35).
+                assert!(
+                    out.code == 56 || out.code == 35,
+                    "{}: {}",
+                    out.code,
+                    out.stderr
+                );
+                assert!(
+                    out.stderr.contains("certificate required") || out.stderr.contains("alert"),
+                    "{}",
+                    out.stderr
+                );
+            }
+        }
+    }
+}
+
+/// IN-03 under STRICT: a non-mesh TLS client that holds a valid mesh certificate is
+/// terminated and served (STRICT does not look at ALPN).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strict_serves_a_client_with_a_mesh_certificate() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let server = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    ))
+    .await;
+    let inbound = addr(&server, "inbound").await;
+    let out = curl(&[
+        "-k",
+        "--cert",
+        sleep.chain.to_str().unwrap(),
+        "--key",
+        sleep.key.to_str().unwrap(),
+        &format!("https://{inbound}/headers"),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(xfcc(&out.stdout)
+        .unwrap()
+        .ends_with("URI=spiffe://cluster.local/ns/full/sa/sleep"));
+    // The same request under PERMISSIVE is reset: its ALPN is not a mesh one (IN-03).
+    let permissive = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Permissive,
+    ))
+    .await;
+    let out = curl(&[
+        "-k",
+        "--cert",
+        sleep.chain.to_str().unwrap(),
+        "--key",
+        sleep.key.to_str().unwrap(),
+        &format!("https://{}/headers", addr(&permissive, "inbound").await),
+    ])
+    .await;
+    assert_ne!(out.code, 0, "{}", out.stdout);
+}
+
+/// Config and certificate reloads under traffic: no failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_traffic_fail_no_request() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let server_a = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    ))
+    .await;
+    let server_b = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    ))
+    .await;
+    let ep_a = endpoint(
+        addr(&server_a, "inbound").await,
+        TlsMode::IstioMutual,
+        &[&httpbin.identity],
+    );
+    let ep_b = endpoint(
+        addr(&server_b, "inbound").await,
+        TlsMode::IstioMutual,
+        &[&httpbin.identity],
+    );
+    let mut config = client_config(
+        &sleep,
+        HTTPBIN,
+        8000,
+        PortProtocol::Http,
+        vec![ep_a.clone()],
+    );
+    let client = start(config.clone()).await;
+    let outbound = addr(&client, "outbound").await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        tokio::task::spawn_blocking(move || {
+            // curl with keep-alive over many URLs, then a new connection: both kinds.
+            let mut results = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let mut args: Vec<String> = ["-sS", "--max-time", "10", "-w", "%{http_code}\n"]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                for _ in 0..20 {
+                    args.extend([
+                        "-o".into(),
+                        "/dev/null".into(),
+                        format!("http://{outbound}/status/200"),
+                    ]);
+                }
+                let out = std::process::Command::new("curl")
+                    .args(&args)
+                    .output()
+                    .unwrap();
+                results.push((
+                    out.status.code(),
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                ));
+            }
+            results
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // New endpoints, new version.
+    config.version = "2".into();
+    config.services[0].ports[0].endpoints = vec![ep_a.clone(), ep_b.clone()];
+    client.update(config.clone()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A bad config is refused whole; the proxy keeps serving the last good one.
+    let mut bad = config.clone();
+    bad.version = "3".into();
+    bad.listeners.explicit[0].outbound = Some("nowhere.svc:1".into());
+    assert!(client.update(bad).await.is_err());
+    // Certificates rotate on both sides (files rewritten; the watchers pick them up).
+    let before = client.shared().store.credentials().serial_hex.clone();
+    mesh.reissue(&sleep);
+    mesh.reissue(&httpbin);
+    let mut changes = client.shared().store.subscribe();
+    tokio::time::timeout(Duration::from_secs(10), changes.wait_for(|g| *g >= 1))
+        .await
+        .expect("the client's certificate reloads")
+        .unwrap();
+    assert_ne!(client.shared().store.credentials().serial_hex, before);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    config.version = "4".into();
+    config.services[0].ports[0].endpoints = vec![ep_b];
+    client.update(config).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results = load.await.unwrap();
+    let codes: Vec<&str> = results.iter().flat_map(|(_, s)| s.lines()).collect();
+    assert!(codes.len() >= 40, "enough requests ran: {}", codes.len());
+    let failed: Vec<_> = results
+        .iter()
+        .filter(|(c, s)| *c != Some(0) || s.lines().any(|l| l != "200"))
+        .take(3)
+        .collect();
+    assert!(failed.is_empty(), "every request succeeded: {failed:?}");
+    let dump = curl(&[&format!(
+        "http://{}/config_dump",
+        client.admin_addr().unwrap()
+    )])
+    .await;
+    let dump: serde_json::Value = serde_json::from_str(&dump.stdout).unwrap();
+    assert_eq!(dump["version"], "4");
+    assert!(dump["last_rejected"]
+        .as_str()
+        .unwrap()
+        .starts_with("version 3: configuration: listeners.explicit[0]"));
+}
+
+/// The admin `/certs` shape (Envoy's, with Istio's resource names).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_certs() {
+    let mesh = Mesh::new();
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let server = start(server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    ))
+    .await;
+    let out = curl(&[&format!("http://{}/certs", server.admin_addr().unwrap())]).await;
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let leaf = &v["certificates"][0]["cert_chain"][0];
+    assert_eq!(leaf["name"], "default");
+    assert_eq!(
+        leaf["subject_alt_names"][0]["uri"],
+        "spiffe://cluster.local/ns/full/sa/httpbin"
+    );
+    assert_eq!(
+        leaf["days_until_expiration"], "0",
+        "a 24 h certificate has 0 whole days left"
+    );
+    assert_eq!(
+        leaf["serial_number"]
+            .as_str()
+            .unwrap()
+            .trim_start_matches('0'),
+        server
+            .shared()
+            .store
+            .credentials()
+            .serial_hex
+            .trim_start_matches('0')
+    );
+    assert_eq!(v["certificates"][0]["ca_cert"][0]["name"], "ROOTCA");
+    let ready = curl(&[
+        "-w",
+        "%{http_code}",
+        "-o",
+        "/dev/null",
+        &format!("http://{}/ready", server.admin_addr().unwrap()),
+    ])
+    .await;
+    assert_eq!(ready.stdout, "200");
+}
