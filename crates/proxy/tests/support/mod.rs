@@ -188,7 +188,11 @@ pub async fn addr(p: &ProxyHandle, listener: &str) -> SocketAddr {
 
 /// An httpbin-like app: `/headers` answers the request headers as JSON, `/status/N` with N.
 pub async fn echo_app() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    echo_app_on("127.0.0.1:0").await
+}
+
+pub async fn echo_app_on(bind: &str) -> SocketAddr {
+    let listener = TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
