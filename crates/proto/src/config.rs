@@ -49,23 +49,34 @@ fn default_trust_domain() -> String {
     "cluster.local".into()
 }
 
+/// Exactly one of `files` or `ca`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CertificateSource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<CertificateFiles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<CaSource>,
+}
+
+/// PEM files, re-read when they change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub enum CertificateSource {
-    /// PEM files, re-read when they change.
-    Files {
-        cert_chain: PathBuf,
-        private_key: PathBuf,
-        root_cert: PathBuf,
-    },
-    /// The mesh CA over gRPC on a Unix socket, with a bootstrap token file.
-    Ca {
-        socket: PathBuf,
-        token_file: PathBuf,
-        /// Requested certificate lifetime, e.g. "24h" (default: the CA's).
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        ttl: Option<String>,
-    },
+pub struct CertificateFiles {
+    pub cert_chain: PathBuf,
+    pub private_key: PathBuf,
+    pub root_cert: PathBuf,
+}
+
+/// The mesh CA over gRPC on a Unix socket, with a bootstrap token file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CaSource {
+    pub socket: PathBuf,
+    pub token_file: PathBuf,
+    /// Requested certificate lifetime, e.g. "24h" (default: the CA's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tessera_ca::client::{self, CaClient, IdentityOptions, Renewal, TokenFile};
 use tessera_ca::verify::TrustBundle;
 use tessera_ca::{CredentialStore, Credentials, KeyAlgorithm, SpiffeId};
-use tessera_proto::config::CertificateSource;
+use tessera_proto::config::{CaSource, CertificateFiles, CertificateSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
@@ -19,7 +19,9 @@ pub enum CertError {
     WrongIdentity { found: String, expected: String },
     #[error("{0}")]
     Ca(#[from] client::ClientError),
-    #[error("certificates.ttl: {0:?} is not a duration (e.g. 24h, 90m)")]
+    #[error("certificates: set exactly one of `files` (certChain, privateKey, rootCert) or `ca` (socket, tokenFile)")]
+    Source,
+    #[error("certificates.ca.ttl: {0:?} is not a duration (e.g. 24h, 90m)")]
     BadTtl(String),
 }
 
@@ -42,12 +44,13 @@ pub async fn load(
     identity: &SpiffeId,
     trust_domain: &str,
 ) -> Result<(CredentialStore, CertKeeper), CertError> {
-    match source {
-        CertificateSource::Files {
-            cert_chain,
-            private_key,
-            root_cert,
-        } => {
+    match (&source.files, &source.ca) {
+        (Some(files), None) => {
+            let CertificateFiles {
+                cert_chain,
+                private_key,
+                root_cert,
+            } = files;
             let (creds, bundle) =
                 read_files(cert_chain, private_key, root_cert, identity, trust_domain)?;
             tracing::info!(cert = %creds.describe(), "workload certificate loaded from files");
@@ -60,11 +63,14 @@ pub async fn load(
             ));
             Ok((store, CertKeeper::Files(task)))
         }
-        CertificateSource::Ca {
-            socket,
-            token_file,
-            ttl,
-        } => {
+        (
+            None,
+            Some(CaSource {
+                socket,
+                token_file,
+                ttl,
+            }),
+        ) => {
             let ttl = match ttl {
                 None => None,
                 Some(t) => Some(parse_ttl(t).ok_or_else(|| CertError::BadTtl(t.clone()))?),
@@ -82,6 +88,7 @@ pub async fn load(
             .await?;
             Ok((store, CertKeeper::Ca(renewal)))
         }
+        _ => Err(CertError::Source),
     }
 }
 

@@ -553,3 +553,117 @@ async fn admin_certs() {
     .await;
     assert_eq!(ready.stdout, "200");
 }
+
+/// PROTO-03/12: an HTTP2 port speaks h2 between the sidecars (ALPN istio-h2) and h2c to
+/// the app; an HTTP/2 client works against an HTTP/1 port too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_end_to_end() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    for protocol in [PortProtocol::Http2, PortProtocol::Http] {
+        let server = start(server_config(
+            &httpbin,
+            app.port(),
+            protocol,
+            InboundMode::Strict,
+        ))
+        .await;
+        let client = start(client_config(
+            &sleep,
+            HTTPBIN,
+            8000,
+            protocol,
+            vec![endpoint(
+                addr(&server, "inbound").await,
+                TlsMode::IstioMutual,
+                &[&httpbin.identity],
+            )],
+        ))
+        .await;
+        let outbound = addr(&client, "outbound").await;
+        let out = curl(&[
+            "--http2-prior-knowledge",
+            "-w",
+            "\n%{http_version}",
+            &format!("http://{outbound}/headers"),
+        ])
+        .await;
+        assert_eq!(out.code, 0, "{protocol:?}: {}", out.stderr);
+        assert_eq!(
+            out.http_code(),
+            "2",
+            "{protocol:?}: the client spoke HTTP/2"
+        );
+        let body = out.stdout.rsplit_once('\n').unwrap().0;
+        assert!(xfcc(body)
+            .unwrap()
+            .ends_with("URI=spiffe://cluster.local/ns/full/sa/sleep"));
+    }
+}
+
+/// PROTO-20/22 outbound and the AUTO inbound rows: an undeclared port sniffs HTTP (L7,
+/// XFCC) and passes the app's TLS through (inside mesh mTLS).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_ports_sniff() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let httpbin = mesh.workload("full", "httpbin");
+    for (app, scheme) in [(echo_app().await, "http"), (https_app().await, "https")] {
+        let server = start(server_config(
+            &httpbin,
+            app.port(),
+            PortProtocol::Auto,
+            InboundMode::Strict,
+        ))
+        .await;
+        let client = start(client_config(
+            &sleep,
+            HTTPBIN,
+            8000,
+            PortProtocol::Auto,
+            vec![endpoint(
+                addr(&server, "inbound").await,
+                TlsMode::IstioMutual,
+                &[&httpbin.identity],
+            )],
+        ))
+        .await;
+        let outbound = addr(&client, "outbound").await;
+        let out = curl(&["-k", &format!("{scheme}://{outbound}/headers")]).await;
+        assert_eq!(out.code, 0, "{scheme}: {}", out.stderr);
+        if scheme == "http" {
+            assert!(
+                xfcc(&out.stdout).is_some(),
+                "sniffed as HTTP: {}",
+                out.stdout
+            );
+        } else {
+            assert_eq!(out.stdout, "Welcome to nginx!\n");
+        }
+    }
+}
+
+/// PROTO-24 / HTTPS-09: the app speaks TLS to a port declared `http`: the client sidecar
+/// answers 400 in plaintext and curl's TLS fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_an_http_port_fails_at_the_client() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let app = https_app().await;
+    let client = start(client_config(
+        &sleep,
+        "my-nginx.full.svc.cluster.local",
+        443,
+        PortProtocol::Http,
+        vec![endpoint(app, TlsMode::Disable, &[])],
+    ))
+    .await;
+    let out = curl(&[
+        "-k",
+        &format!("https://{}/", addr(&client, "outbound").await),
+    ])
+    .await;
+    assert_eq!(out.code, 35, "{}", out.stderr);
+}

@@ -91,10 +91,13 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
             identity: w.identity.to_string(),
             trust_domain: TD.into(),
         },
-        certificates: CertificateSource::Files {
-            cert_chain: w.chain.clone(),
-            private_key: w.key.clone(),
-            root_cert: w.root.clone(),
+        certificates: CertificateSource {
+            files: Some(CertificateFiles {
+                cert_chain: w.chain.clone(),
+                private_key: w.key.clone(),
+                root_cert: w.root.clone(),
+            }),
+            ca: None,
         },
         admin: Admin {
             address: Some("127.0.0.1:0".parse().unwrap()),
