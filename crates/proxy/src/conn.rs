@@ -164,23 +164,25 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                 acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
             )
             .await;
-            let tls = match accepted {
-                Ok(Ok(tls)) => tls,
-                Ok(Err((e, io))) => {
+            let refused = match accepted {
+                Ok(Ok(tls)) => Ok(tls),
+                Ok(Err((e, io))) => Err((tessera_ca::tls::handshake_reason(&e), Some(io))),
+                Err(_) => Err((
+                    "the client did not finish the TLS handshake in time".to_string(),
+                    None,
+                )),
+            };
+            let tls = match refused {
+                Ok(tls) => tls,
+                Err((reason, io)) => {
                     shared
                         .stats
                         .handshake(Direction::Inbound, TlsUsed::Mesh, false);
                     shared.stats.refusal(Refusal::Handshake);
-                    tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = %tessera_ca::tls::handshake_reason(&e), "mesh mTLS handshake refused");
-                    close_after_alert(io).await;
-                    return;
-                }
-                Err(_) => {
-                    shared
-                        .stats
-                        .handshake(Direction::Inbound, TlsUsed::Mesh, false);
-                    shared.stats.refusal(Refusal::Handshake);
-                    tracing::warn!(direction = "inbound", src = %peer, port, reason = "the client did not finish the TLS handshake in time", "mesh mTLS handshake refused");
+                    tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = %reason, "mesh mTLS handshake refused");
+                    if let Some(io) = io {
+                        close_after_alert(io).await;
+                    }
                     return;
                 }
             };

@@ -464,11 +464,19 @@ pub fn run_from_file(path: &Path) -> Result<(), ProxyError> {
     let config = read_config(path)?;
     let threads = config.runtime.threads.max(1);
     let drain = Duration::from_secs(config.runtime.drain_seconds);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
-        .enable_all()
-        .build()
-        .map_err(ProxyError::Runtime)?;
+    // One worker: a current-thread runtime, so no request hops between threads (Envoy's
+    // workers are single-threaded event loops too).
+    let runtime = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+    }
+    .map_err(ProxyError::Runtime)?;
     runtime.block_on(async move {
         let handle = start(config, Some(path.to_path_buf())).await?;
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
