@@ -667,3 +667,84 @@ async fn tls_to_an_http_port_fails_at_the_client() {
     .await;
     assert_eq!(out.code, 35, "{}", out.stderr);
 }
+
+/// Certificates from the mesh CA: the proxy makes its key, presents its bootstrap token
+/// (read from a file, as a projected service-account token) and serves mesh mTLS with
+/// what the CA signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn certificates_from_the_ca() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca = tessera_ca::testing::LocalCa::start(ca_dir.path(), TD).unwrap();
+    let token_file = ca_dir.path().join("httpbin.token");
+    std::fs::write(&token_file, ca.token("full", "httpbin")).unwrap();
+    let app = echo_app().await;
+    let httpbin = Workload {
+        identity: id("full", "httpbin"),
+        chain: "unused".into(),
+        key: "unused".into(),
+        root: "unused".into(),
+    };
+    let mut config = server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Strict,
+    );
+    config.certificates = tessera_proto::config::CertificateSource {
+        files: None,
+        ca: Some(tessera_proto::config::CaSource {
+            socket: ca.socket.clone(),
+            token_file: token_file.clone(),
+            ttl: Some("1h".into()),
+        }),
+    };
+    let server = start(config.clone()).await;
+    let creds = server.shared().store.credentials();
+    assert_eq!(creds.identity, id("full", "httpbin"));
+    let lifetime = creds.not_after.duration_since(creds.not_before).unwrap();
+    assert!(lifetime <= Duration::from_secs(3600 + 180), "{lifetime:?}");
+    // The client (certificates from files, same CA) accepts it as httpbin.
+    // (Mesh's CA and the LocalCa differ: give the client the LocalCa's root.)
+    std::fs::write(&sleep.root, ca.issuer.authority.root_bundle()).unwrap();
+    let (key, chain) = ca
+        .issuer
+        .authority
+        .issue(&sleep.identity, None, tessera_ca::KeyAlgorithm::EcdsaP256)
+        .unwrap();
+    std::fs::write(&sleep.key, key).unwrap();
+    std::fs::write(&sleep.chain, chain.chain_pem()).unwrap();
+    let client = start(client_config(
+        &sleep,
+        HTTPBIN,
+        8000,
+        PortProtocol::Http,
+        vec![endpoint(
+            addr(&server, "inbound").await,
+            TlsMode::IstioMutual,
+            &[&id("full", "httpbin")],
+        )],
+    ))
+    .await;
+    let out = curl(&[&format!(
+        "http://{}/headers",
+        addr(&client, "outbound").await
+    )])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(xfcc(&out.stdout)
+        .unwrap()
+        .starts_with("By=spiffe://cluster.local/ns/full/sa/httpbin;"));
+    // A token for another service account is refused by the CA: the proxy does not start.
+    std::fs::write(&token_file, ca.token("full", "sleep")).unwrap();
+    let err = tessera_proxy::start(config, None)
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        err.to_string()
+            .contains("the token authenticates spiffe://cluster.local/ns/full/sa/sleep"),
+        "{err}"
+    );
+}
