@@ -73,7 +73,9 @@ pub async fn load(
         ) => {
             let ttl = match ttl {
                 None => None,
-                Some(t) => Some(parse_ttl(t).ok_or_else(|| CertError::BadTtl(t.clone()))?),
+                Some(t) => Some(
+                    tessera_api::duration::parse(t).ok_or_else(|| CertError::BadTtl(t.clone()))?,
+                ),
             };
             let (store, renewal) = client::start(
                 CaClient::unix(socket),
@@ -90,19 +92,6 @@ pub async fn load(
         }
         _ => Err(CertError::Source),
     }
-}
-
-fn parse_ttl(t: &str) -> Option<Duration> {
-    let t = t.trim();
-    let (num, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit())?);
-    let n: u64 = num.parse().ok()?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        _ => return None,
-    };
-    Some(Duration::from_secs(secs))
 }
 
 fn read(path: &Path) -> Result<String, CertError> {
