@@ -28,8 +28,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-fn algorithms() -> WebPkiSupportedAlgorithms {
-    rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+/// The signature algorithms the mesh verifies with. Taken from the provider once: building
+/// a provider allocates, and verification runs on every handshake.
+pub fn algorithms() -> WebPkiSupportedAlgorithms {
+    static ALGORITHMS: std::sync::OnceLock<WebPkiSupportedAlgorithms> = std::sync::OnceLock::new();
+    *ALGORITHMS.get_or_init(|| {
+        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
+    })
 }
 
 /// A rustls error that carries the mesh's reason, so handshake failures log it.

@@ -104,9 +104,7 @@ impl TrustBundle {
             PeerRole::Client => webpki::KeyUsage::client_auth(),
         };
         ee.verify_for_usage(
-            rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms
-                .all,
+            crate::tls::algorithms().all,
             &self.anchors,
             intermediates,
             now,

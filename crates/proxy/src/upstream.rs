@@ -98,7 +98,9 @@ pub fn user_tls_config(tls: &EndpointTls, path: &str) -> Result<ClientConfig, Co
         // Istio's SIMPLE without caCertificates does not verify the server (analyze warns).
         None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(NoServerVerification)),
+            .with_custom_certificate_verifier(Arc::new(NoServerVerification(
+                tessera_ca::tls::algorithms(),
+            ))),
     };
     let config = if tls.mode == TlsMode::Mutual {
         let (Some(cert), Some(key)) = (&tls.client_certificate, &tls.private_key) else {
@@ -130,8 +132,9 @@ pub fn user_tls_config(tls: &EndpointTls, path: &str) -> Result<ClientConfig, Co
     Ok(config)
 }
 
+/// Accepts any server certificate but still checks the handshake signatures against it.
 #[derive(Debug)]
-struct NoServerVerification;
+struct NoServerVerification(rustls::crypto::WebPkiSupportedAlgorithms);
 
 impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
     fn verify_server_cert(
@@ -150,12 +153,7 @@ impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
     }
     fn verify_tls13_signature(
         &self,
@@ -163,17 +161,10 @@ impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
         cert: &CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms,
-        )
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.supported_schemes()
     }
 }
 
