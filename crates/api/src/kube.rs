@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::meta::{is_false, Any, IntOrString, LabelSelector, Labels, ObjectMeta};
 
 macro_rules! object {
-    ($(#[$doc:meta])* $name:ident { $($field:ident : $ty:ty),* $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident { $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
         #[serde(rename_all = "camelCase", default)]
@@ -17,21 +17,21 @@ macro_rules! object {
             pub api_version: String,
             pub kind: String,
             pub metadata: ObjectMeta,
-            $(pub $field: $ty,)*
+            $($(#[$fattr])* pub $field: $ty,)*
         }
     };
 }
 
-object!(Namespace { spec: Option<Any>, status: Option<Any> });
+object!(Namespace { #[serde(skip_serializing_if = "Option::is_none")] spec: Option<Any>, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(ServiceAccount {
     secrets: Option<Any>,
     image_pull_secrets: Option<Any>,
     automount_service_account_token: Option<bool>,
 });
-object!(Service { spec: ServiceSpec, status: Option<Any> });
-object!(Pod { spec: PodSpec, status: Option<Any> });
-object!(Deployment { spec: DeploymentSpec, status: Option<Any> });
-object!(ReplicationController { spec: ReplicationControllerSpec, status: Option<Any> });
+object!(Service { spec: ServiceSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
+object!(Pod { spec: PodSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
+object!(Deployment { spec: DeploymentSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
+object!(ReplicationController { spec: ReplicationControllerSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(
     /// `data` values are base64 (checked by validation); `stringData` values are plain text.
     Secret {
@@ -57,13 +57,13 @@ pub struct ServiceSpec {
     /// ClusterIP (default), NodePort, LoadBalancer or ExternalName.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub r#type: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "clusterIP", skip_serializing_if = "Option::is_none")]
     pub cluster_ip: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "clusterIPs", skip_serializing_if = "Vec::is_empty")]
     pub cluster_ips: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_name: Option<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(rename = "externalIPs", skip_serializing_if = "Vec::is_empty")]
     pub external_ips: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_traffic_policy: Option<String>,
@@ -73,7 +73,7 @@ pub struct ServiceSpec {
     pub session_affinity: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub session_affinity_config: Option<Any>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "loadBalancerIP", skip_serializing_if = "Option::is_none")]
     pub load_balancer_ip: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub load_balancer_source_ranges: Vec<String>,
@@ -190,9 +190,9 @@ pub struct PodSpec {
     pub node_selector: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "is_false")]
     pub host_network: bool,
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(rename = "hostPID", skip_serializing_if = "is_false")]
     pub host_pid: bool,
-    #[serde(skip_serializing_if = "is_false")]
+    #[serde(rename = "hostIPC", skip_serializing_if = "is_false")]
     pub host_ipc: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_users: Option<bool>,
@@ -236,7 +236,7 @@ pub struct PodSpec {
     pub ephemeral_containers: Option<Any>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub os: Option<Any>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "setHostnameAsFQDN", skip_serializing_if = "Option::is_none")]
     pub set_hostname_as_fqdn: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resource_claims: Option<Any>,

@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::istio::{
     DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar, VirtualService,
@@ -13,7 +13,7 @@ use crate::kube::{
 };
 use crate::meta::ObjectMeta;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Kind {
     Namespace,
     ServiceAccount,

@@ -79,6 +79,20 @@ pub struct IdentityOptions {
     pub algorithm: KeyAlgorithm,
 }
 
+/// A lazily connecting gRPC channel to a Unix socket. `request_timeout` bounds each call;
+/// long-lived streams pass `None`.
+pub fn unix_channel(path: PathBuf, request_timeout: Option<Duration>) -> Channel {
+    let mut endpoint =
+        Endpoint::from_static("http://tessera.local").connect_timeout(Duration::from_secs(5));
+    if let Some(t) = request_timeout {
+        endpoint = endpoint.timeout(t);
+    }
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move { UnixStream::connect(path).await.map(TokioIo::new) }
+    }))
+}
+
 /// A gRPC client of the CA.
 #[derive(Debug, Clone)]
 pub struct CaClient {
@@ -88,14 +102,7 @@ pub struct CaClient {
 impl CaClient {
     /// A client of the CA listening on a Unix socket. Connects on first use.
     pub fn unix(path: impl Into<PathBuf>) -> CaClient {
-        let path: PathBuf = path.into();
-        let channel = Endpoint::from_static("http://tessera-ca.local")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
-            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { UnixStream::connect(path).await.map(TokioIo::new) }
-            }));
+        let channel = unix_channel(path.into(), Some(Duration::from_secs(15)));
         CaClient {
             inner: IstioCertificateServiceClient::new(channel),
         }

@@ -38,6 +38,9 @@ pub struct Issuer {
     pub authority: Authority,
     pub tokens: TokenKey,
     pub trust_domain: String,
+    /// The lifetime of a certificate whose request names none (`None`: the authority's
+    /// default, 24 h); install option `values.global.workloadCertTtl`.
+    pub default_ttl: Option<Duration>,
 }
 
 /// A granted request: the identity signed and the chain, leaf first and root(s) last.
@@ -80,7 +83,7 @@ impl Issuer {
             });
         }
         let ttl = match validity_secs {
-            0 => None,
+            0 => self.default_ttl,
             s if s > 0 => Some(Duration::from_secs(s as u64)),
             s => return Err(Refusal::BadValidity(s)),
         };

@@ -33,6 +33,7 @@ impl LocalCa {
             authority,
             tokens,
             trust_domain: trust_domain.to_string(),
+            default_ttl: None,
         });
         let socket = dir.join(CA_SOCKET);
         let _ = std::fs::remove_file(&socket);

@@ -29,8 +29,6 @@ pub enum CaCommand {
 
 #[derive(Args)]
 pub struct TokenArgs {
-    #[arg(short = 'n', long)]
-    namespace: String,
     #[arg(long)]
     service_account: String,
     /// Lifetime, e.g. 10m, 1h (default 1h, at most 24h)
@@ -54,7 +52,8 @@ pub struct IssueArgs {
     rsa: bool,
 }
 
-pub fn run(state_dir: &Path, cmd: &CaCommand) -> ExitCode {
+/// `namespace`: the global -n (`ca token` needs it).
+pub fn run(state_dir: &Path, cmd: &CaCommand, namespace: Option<&str>) -> ExitCode {
     let dir = state_dir.join("ca");
     let result = match cmd {
         CaCommand::Init { plugin_certs } => {
@@ -72,7 +71,7 @@ pub fn run(state_dir: &Path, cmd: &CaCommand) -> ExitCode {
         }
         CaCommand::Root => Authority::load(&dir).map(|ca| print!("{}", ca.root_bundle())),
         CaCommand::Issue(args) => return issue(&dir, args),
-        CaCommand::Token(args) => return token(&dir, args),
+        CaCommand::Token(args) => return token(&dir, args, namespace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,13 +137,16 @@ fn issue(dir: &Path, args: &IssueArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn token(dir: &Path, args: &TokenArgs) -> ExitCode {
+fn token(dir: &Path, args: &TokenArgs, namespace: Option<&str>) -> ExitCode {
     let fail = |msg: String| {
         eprintln!("tessera ca token: {msg}");
         ExitCode::FAILURE
     };
+    let Some(namespace) = namespace else {
+        return fail("the service account's namespace is required: -n NAMESPACE".into());
+    };
     // The names must make a valid identity, or the CA would refuse the token later.
-    if let Err(e) = SpiffeId::new("cluster.local", &args.namespace, &args.service_account) {
+    if let Err(e) = SpiffeId::new("cluster.local", namespace, &args.service_account) {
         return fail(e.to_string());
     }
     let ttl = match &args.ttl {
@@ -167,7 +169,7 @@ fn token(dir: &Path, args: &TokenArgs) -> ExitCode {
             println!(
                 "{}",
                 key.mint(
-                    &args.namespace,
+                    namespace,
                     &args.service_account,
                     ttl,
                     std::time::SystemTime::now()

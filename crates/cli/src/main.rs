@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod ca;
+mod jsonpath;
+mod kubectl;
+mod objects;
 mod state_dir;
 mod table;
 mod validate;
@@ -35,6 +38,9 @@ pub struct GlobalArgs {
     /// $XDG_STATE_HOME/tessera.
     #[arg(long, global = true, env = "TESSERA_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// The namespace to work in (default: default), as kubectl's -n; may come before the verb
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    namespace: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -42,13 +48,29 @@ enum Command {
     // Roles.
     /// Role: run a local mesh on this host (control plane and pods in network namespaces)
     Up,
-    /// Role: run the control plane (config store, registry, CA, config push)
-    Control,
+    /// Role: run the control plane (config store, registry, CA, config push) on the
+    /// state dir's sockets until SIGTERM
+    Control(ControlArgs),
     /// Role: run a sidecar proxy from a config file (static mode: VMs, tests, benchmarks);
     /// the file is re-read when it changes; SIGTERM drains
     Proxy(ProxyArgs),
 
-    // Operator verbs.
+    // Operator verbs (kubectl's shapes).
+    /// Create or update objects from manifests; a batch lands whole or not at all
+    Apply(kubectl::ApplyArgs),
+    /// Create objects: from manifests, or a namespace, secret or config map
+    Create(kubectl::CreateArgs),
+    /// List objects of a kind (kubectl's columns, -o yaml|json|wide|name|jsonpath=...)
+    Get(kubectl::GetArgs),
+    /// Delete objects named in manifests or on the command line
+    Delete(kubectl::DeleteArgs),
+    /// Show one object; for a pod, what its proxy was told and why
+    Describe(kubectl::DescribeArgs),
+    /// Add (key=value) or remove (key-) labels
+    Label(kubectl::LabelArgs),
+    /// Every proxy: identity, last pushed and acknowledged version, SYNCED / STALE /
+    /// NACKED / DISCONNECTED
+    ProxyStatus,
     /// The mesh certificate authority: create it, print its roots, issue certificates
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -60,6 +82,15 @@ enum Command {
     /// Inspect X.509 certificates
     #[command(subcommand)]
     X509(x509::X509Command),
+}
+
+#[derive(Args)]
+pub struct ControlArgs {
+    /// Install options in Istio's spelling, e.g. values.global.mtls.auto=true; repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long, env = "TESSERA_LOG", default_value = "info")]
+    log_level: tracing::Level,
 }
 
 #[derive(Args)]
@@ -85,23 +116,59 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Up | Command::Control => {
-            let role = match cli.command {
-                Command::Up => "up",
-                _ => "control",
-            };
+        Command::Up => {
             eprintln!(
-                "tessera {role}: this role is not available in this version yet (state dir would be {}); see the feature status in the README",
+                "tessera up: this role is not available in this version yet (state dir would be {}); see the feature status in the README",
                 state_dir::resolve(cli.global.state_dir.as_deref()).display()
             );
             ExitCode::from(2)
         }
-        Command::Ca(cmd) => ca::run(&state_dir::resolve(cli.global.state_dir.as_deref()), &cmd),
-        Command::Validate(args) => validate::run(&args),
+        Command::Control(args) => control(&cli.global, &args),
+        Command::Ca(cmd) => ca::run(
+            &state_dir::resolve(cli.global.state_dir.as_deref()),
+            &cmd,
+            cli.global.namespace.as_deref(),
+        ),
+        Command::Validate(args) => validate::run(&args, cli.global.namespace.clone()),
+        Command::Apply(args) => kubectl::apply(&ctx(&cli.global), &args),
+        Command::Create(args) => kubectl::create(&ctx(&cli.global), &args),
+        Command::Get(args) => kubectl::get(&ctx(&cli.global), &args),
+        Command::Delete(args) => kubectl::delete(&ctx(&cli.global), &args),
+        Command::Describe(args) => kubectl::describe(&ctx(&cli.global), &args),
+        Command::Label(args) => kubectl::label(&ctx(&cli.global), &args),
+        Command::ProxyStatus => kubectl::proxy_status(&ctx(&cli.global)),
         Command::X509(cmd) => x509::run(&cmd),
         Command::Version => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
+        }
+    }
+}
+
+fn ctx(global: &GlobalArgs) -> kubectl::Ctx {
+    kubectl::Ctx {
+        state_dir: state_dir::resolve(global.state_dir.as_deref()),
+        namespace: global.namespace.clone(),
+    }
+}
+
+fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
+    let mesh =
+        match tessera_api::policy::MeshOptions::from_sets(args.set.iter().map(String::as_str)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("tessera control: --set: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    init_logs(args.log_level);
+    let state_dir = state_dir::resolve(global.state_dir.as_deref());
+    println!("tessera control: state dir {}", state_dir.display());
+    match tessera_control::run(tessera_control::ControlOptions { state_dir, mesh }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera control: {e}");
+            ExitCode::FAILURE
         }
     }
 }

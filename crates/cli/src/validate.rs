@@ -16,14 +16,12 @@ pub struct ValidateArgs {
         value_name = "FILE|DIR|-"
     )]
     files: Vec<PathBuf>,
-    /// Namespace for objects that name none (as with kubectl -n)
-    #[arg(short = 'n', long)]
-    namespace: Option<String>,
 }
 
-pub fn run(args: &ValidateArgs) -> ExitCode {
+/// `namespace`: the global -n, for objects that name none.
+pub fn run(args: &ValidateArgs, namespace: Option<String>) -> ExitCode {
     let opts = LoadOptions {
-        namespace: args.namespace.clone(),
+        namespace,
         ..LoadOptions::default()
     };
     let report = load_paths(&args.files, &opts);

@@ -32,6 +32,34 @@ pub struct ProxyConfig {
     /// What this proxy's workload serves (inbound).
     #[serde(default)]
     pub inbound: Inbound,
+    /// Pushed mode: the control plane to take snapshots from. A file with this section is a
+    /// bootstrap: the proxy serves it until the first push arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_plane: Option<ControlPlane>,
+}
+
+impl ProxyConfig {
+    /// A pushed snapshot as this proxy runs it: the sections that describe the local host
+    /// (certificates, admin, runtime, listeners, control plane) stay as the bootstrap says;
+    /// the mesh's decisions (node identity, services, inbound) come from the push.
+    pub fn with_local_sections_of(mut self, bootstrap: &ProxyConfig) -> ProxyConfig {
+        self.certificates = bootstrap.certificates.clone();
+        self.admin = bootstrap.admin.clone();
+        self.runtime = bootstrap.runtime.clone();
+        self.listeners = bootstrap.listeners.clone();
+        self.control_plane = bootstrap.control_plane.clone();
+        self
+    }
+}
+
+/// Where a proxy in pushed mode gets its configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ControlPlane {
+    /// The control plane's push socket (`<state dir>/xds.sock`).
+    pub socket: PathBuf,
+    /// The bootstrap token for this proxy's service account (re-read on every connect).
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

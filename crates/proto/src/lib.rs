@@ -8,3 +8,8 @@ pub mod config;
 pub mod istio_ca {
     include!("gen/istio.v1.auth.rs");
 }
+
+/// Configuration push: `tessera.v1.ConfigDiscovery`.
+pub mod push {
+    include!("gen/tessera.v1.rs");
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-const PROTOS: &[&str] = &["istio/v1/auth/ca.proto"];
+const PROTOS: &[&str] = &["istio/v1/auth/ca.proto", "tessera/v1/push.proto"];
 
 #[test]
 fn generated_code_is_current() {

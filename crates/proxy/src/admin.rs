@@ -65,6 +65,13 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "text/plain",
                     "DRAINING\n".into(),
                 )
+            } else if !shared.is_synced() {
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain",
+                    "NOT SYNCED: waiting for the first configuration from the control plane\n"
+                        .into(),
+                )
             } else {
                 reply(StatusCode::OK, "text/plain", "LIVE\n".into())
             }
@@ -131,6 +138,7 @@ fn config_dump(shared: &Shared) -> Value {
         "version": snap.config.version,
         "identity": snap.identity.to_string(),
         "last_rejected": shared.last_rejected(),
+        "control_plane": shared.push_status(),
         "config": snap.config,
         "certificate": shared.store.credentials().describe(),
     })

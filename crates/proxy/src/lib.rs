@@ -16,6 +16,7 @@ pub mod conn;
 pub mod detect;
 pub mod http;
 pub mod io;
+pub mod push;
 pub mod snapshot;
 pub mod stats;
 pub mod upstream;
@@ -67,6 +68,8 @@ pub struct Shared {
     graceful: Mutex<Option<GracefulShutdown>>,
     draining: AtomicBool,
     last_rejected: Mutex<Option<String>>,
+    /// Pushed mode only: the link to the control plane.
+    push: Option<push::SharedPushStatus>,
 }
 
 impl Shared {
@@ -100,6 +103,18 @@ impl Shared {
 
     pub fn last_rejected(&self) -> Option<String> {
         self.last_rejected.lock().unwrap().clone()
+    }
+
+    /// Pushed mode: the state of the link to the control plane.
+    pub fn push_status(&self) -> Option<push::PushStatus> {
+        self.push.as_ref().map(|p| p.lock().unwrap().clone())
+    }
+
+    /// False while a pushed-mode proxy still runs its bootstrap (Istio's readiness gate).
+    pub fn is_synced(&self) -> bool {
+        self.push
+            .as_ref()
+            .is_none_or(|p| p.lock().unwrap().applied > 0)
     }
 
     /// The app behind the inbound side, plaintext; one pool per address.
@@ -393,6 +408,10 @@ pub async fn start(
         graceful: Mutex::new(Some(GracefulShutdown::new())),
         draining: AtomicBool::new(false),
         last_rejected: Mutex::new(None),
+        push: config
+            .control_plane
+            .as_ref()
+            .map(|_| Arc::new(Mutex::new(push::PushStatus::default()))),
     });
     let control = Arc::new(Control {
         shared: shared.clone(),
@@ -415,8 +434,19 @@ pub async fn start(
         }
         None => None,
     };
-    if let Some(path) = watch_file {
-        tasks.push(tokio::spawn(watch_config(control.clone(), path)));
+    match (&config.control_plane, &shared.push) {
+        // Pushed mode: the file was only the bootstrap.
+        (Some(plane), Some(status)) => tasks.push(tokio::spawn(push::run(
+            control.clone(),
+            config.clone(),
+            plane.clone(),
+            status.clone(),
+        ))),
+        _ => {
+            if let Some(path) = watch_file {
+                tasks.push(tokio::spawn(watch_config(control.clone(), path)));
+            }
+        }
     }
     tracing::info!(
         identity = %config.node.identity,

@@ -111,6 +111,7 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
         listeners: Listeners::default(),
         services: vec![],
         inbound: Inbound::default(),
+        control_plane: None,
     }
 }
 

@@ -1,0 +1,16 @@
+//! Tessera's control plane (istiod's job): the persisted store of applied resources, the
+//! registry read from it, the pure policy compiler, config push to proxies with ACK/NACK,
+//! the CA service and the operator API the CLI talks to.
+
+pub mod api;
+pub mod client;
+pub mod compile;
+pub mod objects;
+pub mod push;
+pub mod registry;
+pub mod server;
+pub mod store;
+
+pub use compile::{compile, CompileError, World};
+pub use objects::{ObjectKey, Objects, Op, Outcome};
+pub use server::{run, Control, ControlError, ControlOptions, ControlPlane};

@@ -1,0 +1,240 @@
+//! The service registry: namespaces, services, workloads (pods) and the endpoints that join
+//! them, read from the applied objects. Pure: the same objects give the same registry.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use tessera_api::kube::Pod;
+use tessera_api::meta::{IntOrString, Labels};
+use tessera_api::policy::{classify, Protocol};
+use tessera_api::{Kind, Resource};
+
+use crate::objects::Objects;
+
+/// The label Istio's injector sets on pods with a sidecar; auto mTLS reads it per endpoint.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+/// The sidecar container's name, as in Istio.
+pub const SIDECAR_CONTAINER: &str = "istio-proxy";
+pub const CLUSTER_DOMAIN: &str = "cluster.local";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceEntry {
+    pub name: String,
+    pub labels: Labels,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServicePortEntry {
+    pub name: Option<String>,
+    pub port: u16,
+    pub target: IntOrString,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub namespace: String,
+    pub name: String,
+    /// `name.namespace.svc.cluster.local`.
+    pub host: String,
+    /// `None` for headless Services.
+    pub cluster_ip: Option<IpAddr>,
+    pub selector: Labels,
+    pub ports: Vec<ServicePortEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadEntry {
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub service_account: String,
+    /// Set once the pod runs (status.podIP).
+    pub ip: Option<IpAddr>,
+    /// It has an `istio-proxy` container.
+    pub has_sidecar: bool,
+    /// Named container ports, for named targetPorts.
+    pub named_ports: BTreeMap<String, u16>,
+}
+
+impl WorkloadEntry {
+    /// `pod.namespace`: the node id of its proxy.
+    pub fn id(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+
+    /// Auto mTLS sends mesh mTLS to it only with this label (spec §2.1 step B).
+    pub fn tls_mode_istio(&self) -> bool {
+        self.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
+    }
+
+    /// Resolves a Service port's targetPort for this pod.
+    pub fn target_port(&self, port: &ServicePortEntry) -> Option<u16> {
+        match &port.target {
+            IntOrString::Int(n) => u16::try_from(*n).ok().filter(|p| *p != 0),
+            IntOrString::String(name) => self.named_ports.get(name).copied(),
+        }
+    }
+}
+
+/// One backend of a service port.
+#[derive(Debug, Clone, Copy)]
+pub struct Endpoint<'a> {
+    pub workload: &'a WorkloadEntry,
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    pub namespaces: BTreeMap<String, NamespaceEntry>,
+    /// Sorted by namespace, then name.
+    pub services: Vec<ServiceEntry>,
+    /// Sorted by namespace, then name.
+    pub workloads: Vec<WorkloadEntry>,
+}
+
+impl Registry {
+    pub fn from_objects(objects: &Objects) -> Registry {
+        let mut reg = Registry::default();
+        for s in objects.iter() {
+            match &s.resource {
+                Resource::Namespace(ns) => {
+                    reg.namespaces.insert(
+                        ns.metadata.name.clone(),
+                        NamespaceEntry {
+                            name: ns.metadata.name.clone(),
+                            labels: ns.metadata.labels.clone(),
+                        },
+                    );
+                }
+                Resource::Service(svc) => {
+                    if svc.spec.r#type.as_deref() == Some("ExternalName") {
+                        continue;
+                    }
+                    let namespace = svc.metadata.namespace.clone().unwrap_or_default();
+                    let ports = svc
+                        .spec
+                        .ports
+                        .iter()
+                        .filter_map(|p| {
+                            let port = u16::try_from(p.port).ok()?;
+                            Some(ServicePortEntry {
+                                name: p.name.clone(),
+                                port,
+                                target: p
+                                    .target_port
+                                    .clone()
+                                    .unwrap_or(IntOrString::Int(i64::from(port))),
+                                protocol: classify(
+                                    p.name.as_deref(),
+                                    p.app_protocol.as_deref(),
+                                    p.protocol.as_deref(),
+                                    u32::from(port),
+                                ),
+                            })
+                        })
+                        .collect();
+                    reg.services.push(ServiceEntry {
+                        host: format!("{}.{}.svc.{CLUSTER_DOMAIN}", svc.metadata.name, namespace),
+                        namespace,
+                        name: svc.metadata.name.clone(),
+                        cluster_ip: svc
+                            .spec
+                            .cluster_ip
+                            .as_deref()
+                            .and_then(|ip| ip.parse().ok()),
+                        selector: svc.spec.selector.clone(),
+                        ports,
+                    });
+                }
+                Resource::Pod(pod) => reg.workloads.push(workload(pod)),
+                _ => {}
+            }
+        }
+        reg.services
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        reg.workloads
+            .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+        debug_assert!(Kind::Pod.is_namespaced());
+        reg
+    }
+
+    /// The pod a proxy with node id `pod.namespace` belongs to.
+    pub fn workload(&self, node_id: &str) -> Option<&WorkloadEntry> {
+        let (name, ns) = node_id.rsplit_once('.')?;
+        self.workloads
+            .iter()
+            .find(|w| w.name == name && w.namespace == ns)
+    }
+
+    /// Running pods the Service selects, with the target port resolved, in name order.
+    pub fn endpoints<'a>(
+        &'a self,
+        svc: &'a ServiceEntry,
+        port: &'a ServicePortEntry,
+    ) -> impl Iterator<Item = Endpoint<'a>> + 'a {
+        self.workloads.iter().filter_map(move |w| {
+            if svc.selector.is_empty()
+                || w.namespace != svc.namespace
+                || !svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+            {
+                return None;
+            }
+            Some(Endpoint {
+                workload: w,
+                ip: w.ip?,
+                port: w.target_port(port)?,
+            })
+        })
+    }
+
+    /// Services whose selector picks `w`.
+    pub fn services_of<'a>(
+        &'a self,
+        w: &'a WorkloadEntry,
+    ) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
+        self.services.iter().filter(move |s| {
+            s.namespace == w.namespace
+                && !s.selector.is_empty()
+                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
+        })
+    }
+}
+
+fn workload(pod: &Pod) -> WorkloadEntry {
+    let status = pod.status.as_ref();
+    let phase = status.and_then(|s| s.get("phase")).and_then(|p| p.as_str());
+    let ip = status
+        .and_then(|s| s.get("podIP"))
+        .and_then(|p| p.as_str())
+        .and_then(|p| p.parse().ok())
+        // A finished pod serves nothing.
+        .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")));
+    let named_ports = pod
+        .spec
+        .containers
+        .iter()
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+        .collect();
+    WorkloadEntry {
+        namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+        name: pod.metadata.name.clone(),
+        labels: pod.metadata.labels.clone(),
+        service_account: pod
+            .spec
+            .service_account_name
+            .clone()
+            .or_else(|| pod.spec.service_account.clone())
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "default".into()),
+        ip,
+        has_sidecar: pod
+            .spec
+            .containers
+            .iter()
+            .any(|c| c.name == SIDECAR_CONTAINER),
+        named_ports,
+    }
+}

@@ -1,0 +1,751 @@
+//! `tessera control`: the store, the world the compiler reads, and the three sockets in the
+//! state dir — the operator API (`api.sock`), config push (`xds.sock`) and the CA
+//! (`ca.sock`).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tessera_api::meta::LabelQuery;
+use tessera_api::policy::MeshOptions;
+use tessera_api::validate::ValidateOptions;
+use tessera_api::{Kind, LoadOptions, Resource};
+use tessera_ca::issuance::Issuer;
+use tessera_ca::service::CaService;
+use tessera_ca::token::{TokenKey, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
+use tessera_ca::{Authority, CaError};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::api::*;
+use crate::compile::{compile, World};
+use crate::objects::{ObjectKey, Objects, Op, Outcome};
+use crate::push::{unix_now, ProxyTable, PushService, DEBOUNCE};
+use crate::store::{SqliteStore, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("store: object {key} cannot be read back ({why}); the store was written by an incompatible version")]
+    Corrupt { key: String, why: String },
+    #[error("CA: {0}")]
+    Ca(#[from] CaError),
+    #[error("a control plane already serves {0} (its API socket answers); stop it first or use another --state-dir")]
+    AlreadyRunning(PathBuf),
+    #[error("the store refused the built-in objects: {0}")]
+    Bootstrap(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
+    move |source| ControlError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// How to run a control plane.
+#[derive(Debug, Clone)]
+pub struct ControlOptions {
+    pub state_dir: PathBuf,
+    pub mesh: MeshOptions,
+}
+
+/// The control plane's state, shared by its servers.
+pub struct Control {
+    state_dir: PathBuf,
+    options: MeshOptions,
+    store: Box<dyn Store>,
+    objects: Mutex<Arc<Objects>>,
+    writes: tokio::sync::Mutex<()>,
+    changes: watch::Sender<u64>,
+    world: watch::Receiver<Arc<World>>,
+    issuer: Arc<Issuer>,
+    proxies: ProxyTable,
+}
+
+impl Control {
+    pub fn objects(&self) -> Arc<Objects> {
+        self.objects.lock().unwrap().clone()
+    }
+
+    /// The world the compiler reads (recomputed [`DEBOUNCE`] after a change).
+    pub fn world(&self) -> Arc<World> {
+        self.world.borrow().clone()
+    }
+
+    pub fn world_watch(&self) -> watch::Receiver<Arc<World>> {
+        self.world.clone()
+    }
+
+    pub fn options(&self) -> &MeshOptions {
+        &self.options
+    }
+
+    pub fn issuer(&self) -> &Arc<Issuer> {
+        &self.issuer
+    }
+
+    pub fn proxies(&self) -> Vec<ProxyStatusRow> {
+        let now = unix_now();
+        self.proxies
+            .lock()
+            .unwrap()
+            .values()
+            .map(|s| ProxyStatusRow {
+                sync: s.state(now),
+                status: s.clone(),
+            })
+            .collect()
+    }
+
+    /// Plans a batch, persists it in one transaction, then publishes it. All or nothing.
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<(Vec<Outcome>, u64), Vec<String>> {
+        let _serialized = self.writes.lock().await;
+        let current = self.objects();
+        let plan = current.plan(ops, time::OffsetDateTime::now_utc())?;
+        let revision = plan.next.revision();
+        if !plan.writes.is_empty() {
+            self.store
+                .commit(&plan.writes, revision)
+                .map_err(|e| vec![format!("Error from server (InternalError): {e}")])?;
+            *self.objects.lock().unwrap() = Arc::new(plan.next);
+            self.changes.send_replace(revision);
+        }
+        Ok((plan.outcomes, revision))
+    }
+}
+
+/// A running control plane.
+pub struct ControlPlane {
+    control: Arc<Control>,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    sockets: Vec<PathBuf>,
+}
+
+impl ControlPlane {
+    /// Opens the store and the CA in the state dir and serves the sockets. Must run inside
+    /// a tokio runtime.
+    pub async fn start(opts: ControlOptions) -> Result<ControlPlane, ControlError> {
+        let dir = &opts.state_dir;
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(io_err(dir))?;
+        }
+        let api_path = dir.join(API_SOCKET);
+        if UnixStream::connect(&api_path).await.is_ok() {
+            return Err(ControlError::AlreadyRunning(dir.clone()));
+        }
+
+        let store = SqliteStore::open(&dir.join(STORE_FILE))?;
+        let (rows, revision) = store.load()?;
+        let objects =
+            Objects::from_rows(rows, revision).map_err(|(key, why)| ControlError::Corrupt {
+                key: key.to_string(),
+                why,
+            })?;
+
+        let ca_dir = dir.join("ca");
+        let (authority, created) = Authority::init(&ca_dir)?;
+        if created {
+            tracing::info!(dir = %ca_dir.display(), "created the mesh CA");
+        }
+        let tokens = TokenKey::load_or_create(&ca_dir)?;
+        let issuer = Arc::new(Issuer {
+            authority,
+            tokens,
+            trust_domain: opts.mesh.trust_domain.clone(),
+            default_ttl: Some(Duration::from_secs(opts.mesh.workload_cert_ttl_secs)),
+        });
+
+        let world0 = Arc::new(World::build(&objects, &opts.mesh));
+        let (world_tx, world_rx) = watch::channel(world0);
+        let (changes, changes_rx) = watch::channel(objects.revision());
+        let control = Arc::new(Control {
+            state_dir: dir.clone(),
+            options: opts.mesh.clone(),
+            store: Box::new(store),
+            objects: Mutex::new(Arc::new(objects)),
+            writes: tokio::sync::Mutex::new(()),
+            changes,
+            world: world_rx.clone(),
+            issuer: issuer.clone(),
+            proxies: ProxyTable::default(),
+        });
+        let boot = control.objects().bootstrap_ops();
+        if !boot.is_empty() {
+            control
+                .submit(boot)
+                .await
+                .map_err(|e| ControlError::Bootstrap(e.join("; ")))?;
+        }
+
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(rebuild_world(control.clone(), changes_rx, world_tx));
+
+        let mut sockets = Vec::new();
+        let bind = |name: &str| -> Result<(UnixListener, PathBuf), ControlError> {
+            let path = dir.join(name);
+            let _ = std::fs::remove_file(&path);
+            let l = UnixListener::bind(&path).map_err(io_err(&path))?;
+            Ok((l, path))
+        };
+        let (api, p) = bind(API_SOCKET)?;
+        sockets.push(p);
+        tasks.spawn(serve_api(control.clone(), api, until(stopped.clone())));
+        let (push, p) = bind(PUSH_SOCKET)?;
+        sockets.push(p);
+        let push_service =
+            PushService::new(world_rx, issuer.clone(), control.proxies.clone()).into_server();
+        tasks.spawn(serve_grpc(push, push_service, until(stopped.clone())));
+        let (ca, p) = bind(CA_SOCKET)?;
+        sockets.push(p);
+        tasks.spawn(serve_grpc(
+            ca,
+            CaService::new(issuer).into_server(),
+            until(stopped.clone()),
+        ));
+        tracing::info!(
+            state_dir = %dir.display(),
+            revision = control.objects().revision(),
+            trust_domain = %opts.mesh.trust_domain,
+            "control plane serving api.sock, xds.sock and ca.sock"
+        );
+        Ok(ControlPlane {
+            control,
+            stop,
+            tasks,
+            sockets,
+        })
+    }
+
+    pub fn control(&self) -> &Arc<Control> {
+        &self.control
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.control.state_dir
+    }
+
+    /// Stops serving, closes every connection (proxies then serve their last snapshot)
+    /// and removes the sockets.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        for s in &self.sockets {
+            let _ = std::fs::remove_file(s);
+        }
+        tracing::info!("control plane stopped");
+    }
+}
+
+fn until(mut stopped: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }
+}
+
+/// Recomputes the world after changes, coalescing those within [`DEBOUNCE`].
+async fn rebuild_world(
+    control: Arc<Control>,
+    mut changes: watch::Receiver<u64>,
+    world: watch::Sender<Arc<World>>,
+) {
+    while changes.changed().await.is_ok() {
+        tokio::time::sleep(DEBOUNCE).await;
+        changes.borrow_and_update();
+        let objects = control.objects();
+        let next = World::build(&objects, &control.options);
+        for (policy, why) in &next.problems {
+            tracing::warn!(%policy, reason = %why, "policy without effect");
+        }
+        tracing::debug!(world = %next, "recomputed");
+        world.send_replace(Arc::new(next));
+    }
+}
+
+/// Serves a gRPC service (HTTP/2) on a Unix socket; connections end with the server.
+async fn serve_grpc<S>(listener: UnixListener, service: S, shutdown: impl Future<Output = ()>)
+where
+    S: tower_service_compat::GrpcService,
+{
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let service = service.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let mut service = service.clone();
+                async move { service.call_grpc(req).await }
+            });
+            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                tracing::debug!(error = %e, "gRPC connection ended with an error");
+            }
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
+
+/// The one bound the generated tonic servers need, named once.
+mod tower_service_compat {
+    use std::convert::Infallible;
+
+    use hyper::body::Incoming;
+    use tonic::body::Body;
+    use tonic::codegen::Service;
+
+    pub trait GrpcService: Clone + Send + Sync + 'static {
+        fn call_grpc(
+            &mut self,
+            req: hyper::Request<Incoming>,
+        ) -> impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send;
+    }
+
+    impl<S> GrpcService for S
+    where
+        S: Service<hyper::Request<Incoming>, Response = hyper::Response<Body>, Error = Infallible>
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send,
+    {
+        fn call_grpc(
+            &mut self,
+            req: hyper::Request<Incoming>,
+        ) -> impl std::future::Future<Output = Result<hyper::Response<Body>, Infallible>> + Send
+        {
+            self.call(req)
+        }
+    }
+}
+
+async fn serve_api(
+    control: Arc<Control>,
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((s, _)) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let control = control.clone();
+        conns.spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(handle(&control, req).await) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
+
+type Reply = Response<Full<Bytes>>;
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Reply {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            serde_json::to_vec(body).unwrap_or_default(),
+        )))
+        .unwrap()
+}
+
+fn refused(status: StatusCode, errors: Vec<String>) -> Reply {
+    json(status, &ErrorResponse { errors })
+}
+
+async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
+    let bytes = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| refused(StatusCode::BAD_REQUEST, vec![format!("error: {e}")]))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        refused(
+            StatusCode::BAD_REQUEST,
+            vec![format!("error: malformed request: {e}")],
+        )
+    })
+}
+
+async fn handle(control: &Control, req: Request<Incoming>) -> Reply {
+    let route = (req.method().clone(), req.uri().path().to_string());
+    let result = match (&route.0, route.1.as_str()) {
+        (&Method::GET, "/healthz") => Ok(json(
+            StatusCode::OK,
+            &Health {
+                revision: control.objects().revision(),
+                state_dir: control.state_dir.display().to_string(),
+                trust_domain: control.options.trust_domain.clone(),
+            },
+        )),
+        (&Method::GET, "/proxies") => Ok(json(StatusCode::OK, &control.proxies())),
+        (&Method::POST, "/apply") => match body::<ApplyRequest>(req).await {
+            Ok(r) => Ok(apply(control, r).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/delete") => match body::<DeleteRequest>(req).await {
+            Ok(r) => Ok(delete(control, r).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/label") => match body::<LabelRequest>(req).await {
+            Ok(r) => Ok(label(control, r).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/status") => match body::<StatusRequest>(req).await {
+            Ok(r) => Ok(status(control, r).await),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/get") => match body::<GetRequest>(req).await {
+            Ok(r) => Ok(get(control, r)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/token") => match body::<TokenRequest>(req).await {
+            Ok(r) => Ok(token(control, r)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/config") => match body::<crate::api::ConfigRequest>(req).await {
+            Ok(r) => Ok(match compile(&control.world(), &r.node_id) {
+                Ok(c) => json(StatusCode::OK, &c),
+                Err(e) => refused(StatusCode::NOT_FOUND, vec![format!("error: {e}")]),
+            }),
+            Err(e) => Err(e),
+        },
+        _ => Ok(refused(
+            StatusCode::NOT_FOUND,
+            vec![format!("error: no API {} {}", route.0, route.1)],
+        )),
+    };
+    result.unwrap_or_else(|e| e)
+}
+
+fn load_options(control: &Control, namespace: Option<String>) -> LoadOptions {
+    LoadOptions {
+        namespace,
+        default_namespace: "default".into(),
+        validate: ValidateOptions {
+            root_namespace: control.options.root_namespace.clone(),
+        },
+    }
+}
+
+/// Reads the documents; every error of every document, or the resources in order.
+fn read_documents(
+    control: &Control,
+    documents: &[Document],
+    namespace: Option<String>,
+) -> (Vec<(String, Resource)>, Vec<String>, Vec<String>) {
+    let opts = load_options(control, namespace);
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    let mut warnings = Vec::new();
+    for doc in documents {
+        let report = tessera_api::load_str(Path::new(&doc.name), &doc.text, &opts);
+        for p in &report.problems {
+            if p.is_error() {
+                errors.push(p.to_string());
+            } else {
+                warnings.push(p.to_string());
+            }
+        }
+        out.extend(
+            report
+                .documents
+                .into_iter()
+                .map(|d| (doc.name.clone(), d.resource)),
+        );
+    }
+    (out, errors, warnings)
+}
+
+fn changed(result: Result<(Vec<Outcome>, u64), Vec<String>>, warnings: Vec<String>) -> Reply {
+    match result {
+        Ok((outcomes, revision)) => json(
+            StatusCode::OK,
+            &ChangeResponse {
+                outcomes,
+                warnings,
+                revision,
+            },
+        ),
+        Err(errors) => refused(StatusCode::CONFLICT, errors),
+    }
+}
+
+async fn apply(control: &Control, r: ApplyRequest) -> Reply {
+    let (resources, errors, warnings) = read_documents(control, &r.documents, r.namespace);
+    if !errors.is_empty() {
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, errors);
+    }
+    if resources.is_empty() {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec![format!(
+                "error: no objects passed to {}",
+                if r.create { "create" } else { "apply" }
+            )],
+        );
+    }
+    let ops = resources
+        .into_iter()
+        .map(|(origin, resource)| {
+            if r.create {
+                Op::Create { origin, resource }
+            } else {
+                Op::Apply { origin, resource }
+            }
+        })
+        .collect();
+    changed(control.submit(ops).await, warnings)
+}
+
+fn resolve_kind(word: &str) -> Result<Kind, Reply> {
+    Kind::from_cli(word).ok_or_else(|| {
+        refused(
+            StatusCode::NOT_FOUND,
+            vec![format!(
+                "error: the server doesn't have a resource type {word:?}"
+            )],
+        )
+    })
+}
+
+fn target_key(t: &Target) -> Result<ObjectKey, Reply> {
+    let kind = resolve_kind(&t.kind)?;
+    Ok(ObjectKey::new(
+        kind,
+        t.namespace.as_deref().unwrap_or("default"),
+        &t.name,
+    ))
+}
+
+async fn delete(control: &Control, r: DeleteRequest) -> Reply {
+    let (resources, _errors, _) = read_documents(control, &r.documents, r.namespace.clone());
+    let mut keys: Vec<ObjectKey> = resources
+        .iter()
+        .map(|(_, res)| ObjectKey::of(res))
+        .collect();
+    for t in &r.targets {
+        let mut t = t.clone();
+        if t.namespace.is_none() {
+            t.namespace = r.namespace.clone();
+        }
+        match target_key(&t) {
+            Ok(k) => keys.push(k),
+            Err(e) => return e,
+        }
+    }
+    if keys.is_empty() {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec!["error: nothing to delete: give -f FILE or KIND NAME".into()],
+        );
+    }
+    // kubectl deletes what it can and reports the rest; a batch here is still one
+    // transaction, so the missing ones are reported and the others deleted.
+    let objects = control.objects();
+    let (present, missing): (Vec<ObjectKey>, Vec<ObjectKey>) =
+        keys.into_iter().partition(|k| objects.get(k).is_some());
+    let ops = present
+        .into_iter()
+        .map(|key| Op::Delete {
+            key,
+            ignore_not_found: true,
+        })
+        .collect();
+    let result = control.submit(ops).await;
+    let not_found: Vec<String> = if r.ignore_not_found {
+        vec![]
+    } else {
+        missing
+            .iter()
+            .map(|k| format!("Error from server (NotFound): {} not found", k.quoted()))
+            .collect()
+    };
+    match result {
+        Ok((outcomes, revision)) if not_found.is_empty() => json(
+            StatusCode::OK,
+            &ChangeResponse {
+                outcomes,
+                warnings: vec![],
+                revision,
+            },
+        ),
+        Ok((outcomes, revision)) => json(
+            StatusCode::NOT_FOUND,
+            &serde_json::json!({
+                "outcomes": outcomes,
+                "revision": revision,
+                "errors": not_found,
+            }),
+        ),
+        Err(errors) => refused(StatusCode::CONFLICT, errors),
+    }
+}
+
+async fn label(control: &Control, r: LabelRequest) -> Reply {
+    let key = match target_key(&r.target) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    changed(
+        control
+            .submit(vec![Op::Label {
+                key,
+                set: r.set,
+                remove: r.remove,
+                overwrite: r.overwrite,
+            }])
+            .await,
+        vec![],
+    )
+}
+
+async fn status(control: &Control, r: StatusRequest) -> Reply {
+    let key = match target_key(&r.target) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    changed(
+        control
+            .submit(vec![Op::Status {
+                key,
+                status: r.status,
+            }])
+            .await,
+        vec![],
+    )
+}
+
+fn get(control: &Control, r: GetRequest) -> Reply {
+    let kind = match resolve_kind(&r.kind) {
+        Ok(k) => k,
+        Err(e) => return e,
+    };
+    let query = match r.selector.as_deref().map(LabelQuery::parse).transpose() {
+        Ok(q) => q,
+        Err(e) => {
+            return refused(
+                StatusCode::BAD_REQUEST,
+                vec![format!("error: unable to parse requirement: {e}")],
+            )
+        }
+    };
+    let namespace = if r.all_namespaces || !kind.is_namespaced() {
+        None
+    } else {
+        Some(r.namespace.clone().unwrap_or_else(|| "default".into()))
+    };
+    let objects = control.objects();
+    let items: Vec<serde_json::Value> = objects
+        .list(kind, namespace.as_deref(), query.as_ref())
+        .filter(|s| r.name.as_deref().is_none_or(|n| s.resource.name() == n))
+        .map(|s| s.resource.to_json())
+        .collect();
+    if let (Some(name), true) = (&r.name, items.is_empty()) {
+        let key = ObjectKey::new(kind, namespace.as_deref().unwrap_or(""), name);
+        return refused(
+            StatusCode::NOT_FOUND,
+            vec![format!(
+                "Error from server (NotFound): {} not found",
+                key.quoted()
+            )],
+        );
+    }
+    json(
+        StatusCode::OK,
+        &GetResponse {
+            kind: kind.name().to_string(),
+            namespaced: kind.is_namespaced(),
+            namespace,
+            items,
+            revision: objects.revision(),
+        },
+    )
+}
+
+fn token(control: &Control, r: TokenRequest) -> Reply {
+    let ttl = r
+        .ttl_secs
+        .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs)
+        .min(MAX_TOKEN_TTL);
+    let token =
+        control
+            .issuer
+            .tokens
+            .mint(&r.namespace, &r.service_account, ttl, SystemTime::now());
+    json(StatusCode::OK, &TokenResponse { token })
+}
+
+/// `tessera control`: serves until SIGTERM or SIGINT.
+pub fn run(opts: ControlOptions) -> Result<(), ControlError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(io_err(Path::new("tokio runtime")))?;
+    runtime.block_on(async move {
+        let plane = ControlPlane::start(opts).await?;
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(io_err(Path::new("signal handler")))?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
+        }
+        plane.shutdown().await;
+        Ok(())
+    })
+}
