@@ -237,7 +237,8 @@ impl Snapshot {
             let path = format!("listeners.explicit[{i}]");
             match (&l.outbound, l.inbound) {
                 (Some(target), None) => {
-                    if !by_name.contains_key(target) {
+                    // Pushed mode: the bootstrap names services the first push brings.
+                    if !by_name.contains_key(target) && config.control_plane.is_none() {
                         return Err(invalid_config(
                             path,
                             format!("outbound target {target} is not a service port in services[] (host:port)"),
