@@ -407,7 +407,7 @@ fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
     }
     // Declared container ports outside any Service still get their own mode
     // (portLevelMtls may name them).
-    for port in me.named_ports.values() {
+    for port in &me.container_ports {
         add(*port, PortProtocol::Auto);
     }
     ports.sort_by_key(|p| p.port);

@@ -55,6 +55,8 @@ pub struct WorkloadEntry {
     pub has_sidecar: bool,
     /// Named container ports, for named targetPorts.
     pub named_ports: BTreeMap<String, u16>,
+    /// Every declared container port, sorted.
+    pub container_ports: Vec<u16>,
 }
 
 impl WorkloadEntry {
@@ -211,6 +213,16 @@ fn workload(pod: &Pod) -> WorkloadEntry {
         .and_then(|p| p.parse().ok())
         // A finished pod serves nothing.
         .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")));
+    let mut container_ports: Vec<u16> = pod
+        .spec
+        .containers
+        .iter()
+        .filter(|c| c.name != SIDECAR_CONTAINER)
+        .flat_map(|c| &c.ports)
+        .filter_map(|p| u16::try_from(p.container_port).ok())
+        .collect();
+    container_ports.sort_unstable();
+    container_ports.dedup();
     let named_ports = pod
         .spec
         .containers
@@ -236,5 +248,6 @@ fn workload(pod: &Pod) -> WorkloadEntry {
             .iter()
             .any(|c| c.name == SIDECAR_CONTAINER),
         named_ports,
+        container_ports,
     }
 }
