@@ -59,9 +59,13 @@ fn pod_of(deployment: &Resource, inject: bool, ip: &str) -> Resource {
         },
         "status": {"phase": "Running", "podIP": ip},
     });
-    load("pod.json", &pod.to_string(), d.metadata.namespace.as_deref().unwrap())
-        .pop()
-        .unwrap()
+    load(
+        "pod.json",
+        &pod.to_string(),
+        d.metadata.namespace.as_deref().unwrap(),
+    )
+    .pop()
+    .unwrap()
 }
 
 const NOSIDECAR: &str = "
@@ -259,14 +263,21 @@ fn check_golden(dir: &Path, name: &str, value: &Value, stale: &mut Vec<String>) 
 }
 
 fn run_variant(variant: &str, strict: &'static str, plaintext: &'static str) {
-    let options =
-        MeshOptions::from_sets(["values.global.mtls.auto=true", "values.global.mtls.enabled=false"])
-            .unwrap();
+    let options = MeshOptions::from_sets([
+        "values.global.mtls.auto=true",
+        "values.global.mtls.enabled=false",
+    ])
+    .unwrap();
     let mut objects = Objects::default();
     let mut ops = objects.bootstrap_ops();
     ops.extend(setup_ops());
-    objects = objects.plan(ops, at(0)).expect("the seed's setup applies").next;
-    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/seed-002").join(variant);
+    objects = objects
+        .plan(ops, at(0))
+        .expect("the seed's setup applies")
+        .next;
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden/seed-002")
+        .join(variant);
     let mut stale = Vec::new();
     use TlsMode::{Disable, IstioMutual};
     for (i, step) in steps(strict, plaintext).iter().enumerate() {
@@ -300,11 +311,28 @@ fn run_variant(variant: &str, strict: &'static str, plaintext: &'static str) {
         let server = inbound_80(&configs["httpbin-0.full"]);
         let partial_server = inbound_80(&configs["httpbin-0.partial"]);
         // Per endpoint, whatever the step: plaintext to pods without a sidecar.
-        assert_eq!(partial["httpbin-nosidecar-0.partial"], Disable, "{variant} {}", step.name);
-        assert_eq!(legacy["httpbin-0.legacy"], Disable, "{variant} {}", step.name);
-        assert_eq!(partial["httpbin-0.partial"], IstioMutual, "{variant} {}", step.name);
+        assert_eq!(
+            partial["httpbin-nosidecar-0.partial"], Disable,
+            "{variant} {}",
+            step.name
+        );
+        assert_eq!(
+            legacy["httpbin-0.legacy"], Disable,
+            "{variant} {}",
+            step.name
+        );
+        assert_eq!(
+            partial["httpbin-0.partial"], IstioMutual,
+            "{variant} {}",
+            step.name
+        );
         // The policy is scoped to `full`.
-        assert_eq!(partial_server, InboundMode::Permissive, "{variant} {}", step.name);
+        assert_eq!(
+            partial_server,
+            InboundMode::Permissive,
+            "{variant} {}",
+            step.name
+        );
         let expected = match step.name {
             // 200 with the URI from full; legacy's plaintext accepted.
             "1-permissive" => (IstioMutual, InboundMode::Permissive),
@@ -321,14 +349,28 @@ fn run_variant(variant: &str, strict: &'static str, plaintext: &'static str) {
             "{variant} {}: sleep.full -> httpbin.full",
             step.name
         );
-        let reason = &sleep.services.iter().find(|s| s.host == "httpbin.full.svc.cluster.local").unwrap().ports[0].endpoints[0].tls.reason;
+        let reason = &sleep
+            .services
+            .iter()
+            .find(|s| s.host == "httpbin.full.svc.cluster.local")
+            .unwrap()
+            .ports[0]
+            .endpoints[0]
+            .tls
+            .reason;
         if step.name == "4-dr-istio-mutual" {
-            assert!(reason.contains("DestinationRule full/httpbin-full-mtls"), "{reason}");
+            assert!(
+                reason.contains("DestinationRule full/httpbin-full-mtls"),
+                "{reason}"
+            );
         } else {
             assert!(reason.starts_with("auto mTLS"), "{reason}");
         }
         // The identity the server will see in XFCC.
-        assert_eq!(sleep.node.identity, "spiffe://cluster.local/ns/full/sa/sleep");
+        assert_eq!(
+            sleep.node.identity,
+            "spiffe://cluster.local/ns/full/sa/sleep"
+        );
     }
     assert!(
         stale.is_empty(),

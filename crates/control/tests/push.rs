@@ -46,9 +46,9 @@ async fn echo_app(addr: SocketAddr) -> SocketAddr {
                     for (k, v) in req.headers() {
                         text.push_str(&format!("{k}: {}\n", v.to_str().unwrap_or("?")));
                     }
-                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
-                        Bytes::from(text),
-                    )))
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(Bytes::from(
+                        text,
+                    ))))
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), svc)
@@ -103,7 +103,13 @@ status: {{phase: Running, podIP: 127.0.0.3}}
     )
 }
 
-fn bootstrap(dir: &Path, node: &str, identity: &str, token: &Path, listener: ExplicitListener) -> ProxyConfig {
+fn bootstrap(
+    dir: &Path,
+    node: &str,
+    identity: &str,
+    token: &Path,
+    listener: ExplicitListener,
+) -> ProxyConfig {
     ProxyConfig {
         version: "bootstrap".into(),
         node: Node {
@@ -141,12 +147,12 @@ fn bootstrap(dir: &Path, node: &str, identity: &str, token: &Path, listener: Exp
 }
 
 fn token_file(plane: &ControlPlane, dir: &Path, ns: &str, sa: &str) -> PathBuf {
-    let token = plane.control().issuer().tokens.mint(
-        ns,
-        sa,
-        Duration::from_secs(3600),
-        SystemTime::now(),
-    );
+    let token =
+        plane
+            .control()
+            .issuer()
+            .tokens
+            .mint(ns, sa, Duration::from_secs(3600), SystemTime::now());
     let path = dir.join(format!("{sa}.token"));
     std::fs::write(&path, token).unwrap();
     path
@@ -162,7 +168,11 @@ async fn curl(port: u16) -> (i32, String, String) {
             .expect("curl runs");
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-        (out.status.code().unwrap_or(-1), code.to_string(), body.to_string())
+        (
+            out.status.code().unwrap_or(-1),
+            code.to_string(),
+            body.to_string(),
+        )
     })
     .await
     .unwrap()
@@ -208,7 +218,10 @@ const XFCC_SLEEP: &str = "URI=spiffe://cluster.local/ns/full/sa/sleep";
 async fn assert_mtls_200(port: u16, when: &str) {
     let (exit, code, body) = curl(port).await;
     assert_eq!((exit, code.as_str()), (0, "200"), "{when}: {body}");
-    assert!(body.contains(XFCC_SLEEP), "{when}: no client identity in {body}");
+    assert!(
+        body.contains(XFCC_SLEEP),
+        "{when}: no client identity in {body}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +303,11 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(states(&client).await, pushed_before, "an unrelated change was pushed");
+    assert_eq!(
+        states(&client).await,
+        pushed_before,
+        "an unrelated change was pushed"
+    );
 
     // A policy change reaches the server's inbound side.
     client
@@ -305,18 +322,25 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
         .await
         .unwrap();
     let app_port = app.port();
-    wait_for("STRICT on the server's port", Duration::from_secs(10), || {
-        let snap = server.shared().snapshot();
-        async move {
-            snap.config
-                .inbound
-                .ports
-                .iter()
-                .any(|p| p.port == app_port && p.mode == InboundMode::Strict)
-        }
+    wait_for(
+        "STRICT on the server's port",
+        Duration::from_secs(10),
+        || {
+            let snap = server.shared().snapshot();
+            async move {
+                snap.config
+                    .inbound
+                    .ports
+                    .iter()
+                    .any(|p| p.port == app_port && p.mode == InboundMode::Strict)
+            }
+        },
+    )
+    .await;
+    wait_for("SYNCED after STRICT", Duration::from_secs(10), || {
+        all_synced(&client)
     })
     .await;
-    wait_for("SYNCED after STRICT", Duration::from_secs(10), || all_synced(&client)).await;
     assert_mtls_200(port, "under STRICT").await;
 
     // NACK: a DestinationRule naming a CA file the client proxy does not have.
@@ -355,9 +379,11 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
         })
         .await
         .unwrap();
-    wait_for("SYNCED once the DestinationRule is gone", Duration::from_secs(10), || {
-        all_synced(&client)
-    })
+    wait_for(
+        "SYNCED once the DestinationRule is gone",
+        Duration::from_secs(10),
+        || all_synced(&client),
+    )
     .await;
 
     // The control plane goes away: traffic keeps flowing on the last snapshots.
