@@ -380,7 +380,7 @@ mod tests {
             "metadata": {"name": "httpbin", "namespace": "full"},
             "spec": {"clusterIP": "10.96.0.2", "ports": [{"port": 8000, "name": "http"}], "selector": {"app": "httpbin"}}
         });
-        let t = table("Service", &[svc.clone()], true, true);
+        let t = table("Service", &[svc], true, true);
         let mut lines = t.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(

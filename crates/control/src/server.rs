@@ -260,10 +260,8 @@ impl ControlPlane {
     }
 }
 
-fn until(mut stopped: watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
-    async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    }
+async fn until(mut stopped: watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
 }
 
 /// Recomputes the world after changes, coalescing those within [`DEBOUNCE`].
@@ -552,9 +550,12 @@ async fn apply(control: &Control, r: ApplyRequest) -> Reply {
     changed(control.submit(ops).await, warnings)
 }
 
-fn resolve_kind(word: &str) -> Result<Kind, Reply> {
+/// A refusal before any change: the status and the reasons.
+type Refusal = (StatusCode, Vec<String>);
+
+fn resolve_kind(word: &str) -> Result<Kind, Refusal> {
     Kind::from_cli(word).ok_or_else(|| {
-        refused(
+        (
             StatusCode::NOT_FOUND,
             vec![format!(
                 "error: the server doesn't have a resource type {word:?}"
@@ -563,7 +564,7 @@ fn resolve_kind(word: &str) -> Result<Kind, Reply> {
     })
 }
 
-fn target_key(t: &Target) -> Result<ObjectKey, Reply> {
+fn target_key(t: &Target) -> Result<ObjectKey, Refusal> {
     let kind = resolve_kind(&t.kind)?;
     Ok(ObjectKey::new(
         kind,
@@ -585,7 +586,7 @@ async fn delete(control: &Control, r: DeleteRequest) -> Reply {
         }
         match target_key(&t) {
             Ok(k) => keys.push(k),
-            Err(e) => return e,
+            Err((status, errors)) => return refused(status, errors),
         }
     }
     if keys.is_empty() {
@@ -639,7 +640,7 @@ async fn delete(control: &Control, r: DeleteRequest) -> Reply {
 async fn label(control: &Control, r: LabelRequest) -> Reply {
     let key = match target_key(&r.target) {
         Ok(k) => k,
-        Err(e) => return e,
+        Err((status, errors)) => return refused(status, errors),
     };
     changed(
         control
@@ -657,7 +658,7 @@ async fn label(control: &Control, r: LabelRequest) -> Reply {
 async fn status(control: &Control, r: StatusRequest) -> Reply {
     let key = match target_key(&r.target) {
         Ok(k) => k,
-        Err(e) => return e,
+        Err((status, errors)) => return refused(status, errors),
     };
     changed(
         control
@@ -673,7 +674,7 @@ async fn status(control: &Control, r: StatusRequest) -> Reply {
 fn get(control: &Control, r: GetRequest) -> Reply {
     let kind = match resolve_kind(&r.kind) {
         Ok(k) => k,
-        Err(e) => return e,
+        Err((status, errors)) => return refused(status, errors),
     };
     let query = match r.selector.as_deref().map(LabelQuery::parse).transpose() {
         Ok(q) => q,
