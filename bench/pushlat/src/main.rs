@@ -82,7 +82,12 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
 
 /// Polls until every proxy acknowledged a push made after `revision`; returns when the
 /// first and the last did.
-async fn wait_acked(client: &ApiClient, n: usize, revision: u64, start: Instant) -> (Duration, Duration) {
+async fn wait_acked(
+    client: &ApiClient,
+    n: usize,
+    revision: u64,
+    start: Instant,
+) -> (Duration, Duration) {
     let mut first = None;
     loop {
         let rows = client.proxies().await.expect("proxy status");
@@ -90,8 +95,7 @@ async fn wait_acked(client: &ApiClient, n: usize, revision: u64, start: Instant)
             .iter()
             .filter(|r| {
                 r.sync == SyncState::Synced
-                    && r
-                        .status
+                    && r.status
                         .acked
                         .as_ref()
                         .and_then(|a| a.version.parse::<u64>().ok())
@@ -104,7 +108,10 @@ async fn wait_acked(client: &ApiClient, n: usize, revision: u64, start: Instant)
         if done == n {
             return (first.unwrap_or_default(), start.elapsed());
         }
-        assert!(start.elapsed() < Duration::from_secs(60), "proxies did not converge");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "proxies did not converge"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
 }
