@@ -26,7 +26,18 @@ pub fn render(template: &str, data: &Value) -> Result<String, String> {
         let end = rest[start..]
             .find('}')
             .ok_or_else(|| format!("unclosed '{{' in jsonpath template {template:?}"))?;
-        let expr = &rest[start + 1..start + end];
+        let expr = rest[start + 1..start + end].trim();
+        if let Some(lit) = expr.strip_prefix('"').and_then(|e| e.strip_suffix('"')) {
+            // A literal, e.g. {"\n"}.
+            out.push_str(&lit.replace("\\n", "\n").replace("\\t", "\t"));
+            rest = &rest[start + end + 1..];
+            continue;
+        }
+        if expr.starts_with("range ") || expr == "end" {
+            return Err(format!(
+                "jsonpath {{{expr}}}: range/end is not supported; use {{.items[*].FIELD}} or -o json"
+            ));
+        }
         let values = eval(&parse(expr)?, data);
         let texts: Vec<String> = values.iter().map(|v| text(v)).collect();
         out.push_str(&texts.join(" "));
@@ -208,6 +219,18 @@ mod tests {
             "name=sleep-1 sleep-2!"
         );
         assert_eq!(render("{.items[5].metadata.name}", &d).unwrap(), "");
+    }
+
+    #[test]
+    fn literals_and_unsupported_range() {
+        let d = pods();
+        assert_eq!(
+            render(r#"{.items[0].metadata.name}{"\n"}"#, &d).unwrap(),
+            "sleep-1\n"
+        );
+        assert!(render("{range .items[*]}{.metadata.name}{end}", &d)
+            .unwrap_err()
+            .contains("range/end is not supported"));
     }
 
     #[test]

@@ -476,16 +476,18 @@ pub fn delete(ctx: &Ctx, args: &DeleteArgs) -> ExitCode {
         }
     };
     let mut targets = Vec::new();
-    if let Some((kind, names)) = args.words.split_first() {
-        // kubectl also accepts KIND/NAME.
-        if names.is_empty() && kind.contains('/') {
-            let (k, n) = kind.split_once('/').unwrap_or_default();
+    // kubectl's two forms: KIND NAME... or KIND/NAME...
+    if args.words.iter().all(|w| w.contains('/')) {
+        for w in &args.words {
+            let (k, n) = w.split_once('/').unwrap_or_default();
             targets.push(Target {
                 kind: k.into(),
                 name: n.into(),
                 namespace: ctx.namespace.clone(),
             });
-        } else if names.is_empty() {
+        }
+    } else if let Some((kind, names)) = args.words.split_first() {
+        if names.is_empty() {
             eprintln!("error: resource(s) were provided, but no name was specified");
             return ExitCode::FAILURE;
         }

@@ -3,7 +3,7 @@
 //! APIs), auto mTLS per endpoint, DestinationRule precedence, and the install options.
 //! The proxy only looks the results up; `describe` prints the same reasons.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
@@ -37,6 +37,8 @@ struct Rule {
     /// FQDN or wildcard (`*.local`, `*`).
     host: String,
     export_to: Vec<String>,
+    /// `workloadSelector`: only these clients (in the rule's namespace) use it.
+    selector: Option<BTreeMap<String, String>>,
     created: (i64, u64),
     traffic_policy: Option<TrafficPolicy>,
     /// How to name it in reasons.
@@ -86,6 +88,11 @@ impl World {
                     rules.push(Rule {
                         host: fqdn(&dr.spec.host, &ns),
                         export_to: dr.spec.export_to.clone(),
+                        selector: dr
+                            .spec
+                            .workload_selector
+                            .as_ref()
+                            .map(|s| s.match_labels.clone()),
                         created,
                         traffic_policy: dr.spec.traffic_policy.clone(),
                         source: format!("DestinationRule {ns}/{}", dr.metadata.name),
@@ -101,6 +108,7 @@ impl World {
                 namespace: root.to_string(),
                 host: "*.local".into(),
                 export_to: vec![],
+                selector: None,
                 created: (i64::MIN, 0),
                 traffic_policy: Some(TrafficPolicy {
                     tls: Some(ClientTlsSettings {
@@ -175,10 +183,12 @@ impl World {
     /// The namespace-level hint auto mTLS reads (§2.1 step A4), from the API in use there.
     fn namespace_mode(&self, ns: &str) -> MtlsMode {
         let root = &self.options.root_namespace;
+        // As the server side chooses (a v1beta1 policy for the namespace's workloads, or
+        // a mesh-wide one, switches them to the v1beta1 API), so both sides agree.
         let beta_applies = self
             .beta
             .iter()
-            .any(|p| p.is_selectorless() && (p.namespace == ns || &p.namespace == root));
+            .any(|p| p.namespace == ns || (&p.namespace == root && p.is_selectorless()));
         let set = if beta_applies {
             &self.beta
         } else {
@@ -190,7 +200,8 @@ impl World {
     /// The DestinationRule a client in `client_ns` uses for `host`: its own namespace's
     /// first, then the service's, then the root namespace's; in one namespace the most
     /// specific host wins, then the oldest.
-    fn destination_rule(&self, client_ns: &str, svc: &ServiceEntry) -> Option<&Rule> {
+    fn destination_rule(&self, client: &WorkloadEntry, svc: &ServiceEntry) -> Option<&Rule> {
+        let client_ns = client.namespace.as_str();
         let mut namespaces = vec![client_ns, svc.namespace.as_str()];
         namespaces.push(self.options.root_namespace.as_str());
         let mut seen = BTreeSet::new();
@@ -202,6 +213,14 @@ impl World {
                 .rules
                 .iter()
                 .filter(|r| r.namespace == ns && visible(r, client_ns))
+                // A rule with a workloadSelector is for the selected clients of its
+                // own namespace only.
+                .filter(|r| {
+                    r.selector.as_ref().is_none_or(|sel| {
+                        r.namespace == client_ns
+                            && sel.iter().all(|(k, v)| client.labels.get(k) == Some(v))
+                    })
+                })
                 .filter_map(|r| host_match(&r.host, &svc.host).map(|spec| (spec, r)))
                 .min_by(|(sa, a), (sb, b)| sb.cmp(sa).then(a.created.cmp(&b.created)));
             if let Some((_, r)) = best {
@@ -214,14 +233,14 @@ impl World {
     /// The TLS a sidecar in `client_ns` originates to one endpoint (§2.1).
     pub fn endpoint_tls(
         &self,
-        client_ns: &str,
+        client: &WorkloadEntry,
         svc: &ServiceEntry,
         port: &ServicePortEntry,
         server: &WorkloadEntry,
         target_port: u16,
     ) -> EndpointTls {
         let identity = self.identity_of(server);
-        let rule = self.destination_rule(client_ns, svc);
+        let rule = self.destination_rule(client, svc);
         let tls = rule.and_then(|r| {
             let tp = r.traffic_policy.as_ref()?;
             tp.port_level_settings
@@ -235,11 +254,17 @@ impl World {
                 .or_else(|| tp.tls.clone())
         });
         if let (Some(tls), Some(rule)) = (tls, rule) {
-            let reason = format!(
+            let mut reason = format!(
                 "{} sets tls {} (auto mTLS does not apply)",
                 rule.source,
                 client_mode_name(tls.mode)
             );
+            if let Some(name) = &tls.credential_name {
+                // Sidecars read files; credentialName is read by gateways.
+                reason.push_str(&format!(
+                    "; credentialName {name:?} is not read by sidecars, use the file fields"
+                ));
+            }
             return match tls.mode {
                 ClientTlsMode::Disable => EndpointTls {
                     mode: TlsMode::Disable,
@@ -361,14 +386,17 @@ fn outbound(world: &World, me: &WorkloadEntry) -> Vec<Service> {
                 .iter()
                 .filter_map(|port| {
                     let protocol = port_protocol(port.protocol)?;
-                    let endpoints = reg
+                    let mut endpoints: Vec<Endpoint> = reg
                         .endpoints(svc, port)
                         .map(|ep| Endpoint {
                             address: SocketAddr::new(ep.ip, ep.port),
                             workload: Some(ep.workload.id()),
-                            tls: world.endpoint_tls(&me.namespace, svc, port, ep.workload, ep.port),
+                            tls: world.endpoint_tls(me, svc, port, ep.workload, ep.port),
                         })
                         .collect();
+                    if svc.cluster_ip.is_none() {
+                        headless_all_or_nothing(&mut endpoints);
+                    }
                     Some(ServicePort {
                         port: port.port,
                         name: port.name.clone(),
@@ -416,6 +444,28 @@ fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
         app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         default_mode: inbound_mode(default.mode),
         ports,
+    }
+}
+
+/// §2.1 A6: a headless Service's connections go to the pod address directly, with no
+/// per-endpoint choice: auto mTLS is mTLS for all only when every endpoint would get it.
+fn headless_all_or_nothing(endpoints: &mut [Endpoint]) {
+    let auto = |e: &Endpoint| e.tls.reason.starts_with("auto mTLS");
+    if endpoints
+        .iter()
+        .all(|e| !auto(e) || e.tls.mode == TlsMode::IstioMutual)
+    {
+        return;
+    }
+    for e in endpoints
+        .iter_mut()
+        .filter(|e| auto(e) && e.tls.mode == TlsMode::IstioMutual)
+    {
+        e.tls = EndpointTls {
+            mode: TlsMode::Disable,
+            reason: "auto mTLS: a headless Service with an endpoint that cannot take mTLS gets plaintext to all its endpoints".into(),
+            ..Default::default()
+        };
     }
 }
 
@@ -533,5 +583,109 @@ impl fmt::Display for World {
             self.registry.services.len(),
             self.registry.workloads.len()
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::objects::Op;
+
+    fn world(manifests: &str) -> World {
+        let report = tessera_api::load_str(
+            std::path::Path::new("t.yaml"),
+            manifests,
+            &tessera_api::LoadOptions::default(),
+        );
+        assert!(!report.has_errors(), "{:?}", report.problems);
+        let objects = Objects::default();
+        let mut ops = objects.bootstrap_ops();
+        ops.extend(report.documents.into_iter().map(|d| Op::Apply {
+            origin: "t.yaml".into(),
+            resource: d.resource,
+        }));
+        let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();
+        let objects = objects.plan(ops, now).unwrap().next;
+        World::build(&objects, &MeshOptions::default())
+    }
+
+    fn pod(name: &str, app: &str, sidecar: bool, ip: &str) -> String {
+        let (label, proxy) = if sidecar {
+            (
+                ", security.istio.io/tlsMode: istio",
+                ", {name: istio-proxy, image: p}",
+            )
+        } else {
+            ("", "")
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, labels: {{app: {app}{label}}}}}\nspec:\n  containers: [{{name: app, image: a}}{proxy}]\nstatus: {{phase: Running, podIP: {ip}}}\n"
+        )
+    }
+
+    fn modes(w: &World, host: &str) -> Vec<TlsMode> {
+        let c = compile(w, "sleep.default").unwrap();
+        let svc = c.services.iter().find(|s| s.host == host).unwrap();
+        svc.ports[0].endpoints.iter().map(|e| e.tls.mode).collect()
+    }
+
+    const SVC: &str = "apiVersion: v1\nkind: Service\nmetadata: {name: db}\nspec:\n  clusterIP: None\n  selector: {app: db}\n  ports: [{port: 80, name: http}]\n";
+    const HOST: &str = "db.default.svc.cluster.local";
+
+    #[test]
+    fn a_headless_service_is_all_mtls_or_all_plaintext() {
+        let sleep = pod("sleep", "sleep", true, "10.244.0.2");
+        let all = world(&format!(
+            "{SVC}{sleep}{}{}",
+            pod("db-1", "db", true, "10.244.0.3"),
+            pod("db-2", "db", true, "10.244.0.4")
+        ));
+        assert_eq!(
+            modes(&all, HOST),
+            [TlsMode::IstioMutual, TlsMode::IstioMutual]
+        );
+        let mixed = world(&format!(
+            "{SVC}{sleep}{}{}",
+            pod("db-1", "db", true, "10.244.0.3"),
+            pod("db-2", "db", false, "10.244.0.4")
+        ));
+        assert_eq!(modes(&mixed, HOST), [TlsMode::Disable, TlsMode::Disable]);
+    }
+
+    #[test]
+    fn a_destination_rule_with_a_workload_selector_binds_only_the_selected_clients() {
+        let base = format!(
+            "{}{}{}",
+            SVC.replace("clusterIP: None\n  ", ""),
+            pod("sleep", "sleep", true, "10.244.0.2"),
+            pod("db-1", "db", true, "10.244.0.3")
+        );
+        let dr = |app: &str| {
+            format!("---\napiVersion: networking.istio.io/v1beta1\nkind: DestinationRule\nmetadata: {{name: db}}\nspec:\n  host: db\n  workloadSelector:\n    matchLabels: {{app: {app}}}\n  trafficPolicy:\n    tls: {{mode: DISABLE}}\n")
+        };
+        assert_eq!(
+            modes(&world(&format!("{base}{}", dr("other"))), HOST),
+            [TlsMode::IstioMutual]
+        );
+        assert_eq!(
+            modes(&world(&format!("{base}{}", dr("sleep"))), HOST),
+            [TlsMode::Disable]
+        );
+    }
+
+    #[test]
+    fn client_and_server_read_the_same_api_when_both_exist() {
+        // A v1beta1 workload policy (STRICT) and a legacy namespace Policy without peers
+        // (plaintext only): the workload runs the v1beta1 API, so the client must not
+        // downgrade to plaintext because of the legacy namespace policy.
+        let w = world(&format!(
+            "{}{}{}---\napiVersion: security.istio.io/v1beta1\nkind: PeerAuthentication\nmetadata: {{name: db}}\nspec:\n  selector: {{matchLabels: {{app: db}}}}\n  mtls: {{mode: STRICT}}\n---\napiVersion: authentication.istio.io/v1alpha1\nkind: Policy\nmetadata: {{name: default}}\nspec: {{}}\n",
+            SVC.replace("clusterIP: None\n  ", ""),
+            pod("sleep", "sleep", true, "10.244.0.2"),
+            pod("db-1", "db", true, "10.244.0.3")
+        ));
+        let server = compile(&w, "db-1.default").unwrap();
+        assert_eq!(server.inbound.ports[0].mode, InboundMode::Strict);
+        assert_eq!(modes(&w, HOST), [TlsMode::IstioMutual]);
     }
 }

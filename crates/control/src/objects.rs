@@ -183,6 +183,15 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// What an operation did to one object, for the writes and the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Effect {
+    Written,
+    Deleted,
+    /// Deleted because its namespace was.
+    DeletedWithParent,
+}
+
 /// The result of planning a batch: the next state, what to persist, what to report.
 pub struct Plan {
     pub next: Objects,
@@ -192,6 +201,9 @@ pub struct Plan {
 
 /// The namespaces every mesh has.
 pub const BUILTIN_NAMESPACES: &[&str] = &["default", "istio-system", "kube-system"];
+
+/// Namespaces the API server refuses to delete, as Kubernetes does.
+const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system"];
 
 /// Service VIPs: 10.96.0.0/16, as kube-proxy's default service CIDR.
 const SERVICE_CIDR: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 96, 0, 0), 16);
@@ -291,15 +303,22 @@ impl Objects {
         for op in ops {
             match next.apply_op(op, revision, &timestamp) {
                 Ok(list) => {
-                    for (outcome, is_delete) in list {
-                        if is_delete {
-                            touched.remove(&outcome.key);
-                            deleted.insert(outcome.key.clone());
-                        } else if outcome.change != Change::Unchanged {
-                            deleted.remove(&outcome.key);
-                            touched.insert(outcome.key.clone());
+                    for (outcome, effect) in list {
+                        match effect {
+                            Effect::Deleted | Effect::DeletedWithParent => {
+                                touched.remove(&outcome.key);
+                                deleted.insert(outcome.key.clone());
+                            }
+                            Effect::Written if outcome.change != Change::Unchanged => {
+                                deleted.remove(&outcome.key);
+                                touched.insert(outcome.key.clone());
+                            }
+                            Effect::Written => {}
                         }
-                        outcomes.push(outcome);
+                        // kubectl reports the namespace, not what went with it.
+                        if effect != Effect::DeletedWithParent {
+                            outcomes.push(outcome);
+                        }
                     }
                 }
                 Err(e) => errors.push(e),
@@ -329,24 +348,31 @@ impl Objects {
         })
     }
 
-    /// Applies one operation to `self`; each outcome says whether it was a deletion.
+    /// Applies one operation to `self`, saying what happened to each object.
     fn apply_op(
         &mut self,
         op: Op,
         revision: u64,
         timestamp: &str,
-    ) -> Result<Vec<(Outcome, bool)>, String> {
+    ) -> Result<Vec<(Outcome, Effect)>, String> {
         match op {
             Op::Apply { origin, resource } => self
                 .put(origin, resource, false, revision, timestamp)
-                .map(|o| vec![(o, false)]),
+                .map(|o| vec![(o, Effect::Written)]),
             Op::Create { origin, resource } => self
                 .put(origin, resource, true, revision, timestamp)
-                .map(|o| vec![(o, false)]),
+                .map(|o| vec![(o, Effect::Written)]),
             Op::Delete {
                 key,
                 ignore_not_found,
             } => {
+                if key.kind == Kind::Namespace && PROTECTED_NAMESPACES.contains(&key.name.as_str())
+                {
+                    return Err(format!(
+                        "Error from server (Forbidden): namespaces {:?} is forbidden: this namespace may not be deleted",
+                        key.name
+                    ));
+                }
                 if self.map.remove(&key).is_none() {
                     return if ignore_not_found {
                         Ok(vec![])
@@ -362,7 +388,7 @@ impl Objects {
                         key: key.clone(),
                         change: Change::Deleted,
                     },
-                    true,
+                    Effect::Deleted,
                 )];
                 if key.kind == Kind::Namespace {
                     // The namespace takes everything in it along.
@@ -379,7 +405,7 @@ impl Objects {
                                 key: k,
                                 change: Change::Deleted,
                             },
-                            true,
+                            Effect::DeletedWithParent,
                         ));
                     }
                 }
@@ -434,7 +460,7 @@ impl Objects {
                     stored.resource_version = revision;
                     stored.resource.metadata_mut().resource_version = Some(revision.to_string());
                 }
-                Ok(vec![(Outcome { key, change }, false)])
+                Ok(vec![(Outcome { key, change }, Effect::Written)])
             }
             Op::Status { key, status } => {
                 let Some(stored) = self.map.get_mut(&key) else {
@@ -453,7 +479,7 @@ impl Objects {
                 } else {
                     Change::Unchanged
                 };
-                Ok(vec![(Outcome { key, change }, false)])
+                Ok(vec![(Outcome { key, change }, Effect::Written)])
             }
         }
     }
@@ -467,7 +493,7 @@ impl Objects {
         timestamp: &str,
     ) -> Result<Outcome, String> {
         let key = ObjectKey::of(&resource);
-        let verb = if self.map.contains_key(&key) {
+        let verb = if self.map.contains_key(&key) && !create_only {
             "applying"
         } else {
             "creating"
@@ -482,8 +508,8 @@ impl Objects {
         let old = self.map.get(&key);
         if create_only && old.is_some() {
             return Err(format!(
-                "Error from server (AlreadyExists): {} already exists",
-                key.quoted()
+                "Error from server (AlreadyExists): {}",
+                context(format!("{} already exists", key.quoted()))
             ));
         }
         // Fields the server owns.
@@ -495,6 +521,46 @@ impl Objects {
             m.generation = None;
             m.managed_fields = None;
             m.self_link = None;
+        }
+        // As kubectl's apply: remember the manifest, and keep labels and annotations that
+        // others (`label`, the runtime) added and no manifest ever set.
+        let applied = last_applied(&resource);
+        if let Some(old) = old.filter(|_| !create_only) {
+            let previous = old
+                .resource
+                .metadata()
+                .annotations
+                .get(LAST_APPLIED)
+                .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+            let managed = |field: &str| -> BTreeSet<String> {
+                previous
+                    .as_ref()
+                    .and_then(|p| p["metadata"][field].as_object())
+                    .map(|m| m.keys().cloned().collect())
+                    .unwrap_or_default()
+            };
+            let (managed_labels, managed_annotations) = (managed("labels"), managed("annotations"));
+            let om = old.resource.metadata();
+            let m = resource.metadata_mut();
+            for (k, v) in &om.labels {
+                if !managed_labels.contains(k) && !m.labels.contains_key(k) {
+                    m.labels.insert(k.clone(), v.clone());
+                }
+            }
+            for (k, v) in &om.annotations {
+                if k != LAST_APPLIED
+                    && !managed_annotations.contains(k)
+                    && !m.annotations.contains_key(k)
+                {
+                    m.annotations.insert(k.clone(), v.clone());
+                }
+            }
+        }
+        if !create_only {
+            resource
+                .metadata_mut()
+                .annotations
+                .insert(LAST_APPLIED.to_string(), applied);
         }
         if let Some(old) = old {
             let om = old.resource.metadata().clone();
@@ -623,6 +689,26 @@ impl Objects {
     }
 }
 
+/// Where apply keeps the manifest it applied, as kubectl does.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The manifest as the operator wrote it (no server-owned fields, no status).
+fn last_applied(r: &Resource) -> String {
+    let mut v = r.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(m) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                a.remove(LAST_APPLIED);
+                if a.is_empty() {
+                    m.remove("annotations");
+                }
+            }
+        }
+    }
+    v.to_string()
+}
+
 /// A Namespace object with only a name.
 pub fn namespace_resource(name: &str) -> Resource {
     let mut ns = tessera_api::kube::Namespace {
@@ -686,5 +772,156 @@ fn set_status(r: &mut Resource, status: serde_json::Value) -> bool {
             true
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Resource {
+        let report = tessera_api::load_str(Path::new("t.yaml"), text, &LoadOptions::default());
+        assert!(!report.has_errors(), "{:?}", report.problems);
+        report.documents.into_iter().next().unwrap().resource
+    }
+
+    fn apply(text: &str) -> Op {
+        Op::Apply {
+            origin: "t.yaml".into(),
+            resource: load(text),
+        }
+    }
+
+    fn now() -> time::OffsetDateTime {
+        time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap()
+    }
+
+    fn base() -> Objects {
+        let o = Objects::default();
+        o.plan(o.bootstrap_ops(), now()).unwrap().next
+    }
+
+    fn svc(name: &str, ip: Option<&str>) -> Op {
+        let ip = ip.map_or(String::new(), |ip| format!("  clusterIP: {ip}\n"));
+        apply(&format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}}}\nspec:\n{ip}  ports: [{{port: 80}}]\n"
+        ))
+    }
+
+    fn one_error(objects: &Objects, ops: Vec<Op>) -> String {
+        let errors = objects.plan(ops, now()).err().expect("refused");
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        errors[0].clone()
+    }
+
+    #[test]
+    fn service_vips_follow_the_api_servers_rules() {
+        let o = base();
+        let o = o.plan(vec![svc("a", None)], now()).unwrap().next;
+        let ip = |o: &Objects, name: &str| match &o
+            .get(&ObjectKey::new(Kind::Service, "default", name))
+            .unwrap()
+            .resource
+        {
+            Resource::Service(s) => s.spec.cluster_ip.clone().unwrap(),
+            _ => unreachable!(),
+        };
+        assert_eq!(ip(&o, "a"), "10.96.0.2");
+        // Re-applying without clusterIP keeps it and is "unchanged".
+        let plan = o.plan(vec![svc("a", None)], now()).unwrap();
+        assert_eq!(plan.outcomes[0].change, Change::Unchanged);
+        assert!(plan.writes.is_empty());
+        for (op, want) in [
+            (
+                svc("a", Some("10.96.0.9")),
+                "spec.clusterIP: Invalid value: \"10.96.0.9\": field is immutable",
+            ),
+            (
+                svc("b", Some("10.96.0.2")),
+                "provided IP is already allocated",
+            ),
+            (
+                svc("b", Some("10.97.0.1")),
+                "provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16",
+            ),
+        ] {
+            let e = one_error(&o, vec![op]);
+            assert!(e.contains(want), "{e}");
+        }
+        let o = o
+            .plan(vec![svc("h", Some("None")), svc("b", None)], now())
+            .unwrap()
+            .next;
+        assert_eq!(ip(&o, "h"), "None");
+        assert_eq!(ip(&o, "b"), "10.96.0.3");
+    }
+
+    #[test]
+    fn kubectl_errors_and_outcomes() {
+        let o = base();
+        let e = one_error(
+            &o,
+            vec![Op::Delete {
+                key: ObjectKey::new(Kind::Namespace, "", "default"),
+                ignore_not_found: false,
+            }],
+        );
+        assert_eq!(e, "Error from server (Forbidden): namespaces \"default\" is forbidden: this namespace may not be deleted");
+        let e = one_error(
+            &o,
+            vec![Op::Create {
+                origin: "ns.yaml".into(),
+                resource: namespace_resource("istio-system"),
+            }],
+        );
+        assert_eq!(e, "Error from server (AlreadyExists): error when creating \"ns.yaml\": namespaces \"istio-system\" already exists");
+        // A namespace created earlier in the batch exists for later operations.
+        let plan = o
+            .plan(
+                vec![
+                    Op::Apply {
+                        origin: "ns.yaml".into(),
+                        resource: namespace_resource("full"),
+                    },
+                    apply(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, namespace: full}\n",
+                    ),
+                ],
+                now(),
+            )
+            .unwrap();
+        let words: Vec<String> = plan.outcomes.iter().map(|o| o.to_string()).collect();
+        assert_eq!(words, ["namespace/full created", "configmap/c created"]);
+        assert_eq!(
+            plan.next.revision(),
+            o.revision() + 1,
+            "one batch, one revision"
+        );
+    }
+
+    #[test]
+    fn status_reported_by_the_runtime_survives_a_reapply() {
+        let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: i}]\n";
+        let o = base();
+        let o = o.plan(vec![apply(pod)], now()).unwrap().next;
+        let key = ObjectKey::new(Kind::Pod, "default", "p");
+        let status = serde_json::json!({"phase": "Running", "podIP": "10.244.0.5"});
+        let plan = o
+            .plan(
+                vec![Op::Status {
+                    key: key.clone(),
+                    status: status.clone(),
+                }],
+                now(),
+            )
+            .unwrap();
+        assert_eq!(plan.outcomes[0].change, Change::Updated);
+        let o = plan.next;
+        let plan = o.plan(vec![apply(pod)], now()).unwrap();
+        assert_eq!(plan.outcomes[0].change, Change::Unchanged);
+        match &plan.next.get(&key).unwrap().resource {
+            Resource::Pod(p) => assert_eq!(p.status.as_ref(), Some(&status)),
+            _ => unreachable!(),
+        }
     }
 }

@@ -79,7 +79,8 @@ pub enum SyncState {
     Stale { age_secs: u64 },
     /// The proxy refused the last push and runs an older version.
     Nacked { reason: String },
-    /// Connected, nothing pushed yet (e.g. its pod is not registered).
+    /// Connected, but nothing can be compiled for it (its pod is not registered, or no
+    /// longer); it serves what it had.
     Waiting { reason: String },
     /// The stream is gone since `age_secs` ago; the proxy serves its last snapshot.
     Disconnected { age_secs: u64 },
@@ -92,12 +93,14 @@ impl ProxyStatus {
                 age_secs: now_unix.saturating_sub(self.since_unix),
             };
         }
+        if let Some(reason) = &self.waiting {
+            return SyncState::Waiting {
+                reason: reason.clone(),
+            };
+        }
         let Some(pushed) = &self.pushed else {
             return SyncState::Waiting {
-                reason: self
-                    .waiting
-                    .clone()
-                    .unwrap_or_else(|| "nothing pushed yet".into()),
+                reason: "nothing pushed yet".into(),
             };
         };
         if let Some(n) = self.nacked.as_ref().filter(|n| n.nonce == pushed.nonce) {
@@ -195,26 +198,12 @@ impl ConfigDiscovery for PushService {
         }
         let (tx, rx) = mpsc::channel(4);
         let session = self.next();
-        {
-            let mut table = self.proxies.lock().unwrap();
-            table.insert(
-                node_id.clone(),
-                ProxyStatus {
-                    node_id: node_id.clone(),
-                    identity: None,
-                    proxy_version: first.proxy_version.clone(),
-                    connected: true,
-                    since_unix: unix_now(),
-                    pushed: None,
-                    acked: None,
-                    nacked: None,
-                    waiting: None,
-                    session,
-                },
-            );
-        }
         tracing::info!(node = %node_id, version = %first.version_info, "proxy connected");
-        tokio::spawn(self.clone().session(node_id, claims, session, inbound, tx));
+        let version = first.proxy_version.clone();
+        tokio::spawn(
+            self.clone()
+                .session(node_id, claims, session, version, inbound, tx),
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -227,11 +216,42 @@ impl PushService {
         }
     }
 
+    /// Makes `session` the one `proxy-status` reports for the node. A session whose
+    /// identity is verified (`identity` set) always takes over; an unverified one (its pod
+    /// is not registered yet) never displaces a connected session.
+    fn claim(&self, node_id: &str, session: u64, proxy_version: &str, identity: Option<&str>) {
+        let mut table = self.proxies.lock().unwrap();
+        if let Some(existing) = table.get(node_id) {
+            if existing.session == session {
+                return;
+            }
+            if identity.is_none() && existing.connected {
+                return;
+            }
+        }
+        table.insert(
+            node_id.to_string(),
+            ProxyStatus {
+                node_id: node_id.to_string(),
+                identity: identity.map(str::to_string),
+                proxy_version: proxy_version.to_string(),
+                connected: true,
+                since_unix: unix_now(),
+                pushed: None,
+                acked: None,
+                nacked: None,
+                waiting: None,
+                session,
+            },
+        );
+    }
+
     async fn session(
         self,
         node_id: String,
         claims: TokenClaims,
         session: u64,
+        proxy_version: String,
         mut inbound: Streaming<ConfigRequest>,
         tx: mpsc::Sender<Result<ConfigResponse, Status>>,
     ) {
@@ -244,6 +264,13 @@ impl PushService {
                 let world = world_rx.borrow_and_update().clone();
                 match self.prepare(&world, &node_id, &claims) {
                     Ok(config) => {
+                        self.claim(
+                            &node_id,
+                            session,
+                            &proxy_version,
+                            Some(&config.node.identity),
+                        );
+                        self.update(&node_id, session, |s| s.waiting = None);
                         let mut comparable = config.clone();
                         comparable.version = String::new();
                         if last_sent.as_ref() != Some(&comparable) {
@@ -275,6 +302,7 @@ impl PushService {
                         }
                     }
                     Err(Refuse::Wait(e)) => {
+                        self.claim(&node_id, session, &proxy_version, None);
                         let text = e.to_string();
                         self.update(&node_id, session, |s| s.waiting = Some(text));
                     }
@@ -315,8 +343,11 @@ impl PushService {
         claims: &TokenClaims,
     ) -> Result<ProxyConfig, Refuse> {
         let config = compile(world, node_id).map_err(Refuse::Wait)?;
-        let expected = format!("/ns/{}/sa/{}", claims.ns, claims.sa);
-        if !config.node.identity.ends_with(&expected) {
+        let expected = format!(
+            "spiffe://{}/ns/{}/sa/{}",
+            world.options.trust_domain, claims.ns, claims.sa
+        );
+        if config.node.identity != expected {
             return Err(Refuse::Deny(format!(
                 "node {node_id:?} runs as {}, but the token is for {}/{}",
                 config.node.identity, claims.ns, claims.sa

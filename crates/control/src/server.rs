@@ -89,6 +89,18 @@ impl Control {
         self.world.borrow().clone()
     }
 
+    /// The world at the latest revision, even inside the debounce window (for answers
+    /// right after an apply: `describe`, `/config`).
+    pub fn current_world(&self) -> Arc<World> {
+        let world = self.world();
+        let objects = self.objects();
+        if world.revision >= objects.revision() {
+            world
+        } else {
+            Arc::new(World::build(&objects, &self.options))
+        }
+    }
+
     pub fn world_watch(&self) -> watch::Receiver<Arc<World>> {
         self.world.clone()
     }
@@ -116,14 +128,30 @@ impl Control {
 
     /// Plans a batch, persists it in one transaction, then publishes it. All or nothing.
     pub async fn submit(&self, ops: Vec<Op>) -> Result<(Vec<Outcome>, u64), Vec<String>> {
+        self.submit_with(|_| ops).await
+    }
+
+    /// [`Control::submit`] with the operations decided from the state they will apply to
+    /// (under the write lock, so nothing changes in between).
+    pub async fn submit_with(
+        &self,
+        ops: impl FnOnce(&Objects) -> Vec<Op>,
+    ) -> Result<(Vec<Outcome>, u64), Vec<String>> {
         let _serialized = self.writes.lock().await;
         let current = self.objects();
+        let ops = ops(&current);
         let plan = current.plan(ops, time::OffsetDateTime::now_utc())?;
         let revision = plan.next.revision();
         if !plan.writes.is_empty() {
-            self.store
-                .commit(&plan.writes, revision)
-                .map_err(|e| vec![format!("Error from server (InternalError): {e}")])?;
+            // A synchronous commit (fsync) must not stall the push sessions' threads.
+            let commit = || self.store.commit(&plan.writes, revision);
+            let committed = match tokio::runtime::Handle::try_current() {
+                Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                    tokio::task::block_in_place(commit)
+                }
+                _ => commit(),
+            };
+            committed.map_err(|e| vec![format!("Error from server (InternalError): {e}")])?;
             *self.objects.lock().unwrap() = Arc::new(plan.next);
             self.changes.send_replace(revision);
         }
@@ -374,6 +402,16 @@ async fn serve_api(
             () = &mut shutdown => break,
         };
         let control = control.clone();
+        // The API can mint any identity's token: only root and the control plane's own
+        // user may use it, whatever the socket's file permissions.
+        let allowed = match stream.peer_cred() {
+            Ok(c) => c.uid() == 0 || Some(c.uid()) == own_uid(),
+            Err(_) => false,
+        };
+        if !allowed {
+            tracing::warn!(peer = ?stream.peer_cred().ok(), "operator API refused: the caller is neither root nor the control plane's user");
+            continue;
+        }
         conns.spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
@@ -386,6 +424,12 @@ async fn serve_api(
         while conns.try_join_next().is_some() {}
     }
     conns.abort_all();
+}
+
+/// This process's effective uid (the owner of /proc/self), without a libc dependency.
+fn own_uid() -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").ok().map(|m| m.uid())
 }
 
 type Reply = Response<Full<Bytes>>;
@@ -456,7 +500,7 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Reply {
             Err(e) => Err(e),
         },
         (&Method::POST, "/config") => match body::<crate::api::ConfigRequest>(req).await {
-            Ok(r) => Ok(match compile(&control.world(), &r.node_id) {
+            Ok(r) => Ok(match compile(&control.current_world(), &r.node_id) {
                 Ok(c) => json(StatusCode::OK, &c),
                 Err(e) => refused(StatusCode::NOT_FOUND, vec![format!("error: {e}")]),
             }),
@@ -574,7 +618,10 @@ fn target_key(t: &Target) -> Result<ObjectKey, Refusal> {
 }
 
 async fn delete(control: &Control, r: DeleteRequest) -> Reply {
-    let (resources, _errors, _) = read_documents(control, &r.documents, r.namespace.clone());
+    let (resources, errors, _) = read_documents(control, &r.documents, r.namespace.clone());
+    if !errors.is_empty() {
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, errors);
+    }
     let mut keys: Vec<ObjectKey> = resources
         .iter()
         .map(|(_, res)| ObjectKey::of(res))
@@ -597,17 +644,21 @@ async fn delete(control: &Control, r: DeleteRequest) -> Reply {
     }
     // kubectl deletes what it can and reports the rest; a batch here is still one
     // transaction, so the missing ones are reported and the others deleted.
-    let objects = control.objects();
-    let (present, missing): (Vec<ObjectKey>, Vec<ObjectKey>) =
-        keys.into_iter().partition(|k| objects.get(k).is_some());
-    let ops = present
-        .into_iter()
-        .map(|key| Op::Delete {
-            key,
-            ignore_not_found: true,
+    let mut missing = Vec::new();
+    let result = control
+        .submit_with(|objects| {
+            let (present, absent): (Vec<ObjectKey>, Vec<ObjectKey>) =
+                keys.into_iter().partition(|k| objects.get(k).is_some());
+            missing = absent;
+            present
+                .into_iter()
+                .map(|key| Op::Delete {
+                    key,
+                    ignore_not_found: true,
+                })
+                .collect()
         })
-        .collect();
-    let result = control.submit(ops).await;
+        .await;
     let not_found: Vec<String> = if r.ignore_not_found {
         vec![]
     } else {
@@ -723,6 +774,16 @@ fn token(control: &Control, r: TokenRequest) -> Reply {
         .ttl_secs
         .map_or(DEFAULT_TOKEN_TTL, Duration::from_secs)
         .min(MAX_TOKEN_TTL);
+    if let Err(e) = tessera_ca::SpiffeId::new(
+        &control.options.trust_domain,
+        &r.namespace,
+        &r.service_account,
+    ) {
+        return refused(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            vec![format!("error: {e}")],
+        );
+    }
     let token =
         control
             .issuer

@@ -414,3 +414,95 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
     server.drain(Duration::from_millis(100)).await;
     plane.shutdown().await;
 }
+
+/// Opens a config stream as `node` with `token`; the first thing the server says.
+async fn first_answer(dir: &Path, node: &str, token: &str) -> Result<ProxyConfig, tonic::Status> {
+    use tessera_proto::push::config_discovery_client::ConfigDiscoveryClient;
+    use tessera_proto::push::ConfigRequest;
+    let channel = tessera_ca::client::unix_channel(dir.join(PUSH_SOCKET), None);
+    let mut client = ConfigDiscoveryClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(ConfigRequest {
+        node_id: node.into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let mut stream = client.stream(request).await?.into_inner();
+    let response = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("an answer")?
+        .expect("a message");
+    drop(tx);
+    Ok(serde_json::from_slice(&response.config_json).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_gets_only_the_configuration_of_its_own_service_account() {
+    let dir = tempfile::tempdir().unwrap();
+    let plane = start_plane(dir.path()).await;
+    let client = ApiClient::new(dir.path());
+    client
+        .apply(&ApplyRequest {
+            documents: vec![Document {
+                name: "topology.yaml".into(),
+                text: topology(8080),
+            }],
+            namespace: None,
+            create: false,
+        })
+        .await
+        .unwrap();
+    let mint = |ns: &str, sa: &str| {
+        plane
+            .control()
+            .issuer()
+            .tokens
+            .mint(ns, sa, Duration::from_secs(3600), SystemTime::now())
+    };
+    let own = first_answer(dir.path(), "sleep-1.full", &mint("full", "sleep"))
+        .await
+        .expect("its own configuration");
+    assert_eq!(own.node.identity, "spiffe://cluster.local/ns/full/sa/sleep");
+
+    // Another pod of the same namespace, run by another service account.
+    let other = first_answer(dir.path(), "httpbin-1.full", &mint("full", "sleep"))
+        .await
+        .unwrap_err();
+    assert_eq!(other.code(), tonic::Code::PermissionDenied);
+    assert!(
+        other.message().contains(
+            "runs as spiffe://cluster.local/ns/full/sa/httpbin, but the token is for full/sleep"
+        ),
+        "{}",
+        other.message()
+    );
+    // A node in another namespace.
+    let foreign = first_answer(dir.path(), "sleep-1.legacy", &mint("full", "sleep"))
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::PermissionDenied);
+    // A token of another mesh.
+    let stranger = tessera_ca::token::TokenKey::from_secret(b"another mesh").mint(
+        "full",
+        "sleep",
+        Duration::from_secs(60),
+        SystemTime::now(),
+    );
+    let refused = first_answer(dir.path(), "sleep-1.full", &stranger)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert!(
+        refused
+            .message()
+            .contains("not minted by this control plane"),
+        "{}",
+        refused.message()
+    );
+    plane.shutdown().await;
+}

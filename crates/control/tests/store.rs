@@ -190,7 +190,7 @@ async fn create_delete_label_behave_like_kubectl() {
     let err = client.apply(&create).await.unwrap_err();
     assert!(
         err.to_string()
-            .contains("Error from server (AlreadyExists): namespaces \"full\" already exists"),
+            .contains("Error from server (AlreadyExists): error when creating \"ns.yaml\": namespaces \"full\" already exists"),
         "{err}"
     );
 
@@ -226,6 +226,30 @@ async fn create_delete_label_behave_like_kubectl() {
             .to_string()
             .contains("'istio-injection' already has a value (enabled), and --overwrite is false"),
         "{conflict}"
+    );
+
+    // Re-applying the manifest keeps a label it never set (kubectl's apply merges).
+    let again = client
+        .apply(&apply_req(vec![doc("good.yaml", GOOD)], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        lines(&again),
+        ["namespace/full unchanged", "service/httpbin unchanged"]
+    );
+    let ns = client
+        .get(&GetRequest {
+            kind: "ns".into(),
+            name: Some("full".into()),
+            namespace: None,
+            all_namespaces: false,
+            selector: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        ns.items[0]["metadata"]["labels"]["istio-injection"],
+        "enabled"
     );
 
     // Services get a VIP from 10.96.0.0/16 that survives re-apply.
@@ -280,10 +304,8 @@ async fn create_delete_label_behave_like_kubectl() {
         })
         .await
         .unwrap();
-    assert_eq!(
-        lines(&gone),
-        ["namespace \"full\" deleted", "service \"httpbin\" deleted"]
-    );
+    // kubectl reports the namespace only.
+    assert_eq!(lines(&gone), ["namespace \"full\" deleted"]);
     assert!(names(&client, "svc", None).await.is_empty());
     plane.shutdown().await;
 }
