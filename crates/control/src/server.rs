@@ -311,10 +311,14 @@ async fn rebuild_world(
     }
 }
 
-/// Serves a gRPC service (HTTP/2) on a Unix socket; connections end with the server.
-async fn serve_grpc<S>(listener: UnixListener, service: S, shutdown: impl Future<Output = ()>)
-where
-    S: tower_service_compat::GrpcService,
+/// Accepts on `listener` until `shutdown`, running `serve` for each connection it returns
+/// (`None` refuses one); every connection ends with the server.
+async fn accept_loop<F>(
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(UnixStream) -> Option<F>,
+) where
+    F: Future<Output = ()> + Send + 'static,
 {
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
@@ -330,8 +334,22 @@ where
             },
             () = &mut shutdown => break,
         };
+        if let Some(task) = serve(stream) {
+            conns.spawn(task);
+        }
+        while conns.try_join_next().is_some() {}
+    }
+    conns.abort_all();
+}
+
+/// Serves a gRPC service (HTTP/2) on a Unix socket.
+async fn serve_grpc<S>(listener: UnixListener, service: S, shutdown: impl Future<Output = ()>)
+where
+    S: tower_service_compat::GrpcService,
+{
+    accept_loop(listener, shutdown, |stream| {
         let service = service.clone();
-        conns.spawn(async move {
+        Some(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let mut service = service.clone();
                 async move { service.call_grpc(req).await }
@@ -342,10 +360,9 @@ where
             {
                 tracing::debug!(error = %e, "gRPC connection ended with an error");
             }
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    conns.abort_all();
+        })
+    })
+    .await
 }
 
 /// The one bound the generated tonic servers need, named once.
@@ -387,21 +404,7 @@ async fn serve_api(
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let control = control.clone();
+    accept_loop(listener, shutdown, |stream| {
         // The API can mint any identity's token: only root and the control plane's own
         // user may use it, whatever the socket's file permissions.
         let allowed = match stream.peer_cred() {
@@ -410,9 +413,10 @@ async fn serve_api(
         };
         if !allowed {
             tracing::warn!(peer = ?stream.peer_cred().ok(), "operator API refused: the caller is neither root nor the control plane's user");
-            continue;
+            return None;
         }
-        conns.spawn(async move {
+        let control = control.clone();
+        Some(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let control = control.clone();
                 async move { Ok::<_, Infallible>(handle(&control, req).await) }
@@ -420,10 +424,9 @@ async fn serve_api(
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
-        });
-        while conns.try_join_next().is_some() {}
-    }
-    conns.abort_all();
+        })
+    })
+    .await
 }
 
 /// This process's effective uid (the owner of /proc/self), without a libc dependency.

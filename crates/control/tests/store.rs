@@ -53,6 +53,27 @@ async fn names(client: &ApiClient, kind: &str, ns: Option<&str>) -> Vec<String> 
         .collect()
 }
 
+/// `get KIND NAME -n NS`: the object.
+async fn get_one(
+    client: &ApiClient,
+    kind: &str,
+    ns: Option<&str>,
+    name: &str,
+) -> serde_json::Value {
+    client
+        .get(&GetRequest {
+            kind: kind.into(),
+            name: Some(name.into()),
+            namespace: ns.map(str::to_string),
+            all_namespaces: false,
+            selector: None,
+        })
+        .await
+        .unwrap()
+        .items[0]
+        .clone()
+}
+
 const GOOD: &str = "
 apiVersion: v1
 kind: Namespace
@@ -237,36 +258,12 @@ async fn create_delete_label_behave_like_kubectl() {
         lines(&again),
         ["namespace/full unchanged", "service/httpbin unchanged"]
     );
-    let ns = client
-        .get(&GetRequest {
-            kind: "ns".into(),
-            name: Some("full".into()),
-            namespace: None,
-            all_namespaces: false,
-            selector: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(
-        ns.items[0]["metadata"]["labels"]["istio-injection"],
-        "enabled"
-    );
+    let ns = get_one(&client, "ns", None, "full").await;
+    assert_eq!(ns["metadata"]["labels"]["istio-injection"], "enabled");
 
     // Services get a VIP from 10.96.0.0/16 that survives re-apply.
-    let svc = client
-        .get(&GetRequest {
-            kind: "svc".into(),
-            name: Some("httpbin".into()),
-            namespace: Some("full".into()),
-            all_namespaces: false,
-            selector: None,
-        })
-        .await
-        .unwrap();
-    let ip = svc.items[0]["spec"]["clusterIP"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let svc = get_one(&client, "svc", Some("full"), "httpbin").await;
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
     assert!(ip.starts_with("10.96."), "{ip}");
 
     // Deleting what is not there names it; --ignore-not-found is quiet.
@@ -325,17 +322,8 @@ async fn a_restart_loses_nothing() {
             .unwrap();
         revision_before = r.revision;
         root_before = plane.control().issuer().authority.root_bundle().to_string();
-        ip_before = client
-            .get(&GetRequest {
-                kind: "services".into(),
-                name: Some("httpbin".into()),
-                namespace: Some("full".into()),
-                all_namespaces: false,
-                selector: None,
-            })
-            .await
-            .unwrap()
-            .items[0]["spec"]["clusterIP"]
+        ip_before = get_one(&client, "services", Some("full"), "httpbin").await["spec"]
+            ["clusterIP"]
             .clone();
         // A second control plane on the same state dir is refused while this one runs.
         let second = ControlPlane::start(ControlOptions {
@@ -360,18 +348,9 @@ async fn a_restart_loses_nothing() {
         root_before,
         "the CA root survives"
     );
-    let svc = client
-        .get(&GetRequest {
-            kind: "svc".into(),
-            name: Some("httpbin".into()),
-            namespace: Some("full".into()),
-            all_namespaces: false,
-            selector: None,
-        })
-        .await
-        .unwrap();
-    assert_eq!(svc.items[0]["spec"]["clusterIP"], ip_before);
-    assert!(svc.items[0]["metadata"]["uid"].is_string());
+    let svc = get_one(&client, "svc", Some("full"), "httpbin").await;
+    assert_eq!(svc["spec"]["clusterIP"], ip_before);
+    assert!(svc["metadata"]["uid"].is_string());
     // A new Service does not reuse the persisted VIP.
     let r = client
         .apply(&apply_req(
@@ -384,16 +363,7 @@ async fn a_restart_loses_nothing() {
         .await
         .unwrap();
     assert_eq!(lines(&r), ["service/sleep created"]);
-    let sleep = client
-        .get(&GetRequest {
-            kind: "svc".into(),
-            name: Some("sleep".into()),
-            namespace: Some("full".into()),
-            all_namespaces: false,
-            selector: None,
-        })
-        .await
-        .unwrap();
-    assert_ne!(sleep.items[0]["spec"]["clusterIP"], ip_before);
+    let sleep = get_one(&client, "svc", Some("full"), "sleep").await;
+    assert_ne!(sleep["spec"]["clusterIP"], ip_before);
     plane.shutdown().await;
 }
