@@ -38,7 +38,7 @@ impl CaService {
 }
 
 /// The token in `authorization: Bearer <token>`, or "" when there is none.
-fn bearer<T>(request: &Request<T>) -> &str {
+pub fn bearer<T>(request: &Request<T>) -> &str {
     request
         .metadata()
         .get("authorization")

@@ -9,9 +9,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tessera_api::istio::{ClientTlsMode, ClientTlsSettings, TrafficPolicy};
 use tessera_api::policy::{
-    effective_mode_with_legacy, ignored, namespace_mode, to_peer_authn, EffectiveMode,
-    LegacyPolicy, Level, MeshOptions, MtlsMode, PeerAuthn, PolicyKind, PolicyRef, Protocol,
-    ServiceInfo, ServicePortInfo, TargetPort,
+    ignored, namespace_mode, to_peer_authn, EffectiveMode, LegacyPolicy, MeshOptions, MtlsMode,
+    PeerAuthn, PolicyRef, Protocol, ServiceInfo, ServicePortInfo, TargetPort,
 };
 use tessera_api::{meta::IntOrString, Resource};
 use tessera_proto::config::{
@@ -156,28 +155,12 @@ impl World {
             namespace: &w.namespace,
             labels: &w.labels,
         };
-        let mut m = effective_mode_with_legacy(
+        self.options.effective_mode_with_legacy(
             &self.beta,
             &self.legacy,
-            &self.options.root_namespace,
-            self.options.default_peer_mode(),
             &workload,
             u32::from(port),
-        );
-        if self.options.mtls_enabled {
-            if let Some(d) = m
-                .decided_by
-                .last_mut()
-                .filter(|d| d.level == Level::Default)
-            {
-                d.source = Some(PolicyRef::new(
-                    PolicyKind::MeshOption,
-                    "",
-                    "values.global.mtls.enabled",
-                ));
-            }
-        }
-        m
+        )
     }
 
     /// The namespace-level hint auto mTLS reads (§2.1 step A4), from the API in use there.
@@ -217,8 +200,7 @@ impl World {
                 // own namespace only.
                 .filter(|r| {
                     r.selector.as_ref().is_none_or(|sel| {
-                        r.namespace == client_ns
-                            && sel.iter().all(|(k, v)| client.labels.get(k) == Some(v))
+                        r.namespace == client_ns && tessera_api::meta::subset(sel, &client.labels)
                     })
                 })
                 .filter_map(|r| host_match(&r.host, &svc.host).map(|spec| (spec, r)))
@@ -541,11 +523,7 @@ fn service_infos(reg: &Registry) -> Vec<ServiceInfo> {
             let container_ports = reg
                 .workloads
                 .iter()
-                .filter(|w| {
-                    w.namespace == svc.namespace
-                        && !svc.selector.is_empty()
-                        && svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-                })
+                .filter(|w| svc.selects(w))
                 .flat_map(|w| {
                     w.named_ports
                         .iter()

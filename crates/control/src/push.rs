@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::{Deserialize, Serialize};
 use tessera_ca::issuance::Issuer;
+use tessera_ca::service::bearer;
 use tessera_ca::token::TokenClaims;
 use tessera_proto::config::ProxyConfig;
 use tessera_proto::push::config_discovery_server::{ConfigDiscovery, ConfigDiscoveryServer};
@@ -152,16 +153,6 @@ impl PushService {
     }
 }
 
-fn bearer<T>(request: &Request<T>) -> String {
-    request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("")
-        .to_string()
-}
-
 #[tonic::async_trait]
 impl ConfigDiscovery for PushService {
     type StreamStream = ReceiverStream<Result<ConfigResponse, Status>>;
@@ -173,7 +164,7 @@ impl ConfigDiscovery for PushService {
         let claims = match self
             .issuer
             .tokens
-            .verify(&bearer(&request), SystemTime::now())
+            .verify(bearer(&request), SystemTime::now())
         {
             Ok(c) => c,
             Err(e) => {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use tessera_api::kube::Pod;
-use tessera_api::meta::{IntOrString, Labels};
+use tessera_api::meta::{subset, IntOrString, Labels};
 use tessera_api::policy::{classify, Protocol};
 use tessera_api::{Kind, Resource};
 
@@ -41,6 +41,16 @@ pub struct ServiceEntry {
     pub cluster_ip: Option<IpAddr>,
     pub selector: Labels,
     pub ports: Vec<ServicePortEntry>,
+}
+
+impl ServiceEntry {
+    /// Whether `w` is one of its pods: same namespace, selector labels present (a Service
+    /// without a selector selects no pod).
+    pub fn selects(&self, w: &WorkloadEntry) -> bool {
+        w.namespace == self.namespace
+            && !self.selector.is_empty()
+            && subset(&self.selector, &w.labels)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,10 +187,7 @@ impl Registry {
         port: &'a ServicePortEntry,
     ) -> impl Iterator<Item = Endpoint<'a>> + 'a {
         self.workloads.iter().filter_map(move |w| {
-            if svc.selector.is_empty()
-                || w.namespace != svc.namespace
-                || !svc.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-            {
+            if !svc.selects(w) {
                 return None;
             }
             Some(Endpoint {
@@ -196,11 +203,7 @@ impl Registry {
         &'a self,
         w: &'a WorkloadEntry,
     ) -> impl Iterator<Item = &'a ServiceEntry> + 'a {
-        self.services.iter().filter(move |s| {
-            s.namespace == w.namespace
-                && !s.selector.is_empty()
-                && s.selector.iter().all(|(k, v)| w.labels.get(k) == Some(v))
-        })
+        self.services.iter().filter(move |s| s.selects(w))
     }
 }
 

@@ -218,13 +218,37 @@ impl MeshOptions {
         w: &Workload,
         target_port: u32,
     ) -> EffectiveMode {
-        let mut m = mtls::effective_mode(
+        self.name_default(mtls::effective_mode(
             policies,
             &self.root_namespace,
             self.default_peer_mode(),
             w,
             target_port,
-        );
+        ))
+    }
+
+    /// [`legacy::effective_mode_with_legacy`] with this mesh's root namespace and default
+    /// mode, the default named as in [`MeshOptions::effective_mode`].
+    pub fn effective_mode_with_legacy(
+        &self,
+        beta: &[PeerAuthn],
+        legacy_converted: &[PeerAuthn],
+        w: &Workload,
+        target_port: u32,
+    ) -> EffectiveMode {
+        self.name_default(legacy::effective_mode_with_legacy(
+            beta,
+            legacy_converted,
+            &self.root_namespace,
+            self.default_peer_mode(),
+            w,
+            target_port,
+        ))
+    }
+
+    /// When the install default decided and it came from `global.mtls.enabled`, the
+    /// decision names that option, so operators can see where STRICT came from.
+    fn name_default(&self, mut m: EffectiveMode) -> EffectiveMode {
         if self.mtls_enabled {
             if let Some(d) = m
                 .decided_by
