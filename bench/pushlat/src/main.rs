@@ -77,6 +77,7 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),
+        volumes: Default::default(),
     }
 }
 
@@ -129,10 +130,10 @@ fn ms(d: Duration) -> String {
 async fn main() {
     let args = Args::parse();
     let dir = tempfile::tempdir().expect("a temporary state dir");
-    let plane = ControlPlane::start(ControlOptions {
-        state_dir: dir.path().to_path_buf(),
-        mesh: MeshOptions::default(),
-    })
+    let plane = ControlPlane::start(ControlOptions::new(
+        dir.path().to_path_buf(),
+        MeshOptions::default(),
+    ))
     .await
     .expect("control plane");
     let client = ApiClient::new(dir.path());

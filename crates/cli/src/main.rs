@@ -10,6 +10,7 @@ mod ca;
 mod jsonpath;
 mod kubectl;
 mod objects;
+mod pods;
 mod state_dir;
 mod table;
 mod validate;
@@ -46,8 +47,12 @@ pub struct GlobalArgs {
 #[derive(Subcommand)]
 enum Command {
     // Roles.
-    /// Role: run a local mesh on this host (control plane and pods in network namespaces)
-    Up,
+    /// Role: run a local mesh on this host in the foreground: the control plane and pods
+    /// in network namespaces on a sealed cluster network (needs root); Ctrl-C stops it
+    Up(pods::UpArgs),
+    /// Stop a running `tessera up` on the state dir and remove everything it created
+    /// (namespaces, processes, rules; the store and CA unless --keep-state)
+    Down(pods::DownArgs),
     /// Role: run the control plane (config store, registry, CA, config push) on the
     /// state dir's sockets until SIGTERM
     Control(ControlArgs),
@@ -68,6 +73,17 @@ enum Command {
     Describe(kubectl::DescribeArgs),
     /// Add (key=value) or remove (key-) labels
     Label(kubectl::LabelArgs),
+    /// Run a command in a pod's container; exits with the command's exit code
+    Exec(pods::ExecArgs),
+    /// Print a container's output
+    Logs(pods::LogsArgs),
+    /// Wait until pods meet a condition: wait --for=condition=Ready pod --all -n NS
+    Wait(pods::WaitArgs),
+    /// Print manifests with the sidecar added (istioctl kube-inject), for apply -f -
+    KubeInject(pods::KubeInjectArgs),
+    /// Role: a built-in program standing in for an Istio sample image
+    #[command(subcommand)]
+    App(pods::AppCommand),
     /// Every proxy: identity, last pushed and acknowledged version, SYNCED / STALE /
     /// NACKED / DISCONNECTED
     ProxyStatus,
@@ -116,13 +132,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Up => {
-            eprintln!(
-                "tessera up: this role is not available in this version yet (state dir would be {}); see the feature status in the README",
-                state_dir::resolve(cli.global.state_dir.as_deref()).display()
-            );
-            ExitCode::from(2)
-        }
+        Command::Up(args) => pods::up(&ctx(&cli.global), &args),
+        Command::Down(args) => pods::down(&ctx(&cli.global), &args),
+        Command::Exec(args) => pods::exec(&ctx(&cli.global), &args),
+        Command::Logs(args) => pods::logs(&ctx(&cli.global), &args),
+        Command::Wait(args) => pods::wait(&ctx(&cli.global), &args),
+        Command::KubeInject(args) => pods::kube_inject(&args),
+        Command::App(cmd) => pods::app(&cmd),
         Command::Control(args) => control(&cli.global, &args),
         Command::Ca(cmd) => ca::run(
             &state_dir::resolve(cli.global.state_dir.as_deref()),
@@ -164,7 +180,7 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
     init_logs(args.log_level);
     let state_dir = state_dir::resolve(global.state_dir.as_deref());
     println!("tessera control: state dir {}", state_dir.display());
-    match tessera_control::run(tessera_control::ControlOptions { state_dir, mesh }) {
+    match tessera_control::run(tessera_control::ControlOptions::new(state_dir, mesh)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera control: {e}");
@@ -173,7 +189,7 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
     }
 }
 
-fn init_logs(level: tracing::Level) {
+pub(crate) fn init_logs(level: tracing::Level) {
     tracing_subscriber::fmt()
         .with_max_level(level)
         .with_writer(std::io::stderr)

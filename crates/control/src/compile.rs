@@ -353,6 +353,7 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
         services: outbound(world, me),
         inbound: inbound(world, me),
         control_plane: None,
+        volumes: Default::default(),
     })
 }
 

@@ -13,4 +13,4 @@ pub mod store;
 
 pub use compile::{compile, CompileError, World};
 pub use objects::{ObjectKey, Objects, Op, Outcome};
-pub use server::{run, Control, ControlError, ControlOptions, ControlPlane};
+pub use server::{run, Admission, Control, ControlError, ControlOptions, ControlPlane};

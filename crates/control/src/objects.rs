@@ -213,6 +213,8 @@ const SERVICE_CIDR: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 96, 0, 0), 16);
 pub struct Objects {
     map: BTreeMap<ObjectKey, Stored>,
     revision: u64,
+    /// The planning clock's nanoseconds: spreads node-port picks of different meshes.
+    salt: u64,
 }
 
 impl Objects {
@@ -238,7 +240,11 @@ impl Objects {
                 },
             );
         }
-        Ok(Objects { map, revision })
+        Ok(Objects {
+            map,
+            revision,
+            salt: 0,
+        })
     }
 
     pub fn revision(&self) -> u64 {
@@ -291,6 +297,7 @@ impl Objects {
         let revision = self.revision + 1;
         let mut next = self.clone();
         next.revision = revision;
+        next.salt = now.unix_timestamp_nanos() as u64;
         let mut touched: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut deleted: BTreeSet<ObjectKey> = BTreeSet::new();
         let mut outcomes = Vec::new();
@@ -588,6 +595,16 @@ impl Objects {
                 })?;
             svc.spec.cluster_ip = Some(ip.clone());
             svc.spec.cluster_ips = vec![ip];
+            let old_svc = old.and_then(|o| match &o.resource {
+                Resource::Service(s) => Some(s),
+                _ => None,
+            });
+            self.node_ports(&key, svc, old_svc).map_err(|e| {
+                format!(
+                    "Error from server (Invalid): {}",
+                    context(format!("Service {:?} is invalid: {e}", key.name))
+                )
+            })?;
         }
         if let Some(old) = old {
             if old.resource == resource {
@@ -687,6 +704,100 @@ impl Objects {
             }
         }
     }
+}
+
+impl Objects {
+    /// NodePort and LoadBalancer services get a node port per port, as the API server
+    /// allocates them: the one asked for (in range, not taken), the port's current one, or
+    /// a free one picked pseudo-randomly (so two meshes on one host rarely pick the same
+    /// host port). The local runtime publishes them on 127.0.0.1.
+    fn node_ports(
+        &self,
+        key: &ObjectKey,
+        svc: &mut tessera_api::kube::Service,
+        old: Option<&tessera_api::kube::Service>,
+    ) -> Result<(), String> {
+        let published = matches!(
+            svc.spec.r#type.as_deref(),
+            Some("NodePort") | Some("LoadBalancer")
+        );
+        if !published {
+            for (i, p) in svc.spec.ports.iter().enumerate() {
+                if p.node_port.is_some() {
+                    return Err(format!(
+                        "spec.ports[{i}].nodePort: Forbidden: may not be used when `type` is '{}'",
+                        svc.spec.r#type.as_deref().unwrap_or("ClusterIP")
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        let mut used: BTreeSet<i32> = self
+            .map
+            .iter()
+            .filter(|(k, _)| k.kind == Kind::Service && *k != key)
+            .filter_map(|(_, s)| match &s.resource {
+                Resource::Service(svc) => Some(svc.spec.ports.iter().filter_map(|p| p.node_port)),
+                _ => None,
+            })
+            .flatten()
+            .collect();
+        let (lo, hi) = NODE_PORT_RANGE;
+        for (i, p) in svc.spec.ports.iter_mut().enumerate() {
+            if let Some(asked) = p.node_port {
+                if !(lo..=hi).contains(&asked) {
+                    return Err(format!(
+                        "spec.ports[{i}].nodePort: Invalid value: {asked}: provided port is not in the valid range. The range of valid ports is {lo}-{hi}"
+                    ));
+                }
+                if !used.insert(asked) {
+                    return Err(format!(
+                        "spec.ports[{i}].nodePort: Invalid value: {asked}: provided port is already allocated"
+                    ));
+                }
+                continue;
+            }
+            let current = old.and_then(|o| {
+                o.spec
+                    .ports
+                    .iter()
+                    .find(|op| op.port == p.port && op.name == p.name)
+                    .and_then(|op| op.node_port)
+            });
+            let pick = match current.filter(|c| !used.contains(c)) {
+                Some(c) => c,
+                None => {
+                    let span = (hi - lo + 1) as u64;
+                    let seed = fnv(&format!(
+                        "{}/{}/{}/{}",
+                        key.namespace, key.name, p.port, self.salt
+                    ));
+                    (0..span)
+                        .map(|k| lo + ((seed + k) % span) as i32)
+                        .find(|c| !used.contains(c))
+                        .ok_or_else(|| {
+                            format!(
+                                "spec.ports[{i}].nodePort: the node port range {lo}-{hi} is full"
+                            )
+                        })?
+                }
+            };
+            used.insert(pick);
+            p.node_port = Some(pick);
+        }
+        Ok(())
+    }
+}
+
+/// Node ports, as the Kubernetes default.
+const NODE_PORT_RANGE: (i32, i32) = (30000, 32767);
+
+/// FNV-1a: a spread of node ports over the range, from the service's name and the planning
+/// clock (pure: the same plan at the same instant picks the same port).
+fn fnv(s: &str) -> u64 {
+    s.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// Where apply keeps the manifest it applied, as kubectl does.

@@ -207,6 +207,14 @@ impl Registry {
     }
 }
 
+fn reported_not_ready(status: Option<&serde_json::Value>) -> bool {
+    status
+        .and_then(|s| s.get("conditions"))
+        .and_then(|c| c.as_array())
+        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
+        .is_some_and(|c| c["status"] == "False")
+}
+
 fn workload(pod: &Pod) -> WorkloadEntry {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.get("phase")).and_then(|p| p.as_str());
@@ -214,8 +222,10 @@ fn workload(pod: &Pod) -> WorkloadEntry {
         .and_then(|s| s.get("podIP"))
         .and_then(|p| p.as_str())
         .and_then(|p| p.parse().ok())
-        // A finished pod serves nothing.
-        .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")));
+        // A finished pod serves nothing; a pod whose runtime reports it not ready is not
+        // an endpoint yet (Kubernetes' ready endpoints).
+        .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")))
+        .filter(|_| !reported_not_ready(status));
     let mut container_ports: Vec<u16> = pod
         .spec
         .containers

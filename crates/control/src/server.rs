@@ -60,10 +60,34 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ControlError + '_ {
 }
 
 /// How to run a control plane.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ControlOptions {
     pub state_dir: PathBuf,
     pub mesh: MeshOptions,
+    /// Changes objects as they are admitted (the local runtime's sidecar injection), as
+    /// Kubernetes' mutating admission webhooks do.
+    pub admission: Option<Arc<dyn Admission>>,
+    /// Pods' proxies (another uid) may reach the push and CA sockets: the state dir becomes
+    /// traversable (not listable) and those two sockets world-connectable. Their callers
+    /// prove who they are with a token; the operator API stays owner-only.
+    pub pod_access: bool,
+}
+
+impl ControlOptions {
+    pub fn new(state_dir: PathBuf, mesh: MeshOptions) -> ControlOptions {
+        ControlOptions {
+            state_dir,
+            mesh,
+            admission: None,
+            pod_access: false,
+        }
+    }
+}
+
+/// Mutates an object before it is planned (create and apply only).
+pub trait Admission: Send + Sync {
+    /// `objects` is the state the batch applies to. An error refuses the whole batch.
+    fn admit(&self, objects: &Objects, resource: Resource) -> Result<Resource, String>;
 }
 
 /// The control plane's state, shared by its servers.
@@ -77,6 +101,7 @@ pub struct Control {
     world: watch::Receiver<Arc<World>>,
     issuer: Arc<Issuer>,
     proxies: ProxyTable,
+    admission: Option<Arc<dyn Admission>>,
 }
 
 impl Control {
@@ -99,6 +124,11 @@ impl Control {
         } else {
             Arc::new(World::build(&objects, &self.options))
         }
+    }
+
+    /// The latest committed revision; changes with every write.
+    pub fn revisions(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     pub fn world_watch(&self) -> watch::Receiver<Arc<World>> {
@@ -139,7 +169,10 @@ impl Control {
     ) -> Result<(Vec<Outcome>, u64), Vec<String>> {
         let _serialized = self.writes.lock().await;
         let current = self.objects();
-        let ops = ops(&current);
+        let mut ops = ops(&current);
+        if let Some(admission) = &self.admission {
+            ops = admit(admission.as_ref(), &current, ops)?;
+        }
         let plan = current.plan(ops, time::OffsetDateTime::now_utc())?;
         let revision = plan.next.revision();
         if !plan.writes.is_empty() {
@@ -156,6 +189,45 @@ impl Control {
             self.changes.send_replace(revision);
         }
         Ok((plan.outcomes, revision))
+    }
+}
+
+fn admit(
+    admission: &dyn Admission,
+    objects: &Objects,
+    ops: Vec<Op>,
+) -> Result<Vec<Op>, Vec<String>> {
+    let mut errors = Vec::new();
+    let ops = ops
+        .into_iter()
+        .map(|op| match op {
+            Op::Apply { origin, resource } => match admission.admit(objects, resource) {
+                Ok(resource) => Op::Apply { origin, resource },
+                Err(e) => {
+                    errors.push(format!("{origin}: Error from server (admission): {e}"));
+                    Op::Apply {
+                        origin,
+                        resource: Resource::Namespace(Default::default()),
+                    }
+                }
+            },
+            Op::Create { origin, resource } => match admission.admit(objects, resource) {
+                Ok(resource) => Op::Create { origin, resource },
+                Err(e) => {
+                    errors.push(format!("{origin}: Error from server (admission): {e}"));
+                    Op::Create {
+                        origin,
+                        resource: Resource::Namespace(Default::default()),
+                    }
+                }
+            },
+            op => op,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(ops)
+    } else {
+        Err(errors)
     }
 }
 
@@ -176,7 +248,8 @@ impl ControlPlane {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            let mode = if opts.pod_access { 0o711 } else { 0o700 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
                 .map_err(io_err(dir))?;
         }
         let api_path = dir.join(API_SOCKET);
@@ -218,6 +291,7 @@ impl ControlPlane {
             world: world_rx.clone(),
             issuer: issuer.clone(),
             proxies: ProxyTable::default(),
+            admission: opts.admission.clone(),
         });
         let boot = control.objects().bootstrap_ops();
         if !boot.is_empty() {
@@ -241,12 +315,23 @@ impl ControlPlane {
         let (api, p) = bind(API_SOCKET)?;
         sockets.push(p);
         tasks.spawn(serve_api(control.clone(), api, until(stopped.clone())));
+        let open_to_pods = |path: &Path| -> Result<(), ControlError> {
+            #[cfg(unix)]
+            if opts.pod_access {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+                    .map_err(io_err(path))?;
+            }
+            Ok(())
+        };
         let (push, p) = bind(PUSH_SOCKET)?;
+        open_to_pods(&p)?;
         sockets.push(p);
         let push_service =
             PushService::new(world_rx, issuer.clone(), control.proxies.clone()).into_server();
         tasks.spawn(serve_grpc(push, push_service, until(stopped.clone())));
         let (ca, p) = bind(CA_SOCKET)?;
+        open_to_pods(&p)?;
         sockets.push(p);
         tasks.spawn(serve_grpc(
             ca,

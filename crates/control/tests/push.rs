@@ -23,10 +23,10 @@ use tessera_proto::config::*;
 use tessera_proxy::ProxyHandle;
 
 async fn start_plane(dir: &Path) -> ControlPlane {
-    ControlPlane::start(ControlOptions {
-        state_dir: dir.to_path_buf(),
-        mesh: MeshOptions::default(),
-    })
+    ControlPlane::start(ControlOptions::new(
+        dir.to_path_buf(),
+        MeshOptions::default(),
+    ))
     .await
     .expect("control plane starts")
 }
@@ -143,6 +143,7 @@ fn bootstrap(
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),
+        volumes: Default::default(),
     }
 }
 

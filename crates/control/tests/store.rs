@@ -9,10 +9,10 @@ use tessera_control::client::{ApiClient, ClientError};
 use tessera_control::{ControlOptions, ControlPlane};
 
 async fn start(dir: &Path) -> ControlPlane {
-    ControlPlane::start(ControlOptions {
-        state_dir: dir.to_path_buf(),
-        mesh: MeshOptions::default(),
-    })
+    ControlPlane::start(ControlOptions::new(
+        dir.to_path_buf(),
+        MeshOptions::default(),
+    ))
     .await
     .expect("control plane starts")
 }
@@ -326,10 +326,10 @@ async fn a_restart_loses_nothing() {
             ["clusterIP"]
             .clone();
         // A second control plane on the same state dir is refused while this one runs.
-        let second = ControlPlane::start(ControlOptions {
-            state_dir: dir.path().to_path_buf(),
-            mesh: MeshOptions::default(),
-        })
+        let second = ControlPlane::start(ControlOptions::new(
+            dir.path().to_path_buf(),
+            MeshOptions::default(),
+        ))
         .await;
         assert!(
             matches!(

@@ -7,7 +7,7 @@
 //! `explain`.
 
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,10 @@ pub struct ProxyConfig {
     /// bootstrap: the proxy serves it until the first push arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub control_plane: Option<ControlPlane>,
+    /// Where the pod's volume mounts live on this host (local runtime): file paths in this
+    /// config (`/etc/istio/tls-certs/tls.crt`) are read through it.
+    #[serde(default, skip_serializing_if = "VolumeTable::is_empty")]
+    pub volumes: VolumeTable,
 }
 
 impl ProxyConfig {
@@ -48,7 +52,88 @@ impl ProxyConfig {
         self.runtime = bootstrap.runtime.clone();
         self.listeners = bootstrap.listeners.clone();
         self.control_plane = bootstrap.control_plane.clone();
+        self.volumes = bootstrap.volumes.clone();
         self
+    }
+
+    /// The config with every file path it names read through `volumes` (the pod's mounts).
+    pub fn resolved_through(mut self, volumes: &VolumeTable) -> ProxyConfig {
+        if volumes.is_empty() {
+            return self;
+        }
+        let fix = |p: &mut PathBuf| *p = volumes.resolve(p);
+        if let Some(f) = &mut self.certificates.files {
+            fix(&mut f.cert_chain);
+            fix(&mut f.private_key);
+            fix(&mut f.root_cert);
+        }
+        for port in self.services.iter_mut().flat_map(|s| s.ports.iter_mut()) {
+            for ep in &mut port.endpoints {
+                let tls = &mut ep.tls;
+                for p in [
+                    &mut tls.ca_certificates,
+                    &mut tls.client_certificate,
+                    &mut tls.private_key,
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    fix(p);
+                }
+            }
+        }
+        self
+    }
+}
+
+/// A pod's volume table: each mount path of its manifest and the host directory that holds
+/// the volume's files. Programs that know about it (the proxy, the built-in apps) resolve
+/// manifest paths through it, so a pod reads `/etc/nginx/ssl/tls.crt` without a private
+/// filesystem.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeTable {
+    #[serde(default)]
+    pub mounts: Vec<VolumeMount>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeMount {
+    /// The path the manifest names (`/etc/nginx/ssl`).
+    pub mount_path: PathBuf,
+    /// The directory holding the volume's files on this host.
+    pub host_path: PathBuf,
+}
+
+impl VolumeTable {
+    /// The environment variable the runtime passes a pod's table in (JSON).
+    pub const ENV: &'static str = "TESSERA_VOLUMES";
+
+    pub fn is_empty(&self) -> bool {
+        self.mounts.is_empty()
+    }
+
+    /// The table in [`VolumeTable::ENV`]; empty when unset or unreadable.
+    pub fn from_env() -> VolumeTable {
+        std::env::var(Self::ENV)
+            .ok()
+            .and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default()
+    }
+
+    /// Where `path` is on this host: under the longest mount path that contains it (whole
+    /// path components), else `path` itself.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        self.mounts
+            .iter()
+            .filter_map(|m| {
+                path.strip_prefix(&m.mount_path)
+                    .ok()
+                    .map(|rest| (m.mount_path.components().count(), m.host_path.join(rest)))
+            })
+            .max_by_key(|(depth, _)| *depth)
+            .map_or_else(|| path.to_path_buf(), |(_, p)| p)
     }
 }
 
@@ -331,4 +416,39 @@ pub struct InboundPort {
     /// Why this mode ("PeerAuthentication full/strict port 80", "mesh default").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn volume_paths_resolve_under_the_longest_mount() {
+        let table = VolumeTable {
+            mounts: vec![
+                VolumeMount {
+                    mount_path: "/etc/nginx".into(),
+                    host_path: "/state/v/conf".into(),
+                },
+                VolumeMount {
+                    mount_path: "/etc/nginx/ssl".into(),
+                    host_path: "/state/v/secret".into(),
+                },
+            ],
+        };
+        for (path, want) in [
+            ("/etc/nginx/ssl/tls.crt", "/state/v/secret/tls.crt"),
+            ("/etc/nginx/nginx.conf", "/state/v/conf/nginx.conf"),
+            ("/etc/nginx/ssl", "/state/v/secret"),
+            // Whole components only: /etc/nginx/sslx is not under /etc/nginx/ssl.
+            ("/etc/nginx/sslx/a", "/state/v/conf/sslx/a"),
+            ("/etc/other/tls.crt", "/etc/other/tls.crt"),
+        ] {
+            assert_eq!(
+                table.resolve(Path::new(path)),
+                PathBuf::from(want),
+                "{path}"
+            );
+        }
+    }
 }

@@ -161,7 +161,9 @@ async fn apply(
             "version {version}: the snapshot gives identity {}, this proxy's certificate is for {}",
             pushed.node.identity, bootstrap.node.identity
         )),
-        Ok(pushed) => Ok(pushed.with_local_sections_of(bootstrap)),
+        Ok(pushed) => Ok(pushed
+            .resolved_through(&bootstrap.volumes)
+            .with_local_sections_of(bootstrap)),
     };
     let result = match checked {
         // `update` records and logs its own refusals.

@@ -44,7 +44,9 @@ pub fn read_config(path: &Path) -> Result<ProxyConfig, ConfigError> {
     } else {
         serde_norway::from_str(&text).map_err(|e| e.to_string())
     };
-    parsed.map_err(|message| ConfigError::Parse { file, message })
+    let config: ProxyConfig = parsed.map_err(|message| ConfigError::Parse { file, message })?;
+    let volumes = config.volumes.clone();
+    Ok(config.resolved_through(&volumes))
 }
 
 /// What kind of bytes go over an upstream connection; chooses the ALPN offered.

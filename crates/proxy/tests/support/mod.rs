@@ -112,6 +112,7 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
         services: vec![],
         inbound: Inbound::default(),
         control_plane: None,
+        volumes: Default::default(),
     }
 }
 

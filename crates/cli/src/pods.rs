@@ -1,0 +1,482 @@
+//! The local runtime's verbs: `up`, `down`, `exec`, `logs`, `wait`, `kube-inject` and the
+//! built-in `app` programs. Formatting and arguments only; the runtime crate decides.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Subcommand};
+use tessera_api::{load_paths, LoadOptions};
+use tessera_control::api::GetRequest;
+use tessera_control::client::ApiClient;
+
+use crate::kubectl::Ctx;
+
+#[derive(Args)]
+pub struct UpArgs {
+    /// Install options in Istio's spelling, e.g. values.global.mtls.auto=false; repeatable
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    #[arg(long, env = "TESSERA_LOG", default_value = "info")]
+    log_level: tracing::Level,
+}
+
+pub fn up(ctx: &Ctx, args: &UpArgs) -> ExitCode {
+    let mesh =
+        match tessera_api::policy::MeshOptions::from_sets(args.set.iter().map(String::as_str)) {
+            Ok(m) => m,
+            Err(e) => {
+                eprintln!("tessera up: --set: {e}");
+                return ExitCode::from(2);
+            }
+        };
+    crate::init_logs(args.log_level);
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("tessera up: cannot find this binary: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let opts = tessera_runtime::UpOptions {
+        state_dir: ctx.state_dir.clone(),
+        mesh,
+        exe,
+    };
+    let result = tessera_runtime::up(opts, |dir| {
+        println!("tessera up: mesh running; state dir {}", dir.display());
+        println!(
+            "  use it from another terminal: export TESSERA_STATE_DIR={}",
+            dir.display()
+        );
+        println!("  stop it with Ctrl-C (or `tessera down`)");
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera up: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct DownArgs {
+    /// Keep the store and the CA (the next `up` starts with the same objects and roots)
+    #[arg(long)]
+    keep_state: bool,
+}
+
+pub fn down(ctx: &Ctx, args: &DownArgs) -> ExitCode {
+    match tessera_runtime::down(&ctx.state_dir, args.keep_state) {
+        Ok(r) => {
+            if let Some(pid) = r.stopped_up {
+                println!("stopped tessera up (pid {pid})");
+            }
+            if !r.namespaces.is_empty() {
+                println!("removed network namespaces: {}", r.namespaces.join(" "));
+            }
+            if r.removed_state {
+                println!("removed state dir {}", ctx.state_dir.display());
+            } else if !args.keep_state && ctx.state_dir.exists() {
+                println!(
+                    "kept state dir {} (it holds files tessera did not create)",
+                    ctx.state_dir.display()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tessera down: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
+
+/// The namespace's pods as `get pods -o json` lists them.
+fn pods(ctx: &Ctx, namespace: &str) -> Result<Vec<serde_json::Value>, String> {
+    let client = ApiClient::new(&ctx.state_dir);
+    rt().block_on(client.get(&GetRequest {
+        kind: "pods".into(),
+        name: None,
+        namespace: Some(namespace.to_string()),
+        all_namespaces: false,
+        selector: None,
+    }))
+    .map(|r| r.items)
+    .map_err(|e| format!("error: {e}"))
+}
+
+fn target_pod(ctx: &Ctx, target: &str) -> Result<(String, String), String> {
+    let ns = ctx.namespace.clone().unwrap_or_else(|| "default".into());
+    let pods = pods(ctx, &ns)?;
+    let pod = tessera_runtime::exec::resolve_target(&pods, target)?;
+    Ok((ns, pod))
+}
+
+#[derive(Args)]
+pub struct ExecArgs {
+    /// POD, pod/NAME, deploy/NAME or rc/NAME
+    target: String,
+    /// The container (default: the pod's default container, as kubectl picks it)
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// Pass stdin to the command (accepted for kubectl's -it; stdin is always passed)
+    #[arg(short = 'i', long)]
+    stdin: bool,
+    /// Accepted for kubectl's -it: the command gets this terminal as it is
+    #[arg(short = 't', long)]
+    tty: bool,
+    /// The command and its arguments (after --)
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    command: Vec<String>,
+}
+
+pub fn exec(ctx: &Ctx, args: &ExecArgs) -> ExitCode {
+    let (ns, pod) = match target_pod(ctx, &args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let argv: Vec<String> = args
+        .command
+        .iter()
+        .skip_while(|a| a.as_str() == "--")
+        .cloned()
+        .collect();
+    if argv.is_empty() {
+        eprintln!("error: you must specify at least one command for the container");
+        return ExitCode::FAILURE;
+    }
+    match tessera_runtime::exec::exec(&ctx.state_dir, &ns, &pod, args.container.as_deref(), &argv) {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    /// POD, pod/NAME, deploy/NAME or rc/NAME
+    target: String,
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+    /// Keep printing what the container writes
+    #[arg(short = 'f', long)]
+    follow: bool,
+    /// Only the last N lines
+    #[arg(long)]
+    tail: Option<usize>,
+}
+
+pub fn logs(ctx: &Ctx, args: &LogsArgs) -> ExitCode {
+    use std::io::{Read, Seek, Write};
+    let (ns, pod) = match target_pod(ctx, &args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let path =
+        match tessera_runtime::exec::log_path(&ctx.state_dir, &ns, &pod, args.container.as_deref())
+        {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let shown: String = match args.tail {
+        Some(n) => {
+            let lines: Vec<&str> = text.lines().collect();
+            let start = lines.len().saturating_sub(n);
+            lines[start..].iter().map(|l| format!("{l}\n")).collect()
+        }
+        None => text.clone(),
+    };
+    let mut out = std::io::stdout();
+    let _ = out.write_all(shown.as_bytes());
+    if !args.follow {
+        return ExitCode::SUCCESS;
+    }
+    let Ok(mut f) = std::fs::File::open(&path) else {
+        return ExitCode::SUCCESS;
+    };
+    let mut pos = text.len() as u64;
+    loop {
+        let _ = out.flush();
+        std::thread::sleep(Duration::from_millis(250));
+        let mut buf = Vec::new();
+        if f.seek(std::io::SeekFrom::Start(pos)).is_err() || f.read_to_end(&mut buf).is_err() {
+            return ExitCode::SUCCESS;
+        }
+        pos += buf.len() as u64;
+        let _ = out.write_all(&buf);
+    }
+}
+
+#[derive(Args)]
+pub struct WaitArgs {
+    /// condition=Ready (or condition=Initialized, ContainersReady, PodScheduled), or delete
+    #[arg(long = "for", value_name = "condition=NAME|delete")]
+    condition: String,
+    /// pod, pods, pod/NAME or NAME...
+    targets: Vec<String>,
+    /// Every pod of the namespace
+    #[arg(long)]
+    all: bool,
+    /// A label query
+    #[arg(short = 'l', long)]
+    selector: Option<String>,
+    /// e.g. 30s, 2m (default 30s)
+    #[arg(long, default_value = "30s")]
+    timeout: String,
+}
+
+pub fn wait(ctx: &Ctx, args: &WaitArgs) -> ExitCode {
+    let condition = match args.condition.as_str() {
+        "delete" => None,
+        c => match c.strip_prefix("condition=") {
+            Some(name) => Some(name.split('=').next().unwrap_or(name).to_string()),
+            None => {
+                eprintln!("error: unrecognized condition: {c:?} (use condition=Ready or delete)");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    let Some(timeout) = tessera_api::duration::parse(&args.timeout) else {
+        eprintln!(
+            "error: --timeout {:?}: not a duration (e.g. 30s, 2m, 1h)",
+            args.timeout
+        );
+        return ExitCode::FAILURE;
+    };
+    let mut names: Vec<String> = Vec::new();
+    for t in &args.targets {
+        match t.split_once('/') {
+            Some(("pod" | "pods" | "po", n)) => names.push(n.to_string()),
+            Some((k, _)) => {
+                eprintln!("error: wait supports pods only, not {k:?}");
+                return ExitCode::FAILURE;
+            }
+            None if matches!(t.as_str(), "pod" | "pods" | "po") => {}
+            None => names.push(t.clone()),
+        }
+    }
+    if names.is_empty() && !args.all && args.selector.is_none() {
+        eprintln!("error: resource(s) were provided, but no name was specified");
+        return ExitCode::FAILURE;
+    }
+    let ns = ctx.namespace.clone().unwrap_or_else(|| "default".into());
+    let client = ApiClient::new(&ctx.state_dir);
+    let runtime = rt();
+    let deadline = Instant::now() + timeout;
+    let mut first = true;
+    loop {
+        let listed = runtime.block_on(client.get(&GetRequest {
+            kind: "pods".into(),
+            name: None,
+            namespace: Some(ns.clone()),
+            all_namespaces: false,
+            selector: args.selector.clone(),
+        }));
+        let items = match listed {
+            Ok(r) => r.items,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let name_of =
+            |p: &serde_json::Value| p["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let chosen: Vec<&serde_json::Value> = if names.is_empty() {
+            items.iter().collect()
+        } else {
+            items
+                .iter()
+                .filter(|p| names.contains(&name_of(p)))
+                .collect()
+        };
+        if chosen.is_empty() && condition.is_some() {
+            // Named pods must exist; `--all` and `-l` wait for pods that are still being
+            // made (a controller creates them right after apply).
+            if first && !names.is_empty() {
+                eprintln!(
+                    "Error from server (NotFound): pods {:?} not found",
+                    names[0]
+                );
+                return ExitCode::FAILURE;
+            }
+            if Instant::now() >= deadline {
+                eprintln!("error: no matching resources found");
+                return ExitCode::FAILURE;
+            }
+            first = false;
+            std::thread::sleep(Duration::from_millis(200));
+            continue;
+        }
+        first = false;
+        let pending: Vec<String> = match &condition {
+            None => names
+                .iter()
+                .filter(|n| items.iter().any(|p| name_of(p) == **n))
+                .cloned()
+                .collect(),
+            Some(c) => chosen
+                .iter()
+                .filter(|p| {
+                    !p["status"]["conditions"].as_array().is_some_and(|cs| {
+                        cs.iter().any(|x| {
+                            x["type"]
+                                .as_str()
+                                .is_some_and(|t| t.eq_ignore_ascii_case(c))
+                                && x["status"] == "True"
+                        })
+                    })
+                })
+                .map(|p| name_of(p))
+                .collect(),
+        };
+        if pending.is_empty() {
+            for p in &chosen {
+                match &condition {
+                    Some(_) => println!("pod/{} condition met", name_of(p)),
+                    None => println!("pod/{} deleted", name_of(p)),
+                }
+            }
+            if condition.is_none() {
+                for n in &names {
+                    println!("pod/{n} deleted");
+                }
+            }
+            return ExitCode::SUCCESS;
+        }
+        if Instant::now() >= deadline {
+            for p in &pending {
+                eprintln!("error: timed out waiting for the condition on pods/{p}");
+            }
+            return ExitCode::FAILURE;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[derive(Args)]
+pub struct KubeInjectArgs {
+    /// The manifest (a file, a directory or - for standard input)
+    #[arg(
+        short = 'f',
+        long = "filename",
+        required = true,
+        value_name = "FILE|DIR|-"
+    )]
+    files: Vec<PathBuf>,
+}
+
+/// Prints the manifests with the sidecar added to every Pod, Deployment and
+/// ReplicationController (the others unchanged), for `apply -f -`.
+pub fn kube_inject(args: &KubeInjectArgs) -> ExitCode {
+    let report = load_paths(
+        &args.files,
+        &LoadOptions {
+            namespace: None,
+            default_namespace: String::new(),
+            ..LoadOptions::default()
+        },
+    );
+    if report.has_errors() {
+        for p in report.errors() {
+            eprintln!("{p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let resources: Vec<_> = report
+        .documents
+        .into_iter()
+        .map(|d| {
+            let mut r = d.resource;
+            // Objects keep no namespace they did not name, so `apply -n NS` places them.
+            if r.metadata().namespace.as_deref() == Some("") {
+                r.metadata_mut().namespace = None;
+            }
+            r
+        })
+        .collect();
+    match tessera_runtime::inject::kube_inject(resources) {
+        Ok(injected) => {
+            let docs: Vec<String> = injected.iter().map(|r| r.to_yaml()).collect();
+            print!("{}", docs.join("---\n"));
+            ExitCode::SUCCESS
+        }
+        Err((key, e)) => {
+            eprintln!("error: {key}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum AppCommand {
+    /// httpbin (kennethreitz/httpbin): /headers, /get, /ip, /status/CODE, /delay/N, ...
+    Httpbin {
+        #[arg(long, default_value_t = 80)]
+        port: u16,
+    },
+    /// Sleeps until SIGTERM (the sample `sleep` pod, for `exec ... curl`)
+    Sleep,
+    /// The nginx welcome page over HTTP and HTTPS with the mounted certificate
+    /// (bprashanth/nginxhttps)
+    NginxHttps {
+        #[arg(long, default_value_t = 80)]
+        http_port: u16,
+        #[arg(long, default_value_t = 443)]
+        https_port: u16,
+        #[arg(long, default_value = "/etc/nginx/conf.d")]
+        conf_dir: PathBuf,
+        #[arg(long, default_value = "/etc/nginx/ssl/tls.crt")]
+        cert: PathBuf,
+        #[arg(long, default_value = "/etc/nginx/ssl/tls.key")]
+        key: PathBuf,
+    },
+}
+
+pub fn app(cmd: &AppCommand) -> ExitCode {
+    use tessera_apps::{App, HttpbinOptions, NginxOptions};
+    let app = match cmd {
+        AppCommand::Httpbin { port } => App::Httpbin(HttpbinOptions { port: *port }),
+        AppCommand::Sleep => App::Sleep,
+        AppCommand::NginxHttps {
+            http_port,
+            https_port,
+            conf_dir,
+            cert,
+            key,
+        } => App::NginxHttps(NginxOptions {
+            http_port: *http_port,
+            https_port: *https_port,
+            conf_dir: conf_dir.clone(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+    };
+    match tessera_apps::run(app) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

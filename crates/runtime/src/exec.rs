@@ -1,0 +1,152 @@
+//! `exec` and `logs`: a command inside a running pod's container (its network namespace,
+//! hosts file, /tmp and volumes; as uid 1337 in `istio-proxy`, so capture lets it
+//! through), and where a container's output is kept.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::netns;
+use crate::sandbox::{read_info, SandboxInfo};
+use crate::workloads::owner_of;
+use crate::{runtime_dir, RuntimeError};
+
+/// Which pod a `POD`, `pod/NAME`, `deploy/NAME`, `deployment/NAME` or `rc/NAME` target
+/// names, among the namespace's pods (as `get pods -o json` lists them). For a
+/// controller: its first running pod, as kubectl picks one.
+pub fn resolve_target(pods: &[Value], target: &str) -> Result<String, String> {
+    let (kind, name) = match target.split_once('/') {
+        None => ("pod", target),
+        Some((k, n)) => (k, n),
+    };
+    let controller = match kind {
+        "pod" | "pods" | "po" => None,
+        "deploy" | "deployment" | "deployments" | "deployment.apps" => Some("Deployment"),
+        "rc" | "replicationcontroller" | "replicationcontrollers" => Some("ReplicationController"),
+        other => {
+            return Err(format!(
+                "error: cannot attach to {other}: choose a pod, deployment or replicationcontroller"
+            ))
+        }
+    };
+    let meta = |p: &Value| -> Option<tessera_api::meta::ObjectMeta> {
+        serde_json::from_value(p["metadata"].clone()).ok()
+    };
+    match controller {
+        None => pods
+            .iter()
+            .find(|p| p["metadata"]["name"] == name)
+            .map(|_| name.to_string())
+            .ok_or_else(|| format!("Error from server (NotFound): pods {name:?} not found")),
+        Some(kind) => {
+            let mut owned: Vec<&Value> = pods
+                .iter()
+                .filter(|p| {
+                    meta(p)
+                        .and_then(|m| owner_of(&m))
+                        .is_some_and(|(k, n)| k == kind && n == name)
+                })
+                .collect();
+            owned.sort_by_key(|p| p["status"]["phase"] != "Running");
+            owned
+                .first()
+                .and_then(|p| p["metadata"]["name"].as_str())
+                .map(String::from)
+                .ok_or_else(|| format!("error: no pods of {} {name:?} found", kind.to_lowercase()))
+        }
+    }
+}
+
+fn info(state_dir: &Path, namespace: &str, pod: &str) -> Result<SandboxInfo, RuntimeError> {
+    read_info(&runtime_dir(state_dir), namespace, pod)
+        .ok_or_else(|| RuntimeError::NoSandbox(format!("{namespace}/{pod}")))
+}
+
+/// Runs `argv` in the pod's container with the terminal's stdin/stdout/stderr; returns
+/// the command's exit code (128 + signal when it was killed).
+pub fn exec(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    argv: &[String],
+) -> Result<i32, RuntimeError> {
+    let info = info(state_dir, namespace, pod)?;
+    let c = info.container(container).map_err(RuntimeError::Pod)?;
+    let ns_path = netns::path(&info.netns);
+    let ns_file = std::fs::File::open(&ns_path).map_err(|e| RuntimeError::io(&ns_path, e))?;
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .env_clear()
+        .envs(c.env.iter().map(|(k, v)| (k, v)))
+        .current_dir("/");
+    if let Ok(term) = std::env::var("TERM") {
+        cmd.env("TERM", term);
+    }
+    netns::enter_pod(&mut cmd, &ns_file, &SandboxInfo::binds(c), c.user)
+        .map_err(|e| RuntimeError::io(&ns_path, e))?;
+    let status = cmd.status().map_err(|e| {
+        RuntimeError::Pod(format!(
+            "exec {:?} in {namespace}/{pod} container {}: {e}",
+            argv[0], c.name
+        ))
+    })?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The file a container's stdout and stderr go to.
+pub fn log_path(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+) -> Result<PathBuf, RuntimeError> {
+    let info = info(state_dir, namespace, pod)?;
+    Ok(info
+        .container(container)
+        .map_err(RuntimeError::Pod)?
+        .log
+        .clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn targets_name_pods_or_their_controllers() {
+        let pods = vec![
+            json!({"metadata": {"name": "sleep-abc-1", "ownerReferences": [
+                {"kind": "Deployment", "name": "sleep", "controller": true}]},
+                "status": {"phase": "Pending"}}),
+            json!({"metadata": {"name": "sleep-abc-2", "ownerReferences": [
+                {"kind": "Deployment", "name": "sleep", "controller": true}]},
+                "status": {"phase": "Running"}}),
+            json!({"metadata": {"name": "my-nginx-x", "ownerReferences": [
+                {"kind": "ReplicationController", "name": "my-nginx", "controller": true}]}}),
+        ];
+        assert_eq!(resolve_target(&pods, "sleep-abc-1").unwrap(), "sleep-abc-1");
+        assert_eq!(
+            resolve_target(&pods, "pod/sleep-abc-1").unwrap(),
+            "sleep-abc-1"
+        );
+        assert_eq!(
+            resolve_target(&pods, "deploy/sleep").unwrap(),
+            "sleep-abc-2"
+        );
+        assert_eq!(resolve_target(&pods, "rc/my-nginx").unwrap(), "my-nginx-x");
+        assert!(resolve_target(&pods, "nope")
+            .unwrap_err()
+            .contains("NotFound"));
+        assert!(resolve_target(&pods, "deploy/nope")
+            .unwrap_err()
+            .contains("no pods"));
+        assert!(resolve_target(&pods, "svc/x")
+            .unwrap_err()
+            .contains("cannot attach"));
+    }
+}

@@ -1,0 +1,252 @@
+//! `tessera up` and `tessera down`: the control plane and the runtime in one foreground
+//! process, and the cleanup that leaves nothing behind — also after a crash, because
+//! everything the mesh creates is found again by its namespace prefix and its state dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tessera_api::policy::MeshOptions;
+use tessera_api::Resource;
+use tessera_control::{Admission, ControlOptions, ControlPlane, Objects};
+use tokio::sync::watch;
+
+use crate::inject::{inject, wants_sidecar};
+use crate::network::ClusterNetwork;
+use crate::publish::Publisher;
+use crate::runtime::Runtime;
+use crate::sandbox::Host;
+use crate::{mesh_prefix, netns, runtime_dir, RuntimeError};
+
+pub struct UpOptions {
+    pub state_dir: PathBuf,
+    pub mesh: MeshOptions,
+    /// This binary: pods' proxies and built-in apps run its `proxy` and `app` roles.
+    pub exe: PathBuf,
+}
+
+const PID_FILE: &str = "up.pid";
+
+/// Sidecar injection at admission, as Istio's webhook: pods in namespaces labelled
+/// `istio-injection=enabled` (or asking with `sidecar.istio.io/inject`) get the sidecar.
+struct Injector;
+
+impl Admission for Injector {
+    fn admit(&self, objects: &Objects, mut resource: Resource) -> Result<Resource, String> {
+        if let Resource::Pod(p) = &mut resource {
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            let labels = objects
+                .get(&tessera_control::ObjectKey::new(
+                    tessera_api::Kind::Namespace,
+                    "",
+                    &ns,
+                ))
+                .map(|s| s.resource.metadata().labels.clone())
+                .unwrap_or_default();
+            if wants_sidecar(&p.metadata, &p.spec, &labels) {
+                inject(&mut p.metadata, &mut p.spec).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(resource)
+    }
+}
+
+fn check_host() -> Result<(), RuntimeError> {
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(RuntimeError::NotRoot);
+    }
+    let missing: Vec<&str> = ["ip", "iptables-restore"]
+        .into_iter()
+        .filter(|tool| {
+            !std::env::var_os("PATH")
+                .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+                .unwrap_or(false)
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(RuntimeError::MissingTools(missing.join(", ")));
+    }
+    Ok(())
+}
+
+/// The pid of a live `tessera up` on this state dir.
+fn running_up(state_dir: &Path) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(runtime_dir(state_dir).join(PID_FILE))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    // A tessera binary (possibly rebuilt or replaced since it started).
+    let ours = std::fs::read_link(format!("/proc/{pid}/exe"))
+        .ok()
+        .zip(std::env::current_exe().ok())
+        .is_some_and(|(running, me)| {
+            let running = running.to_string_lossy().replace(" (deleted)", "");
+            Path::new(&running) == me || Path::new(&running).file_name() == me.file_name()
+        });
+    (alive && ours && pid != std::process::id() as i32).then_some(pid)
+}
+
+/// What `down` removed.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub stopped_up: Option<i32>,
+    pub namespaces: Vec<String>,
+    pub removed_state: bool,
+}
+
+/// Removes what a mesh left on this host: its namespaces (with their processes, veths and
+/// iptables rules) and the runtime directory.
+fn clean(state_dir: &Path) -> Vec<String> {
+    let prefix = mesh_prefix(state_dir);
+    let mut removed = Vec::new();
+    // Pods first, the cluster namespace (its bridge) last.
+    let mut names = netns::list(&prefix);
+    names.sort_by_key(|n| n.ends_with("cluster"));
+    for name in names {
+        match netns::delete(&name) {
+            Ok(()) => removed.push(name),
+            Err(e) => tracing::warn!(netns = %name, error = %e, "not removed"),
+        }
+    }
+    let _ = std::fs::remove_dir_all(runtime_dir(state_dir));
+    removed
+}
+
+/// Stops a running `up` on the state dir (SIGTERM, then waits), cleans what is left,
+/// and unless `keep_state`, removes the mesh's state (store, CA, sockets).
+pub fn down(state_dir: &Path, keep_state: bool) -> Result<DownReport, RuntimeError> {
+    check_host()?;
+    let mut report = DownReport::default();
+    if let Some(pid) = running_up(state_dir) {
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        for _ in 0..300 {
+            if unsafe { libc::kill(pid, 0) } != 0 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        if unsafe { libc::kill(pid, 0) } == 0 {
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        report.stopped_up = Some(pid);
+    }
+    report.namespaces = clean(state_dir);
+    if !keep_state && state_dir.exists() {
+        for name in [
+            "store.db",
+            "store.db-wal",
+            "store.db-shm",
+            tessera_control::api::API_SOCKET,
+            tessera_control::api::PUSH_SOCKET,
+            tessera_control::api::CA_SOCKET,
+        ] {
+            let _ = std::fs::remove_file(state_dir.join(name));
+        }
+        let _ = std::fs::remove_dir_all(state_dir.join("ca"));
+        // Only if nothing else (not ours) is in it.
+        report.removed_state = std::fs::remove_dir(state_dir).is_ok();
+    }
+    Ok(report)
+}
+
+/// Runs the mesh in the foreground until SIGINT or SIGTERM. `ready` is called with the
+/// state dir once the control plane serves and the cluster network exists.
+pub fn up(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), RuntimeError> {
+    check_host()?;
+    std::fs::create_dir_all(&opts.state_dir).map_err(|e| RuntimeError::io(&opts.state_dir, e))?;
+    if let Some(pid) = running_up(&opts.state_dir) {
+        return Err(RuntimeError::AlreadyUp {
+            state_dir: opts.state_dir.clone(),
+            pid,
+        });
+    }
+    let leftovers = clean(&opts.state_dir);
+    if !leftovers.is_empty() {
+        tracing::warn!(namespaces = %leftovers.join(" "), "removed what an earlier run left behind");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| RuntimeError::Pod(format!("runtime: {e}")))?;
+    let result = rt.block_on(serve(opts, ready));
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    result
+}
+
+async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), RuntimeError> {
+    let state_dir =
+        std::fs::canonicalize(&opts.state_dir).map_err(|e| RuntimeError::io(&opts.state_dir, e))?;
+    let rdir = runtime_dir(&state_dir);
+    std::fs::create_dir_all(rdir.join("pods")).map_err(|e| RuntimeError::io(&rdir, e))?;
+    for d in [rdir.clone(), rdir.join("pods")] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
+            .map_err(|e| RuntimeError::io(&d, e))?;
+    }
+    let plane = ControlPlane::start(ControlOptions {
+        state_dir: state_dir.clone(),
+        mesh: opts.mesh.clone(),
+        admission: Some(Arc::new(Injector)),
+        pod_access: true,
+    })
+    .await?;
+    // Written after the control plane took the state dir (it refuses a second one).
+    std::fs::write(rdir.join(PID_FILE), std::process::id().to_string())
+        .map_err(|e| RuntimeError::io(&rdir, e))?;
+    let prefix = mesh_prefix(&state_dir);
+    let started = tokio::task::block_in_place(|| {
+        let net = ClusterNetwork::create(&prefix)?;
+        let publisher = Publisher::start(&netns::path(&net.namespace()))
+            .map_err(|e| RuntimeError::io(&netns::path(&net.namespace()), e))?;
+        Ok::<_, RuntimeError>((net, publisher))
+    });
+    let (net, publisher) = match started {
+        Ok(x) => x,
+        Err(e) => {
+            plane.shutdown().await;
+            tokio::task::block_in_place(|| clean(&state_dir));
+            return Err(e);
+        }
+    };
+    let host = Host {
+        state_dir: state_dir.clone(),
+        runtime_dir: rdir.clone(),
+        prefix: prefix.clone(),
+        exe: opts.exe.clone(),
+        trust_domain: opts.mesh.trust_domain.clone(),
+    };
+    tracing::info!(state_dir = %state_dir.display(), cluster = %net.namespace(), "mesh up");
+    ready(&state_dir);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let runtime =
+        tokio::spawn(Runtime::new(host, plane.control().clone(), net, publisher).run(stop_rx));
+    wait_for_signal().await;
+    tracing::info!("stopping pods");
+    let _ = stop_tx.send(true);
+    let _ = runtime.await;
+    plane.shutdown().await;
+    tokio::task::block_in_place(|| clean(&state_dir));
+    tracing::info!("mesh down");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
