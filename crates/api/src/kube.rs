@@ -24,9 +24,9 @@ macro_rules! object {
 
 object!(Namespace { #[serde(skip_serializing_if = "Option::is_none")] spec: Option<Any>, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(ServiceAccount {
-    secrets: Option<Any>,
-    image_pull_secrets: Option<Any>,
-    automount_service_account_token: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")] secrets: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")] image_pull_secrets: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")] automount_service_account_token: Option<bool>,
 });
 object!(Service { spec: ServiceSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(Pod { spec: PodSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
@@ -35,16 +35,16 @@ object!(ReplicationController { spec: ReplicationControllerSpec, #[serde(skip_se
 object!(
     /// `data` values are base64 (checked by validation); `stringData` values are plain text.
     Secret {
-        r#type: Option<String>,
-        data: BTreeMap<String, String>,
-        string_data: BTreeMap<String, String>,
-        immutable: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")] r#type: Option<String>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")] data: BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "BTreeMap::is_empty")] string_data: BTreeMap<String, String>,
+        #[serde(skip_serializing_if = "Option::is_none")] immutable: Option<bool>,
     }
 );
 object!(ConfigMap {
-    data: BTreeMap<String, String>,
-    binary_data: BTreeMap<String, String>,
-    immutable: Option<bool>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")] data: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")] binary_data: BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")] immutable: Option<bool>,
 });
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

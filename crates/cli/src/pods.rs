@@ -389,14 +389,7 @@ pub struct KubeInjectArgs {
 /// Prints the manifests with the sidecar added to every Pod, Deployment and
 /// ReplicationController (the others unchanged), for `apply -f -`.
 pub fn kube_inject(args: &KubeInjectArgs) -> ExitCode {
-    let report = load_paths(
-        &args.files,
-        &LoadOptions {
-            namespace: None,
-            default_namespace: String::new(),
-            ..LoadOptions::default()
-        },
-    );
+    let report = load_paths(&args.files, &LoadOptions::default());
     if report.has_errors() {
         for p in report.errors() {
             eprintln!("{p}");
@@ -409,7 +402,12 @@ pub fn kube_inject(args: &KubeInjectArgs) -> ExitCode {
         .map(|d| {
             let mut r = d.resource;
             // Objects keep no namespace they did not name, so `apply -n NS` places them.
-            if r.metadata().namespace.as_deref() == Some("") {
+            let named = d
+                .node
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .is_some();
+            if !named {
                 r.metadata_mut().namespace = None;
             }
             r

@@ -159,13 +159,24 @@ fn a_missing_file_is_an_error_not_a_crash() {
 }
 
 #[test]
-fn roles_not_yet_available_say_so() {
+fn up_refuses_unknown_install_options_before_touching_the_host() {
     let out = tessera()
-        .args(["--state-dir", "/tmp/tessera-cli-test-none", "up"])
+        .args([
+            "--state-dir",
+            "/tmp/tessera-cli-test-none",
+            "up",
+            "--set",
+            "values.global.nope=1",
+        ])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out).1.contains("/tmp/tessera-cli-test-none"));
+    assert!(
+        text(&out).1.contains("values.global.nope"),
+        "{}",
+        text(&out).1
+    );
+    assert!(!std::path::Path::new("/tmp/tessera-cli-test-none").exists());
 }
 
 #[test]

@@ -83,8 +83,14 @@ pub fn exec(
     if let Ok(term) = std::env::var("TERM") {
         cmd.env("TERM", term);
     }
-    netns::enter_pod(&mut cmd, &ns_file, &SandboxInfo::binds(c), c.user)
-        .map_err(|e| RuntimeError::io(&ns_path, e))?;
+    netns::enter_pod(
+        &mut cmd,
+        &ns_file,
+        &info.pod,
+        &SandboxInfo::binds(c),
+        c.user,
+    )
+    .map_err(|e| RuntimeError::io(&ns_path, e))?;
     let status = cmd.status().map_err(|e| {
         RuntimeError::Pod(format!(
             "exec {:?} in {namespace}/{pod} container {}: {e}",

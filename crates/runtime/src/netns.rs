@@ -140,15 +140,18 @@ pub struct Bind {
     pub read_only: bool,
 }
 
-/// Makes `cmd` start inside a pod: its network namespace, a private mount namespace with
-/// the pod's `/etc/hosts`, `/etc/resolv.conf`, `/tmp` and volume binds, and optionally
-/// another uid/gid. The namespace file must stay open until the command is spawned.
+/// Makes `cmd` start inside a pod: its network namespace, its own hostname (the pod's
+/// name), a private mount namespace with the pod's `/etc/hosts`, `/etc/resolv.conf`,
+/// `/tmp` and volume binds, and optionally another uid/gid. The namespace file must stay
+/// open until the command is spawned.
 pub fn enter_pod(
     cmd: &mut Command,
     netns: &std::fs::File,
+    hostname: &str,
     binds: &[Bind],
     user: Option<(u32, u32)>,
 ) -> std::io::Result<()> {
+    let hostname = hostname.as_bytes().to_vec();
     let fd = netns.as_raw_fd();
     let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other);
     // In order: each source is resolved in the view the binds before it made.
@@ -160,7 +163,10 @@ pub fn enter_pod(
     // Only async-signal-safe calls between fork and exec: no allocation below.
     unsafe {
         cmd.pre_exec(move || {
-            if libc::setns(fd, libc::CLONE_NEWNET) != 0 || libc::unshare(libc::CLONE_NEWNS) != 0 {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0
+                || libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWUTS) != 0
+                || libc::sethostname(hostname.as_ptr().cast(), hostname.len()) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             // Nothing mounted here propagates back to the host.

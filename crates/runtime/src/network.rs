@@ -31,6 +31,9 @@ impl ClusterNetwork {
             vec!["ip", "-n", &ns, "link", "add", "br0", "type", "bridge"],
             vec!["ip", "-n", &ns, "addr", "add", &gw, "dev", "br0"],
             vec!["ip", "-n", &ns, "link", "set", "br0", "up"],
+            // A route for the VIPs, so connections made here (published ports) pass the
+            // routing decision before the DNAT rewrites them; no route leads anywhere else.
+            vec!["ip", "-n", &ns, "route", "add", SERVICE_CIDR, "dev", "br0"],
             vec![
                 "ip",
                 "netns",

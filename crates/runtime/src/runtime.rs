@@ -271,6 +271,22 @@ impl Runtime {
             });
             push_status(&mut ops, objects, ns, name, status);
         }
+        // LoadBalancer services are reachable on the host's loopback (Istio's INGRESS_HOST).
+        for s in objects.iter() {
+            let Resource::Service(svc) = &s.resource else {
+                continue;
+            };
+            if svc.spec.r#type.as_deref() != Some("LoadBalancer") {
+                continue;
+            }
+            let status = json!({"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}});
+            if svc.status.as_ref() != Some(&status) {
+                ops.push(Op::Status {
+                    key: ObjectKey::of(&s.resource),
+                    status,
+                });
+            }
+        }
         if !ops.is_empty() {
             if let Err(e) = self.control.submit(ops).await {
                 tracing::debug!(errors = %e.join("; "), "pod status not written");

@@ -186,7 +186,6 @@ impl Sandbox {
         net.attach(&netns_name, &format!("veth{seq}"), ip)
             .map_err(PrepareError::Failed)?;
         // Sidecar pods: the init step's capture, before any container runs.
-        let mut init_done = Vec::new();
         for c in &pod.spec.init_containers {
             match program_for(&pod.metadata, c) {
                 Ok(Program::Capture) => {
@@ -194,7 +193,6 @@ impl Sandbox {
                         .map_err(|e| PrepareError::Failed(RuntimeError::Pod(e.to_string())))?;
                     crate::network::install_capture(&netns_name, &capture.rules())
                         .map_err(PrepareError::Failed)?;
-                    init_done.push(c.name.clone());
                 }
                 Ok(_) | Err(_) => {
                     return Err(PrepareError::Waiting(Waiting {
@@ -252,8 +250,7 @@ impl Sandbox {
                 .unwrap_or_default()
                 .as_bytes(),
         )
-        .map_err(|e| PrepareError::Failed(e))?;
-        let _ = init_done;
+        .map_err(PrepareError::Failed)?;
         Ok((info, dir, digest))
     }
 
@@ -327,6 +324,7 @@ impl Sandbox {
             let task = match launch {
                 Ok(argv) => {
                     let launch = Launch {
+                        pod: pod.metadata.name.clone(),
                         argv,
                         info: ci,
                         netns: netns::path(&sandbox.info.netns),
@@ -855,6 +853,8 @@ fn write_volume(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), Pre
 }
 
 struct Launch {
+    /// The pod's name: its hostname.
+    pod: String,
     argv: Vec<String>,
     info: ContainerInfo,
     netns: PathBuf,
@@ -880,6 +880,7 @@ fn spawn(l: &Launch) -> std::io::Result<tokio::process::Child> {
     netns::enter_pod(
         &mut cmd,
         &netns_file,
+        &l.pod,
         &SandboxInfo::binds(&l.info),
         l.info.user,
     )?;
