@@ -100,6 +100,32 @@ fn pod_ready(o: &Value) -> String {
     format!("{ready}/{total}")
 }
 
+/// kubectl's STATUS: the pod's reason or phase, unless a container is waiting or failed
+/// (CrashLoopBackOff, ContainerCreating, ImageUnknown, Error), which says more.
+fn pod_status(o: &Value) -> String {
+    let status = &o["status"];
+    let container = status["containerStatuses"].as_array().and_then(|cs| {
+        cs.iter().find_map(|c| {
+            let state = &c["state"];
+            state["waiting"]["reason"]
+                .as_str()
+                .or_else(|| {
+                    state["terminated"]["reason"]
+                        .as_str()
+                        .filter(|r| *r != "Completed")
+                })
+                .map(String::from)
+        })
+    });
+    container.unwrap_or_else(|| {
+        status["reason"]
+            .as_str()
+            .or(status["phase"].as_str())
+            .unwrap_or("Pending")
+            .to_string()
+    })
+}
+
 fn pod_restarts(o: &Value) -> String {
     o["status"]["containerStatuses"]
         .as_array()
@@ -148,11 +174,7 @@ fn cell(kind: &str, column: &str, o: &Value) -> String {
         ("Service", "PORT(S)") => service_ports(o),
         ("Service", "SELECTOR") => or_none(labels(&spec["selector"])),
         ("Pod", "READY") => pod_ready(o),
-        ("Pod", "STATUS") => status["reason"]
-            .as_str()
-            .or(status["phase"].as_str())
-            .unwrap_or("Pending")
-            .into(),
+        ("Pod", "STATUS") => pod_status(o),
         ("Pod", "RESTARTS") => pod_restarts(o),
         ("Pod", "IP") => or_none(s(&status["podIP"])),
         ("Deployment", "READY") => format!(

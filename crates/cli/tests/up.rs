@@ -263,6 +263,18 @@ spec:
     - {name: secret, mountPath: /tmp/secret, readOnly: true}
 "#;
 
+const CRASHER: &str = "
+apiVersion: v1
+kind: Pod
+metadata:
+  name: crasher
+  annotations:
+    program.tessera.io/c: 'echo crashing with 3; exit 3'
+spec:
+  containers:
+  - {name: c, image: busybox}
+";
+
 const PUBLISHED: &str = "
 apiVersion: v1
 kind: Service
@@ -319,6 +331,8 @@ fn a_local_mesh_runs_pods_with_sidecars_and_leaves_nothing_behind() {
     a.wait_ready("full", 2);
     a.wait_ready("legacy", 3);
     b.wait_ready("legacy", 2);
+    b.ok(&["create", "ns", "crash"]);
+    b.apply_stdin("crash", CRASHER);
 
     let pods = a.ok(&["-n", "full", "get", "pods"]);
     assert_eq!(pods.matches(" 2/2 ").count(), 2, "{pods}");
@@ -492,6 +506,30 @@ fn a_local_mesh_runs_pods_with_sidecars_and_leaves_nothing_behind() {
         ],
     );
     assert_eq!((code, out.as_str()), (0, "200"));
+
+    // A container that exits is restarted with backoff; STATUS and RESTARTS say so.
+    let start = Instant::now();
+    loop {
+        let out = b.ok(&["-n", "crash", "get", "pod", "crasher", "-o", "json"]);
+        let pod: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let c = &pod["status"]["containerStatuses"][0];
+        if c["restartCount"].as_u64().unwrap_or(0) >= 2 {
+            assert_eq!(c["lastState"]["terminated"]["exitCode"], 3, "{c}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "not restarted: {c}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let table = b.ok(&["-n", "crash", "get", "pods"]);
+    assert!(
+        table.contains("CrashLoopBackOff") || table.contains("Running"),
+        "{table}"
+    );
+    let logs = b.ok(&["-n", "crash", "logs", "crasher"]);
+    assert!(logs.matches("crashing with 3").count() >= 2, "{logs}");
 
     // Clean stop: SIGTERM exits 0 and removes its namespaces, processes and sockets.
     let a_pids = a.pids();
