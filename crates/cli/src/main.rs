@@ -169,14 +169,9 @@ fn ctx(global: &GlobalArgs) -> kubectl::Ctx {
 }
 
 fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
-    let mesh =
-        match tessera_api::policy::MeshOptions::from_sets(args.set.iter().map(String::as_str)) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("tessera control: --set: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let Some(mesh) = mesh_options("control", &args.set) else {
+        return ExitCode::from(2);
+    };
     init_logs(args.log_level);
     let state_dir = state_dir::resolve(global.state_dir.as_deref());
     println!("tessera control: state dir {}", state_dir.display());
@@ -187,6 +182,16 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Install options (`--set K=V`) for a role; `None` after printing why they are refused.
+pub(crate) fn mesh_options(
+    role: &str,
+    sets: &[String],
+) -> Option<tessera_api::policy::MeshOptions> {
+    tessera_api::policy::MeshOptions::from_sets(sets.iter().map(String::as_str))
+        .map_err(|e| eprintln!("tessera {role}: --set: {e}"))
+        .ok()
 }
 
 pub(crate) fn init_logs(level: tracing::Level) {

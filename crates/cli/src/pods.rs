@@ -22,14 +22,9 @@ pub struct UpArgs {
 }
 
 pub fn up(ctx: &Ctx, args: &UpArgs) -> ExitCode {
-    let mesh =
-        match tessera_api::policy::MeshOptions::from_sets(args.set.iter().map(String::as_str)) {
-            Ok(m) => m,
-            Err(e) => {
-                eprintln!("tessera up: --set: {e}");
-                return ExitCode::from(2);
-            }
-        };
+    let Some(mesh) = crate::mesh_options("up", &args.set) else {
+        return ExitCode::from(2);
+    };
     crate::init_logs(args.log_level);
     let exe = match std::env::current_exe() {
         Ok(e) => e,

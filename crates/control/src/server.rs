@@ -198,34 +198,24 @@ fn admit(
     ops: Vec<Op>,
 ) -> Result<Vec<Op>, Vec<String>> {
     let mut errors = Vec::new();
-    let ops = ops
-        .into_iter()
-        .map(|op| match op {
-            Op::Apply { origin, resource } => match admission.admit(objects, resource) {
-                Ok(resource) => Op::Apply { origin, resource },
-                Err(e) => {
-                    errors.push(format!("{origin}: Error from server (admission): {e}"));
-                    Op::Apply {
-                        origin,
-                        resource: Resource::Namespace(Default::default()),
-                    }
-                }
-            },
-            Op::Create { origin, resource } => match admission.admit(objects, resource) {
-                Ok(resource) => Op::Create { origin, resource },
-                Err(e) => {
-                    errors.push(format!("{origin}: Error from server (admission): {e}"));
-                    Op::Create {
-                        origin,
-                        resource: Resource::Namespace(Default::default()),
-                    }
-                }
-            },
-            op => op,
-        })
-        .collect();
+    let mut admitted = Vec::with_capacity(ops.len());
+    for op in ops {
+        let (origin, resource, create) = match op {
+            Op::Apply { origin, resource } => (origin, resource, false),
+            Op::Create { origin, resource } => (origin, resource, true),
+            op => {
+                admitted.push(op);
+                continue;
+            }
+        };
+        match admission.admit(objects, resource) {
+            Ok(resource) if create => admitted.push(Op::Create { origin, resource }),
+            Ok(resource) => admitted.push(Op::Apply { origin, resource }),
+            Err(e) => errors.push(format!("{origin}: Error from server (admission): {e}")),
+        }
+    }
     if errors.is_empty() {
-        Ok(ops)
+        Ok(admitted)
     } else {
         Err(errors)
     }
