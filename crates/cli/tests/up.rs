@@ -197,6 +197,12 @@ impl Drop for Up {
             .arg("down")
             .output();
         let _ = std::fs::remove_dir_all(&self.dir);
+        // The mesh's log stays only to explain a failure.
+        if !std::thread::panicking() {
+            let mut log = self.dir.as_os_str().to_owned();
+            log.push(".log");
+            let _ = std::fs::remove_file(log);
+        }
     }
 }
 
