@@ -207,12 +207,13 @@ impl Registry {
     }
 }
 
-fn reported_not_ready(status: Option<&serde_json::Value>) -> bool {
+/// A pod's `Ready` condition as its runtime reported it (`None`: not reported).
+pub fn ready_condition(status: Option<&serde_json::Value>) -> Option<bool> {
     status
         .and_then(|s| s.get("conditions"))
         .and_then(|c| c.as_array())
         .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .is_some_and(|c| c["status"] == "False")
+        .map(|c| c["status"] == "True")
 }
 
 fn workload(pod: &Pod) -> WorkloadEntry {
@@ -225,7 +226,7 @@ fn workload(pod: &Pod) -> WorkloadEntry {
         // A finished pod serves nothing; a pod whose runtime reports it not ready is not
         // an endpoint yet (Kubernetes' ready endpoints).
         .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")))
-        .filter(|_| !reported_not_ready(status));
+        .filter(|_| ready_condition(status) != Some(false));
     let mut container_ports: Vec<u16> = pod
         .spec
         .containers

@@ -33,6 +33,8 @@ pub struct Runtime {
     next_seq: u32,
     wake: Arc<Notify>,
     names: u64,
+    /// The store revision the network and the pods' files were last brought to.
+    synced: Option<u64>,
 }
 
 impl Runtime {
@@ -53,6 +55,7 @@ impl Runtime {
             next_seq: 0,
             wake: Arc::new(Notify::new()),
             names: 0,
+            synced: None,
         }
     }
 
@@ -98,26 +101,42 @@ impl Runtime {
         let objects = self.control.objects();
         self.sync_pods(&objects).await;
         let objects = self.control.objects();
-        let reg = Registry::from_objects(&objects);
-        let rules = cluster::service_rules(&reg);
-        let net = self.net.clone();
-        match tokio::task::block_in_place(|| net.set_service_rules(&rules)) {
-            Ok(true) => tracing::debug!("service rules updated"),
-            Ok(false) => {}
-            Err(e) => tracing::error!(error = %e, "service rules not applied"),
+        if self.synced != Some(objects.revision()) {
+            self.sync_network_and_files(&objects);
+            self.synced = Some(objects.revision());
         }
         let control = self.control.clone();
         tokio::task::block_in_place(|| {
             for s in self.pods.values_mut() {
-                let hosts = cluster::hosts_file(&reg, &s.info.namespace, &s.info.pod, s.info.ip);
-                if let Err(e) = s.refresh(&objects, &hosts, &control) {
-                    tracing::warn!(pod = %s.info.pod, error = %e, "pod files not refreshed");
+                if let Err(e) = s.renew_token(&control) {
+                    tracing::warn!(pod = %s.info.pod, error = %e, "proxy token not renewed");
                 }
                 s.probe();
             }
         });
-        self.publisher.sync(&cluster::published(&objects));
         self.report(&objects).await;
+    }
+
+    /// What follows the store: service NAT, every pod's hosts file and volumes, the
+    /// published ports.
+    fn sync_network_and_files(&mut self, objects: &Objects) {
+        let reg = Registry::from_objects(objects);
+        let rules = cluster::service_rules(&reg);
+        let net = self.net.clone();
+        tokio::task::block_in_place(|| {
+            match net.set_service_rules(&rules) {
+                Ok(true) => tracing::debug!("service rules updated"),
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %e, "service rules not applied"),
+            }
+            for s in self.pods.values() {
+                let hosts = cluster::hosts_file(&reg, &s.info.namespace, &s.info.pod, s.info.ip);
+                if let Err(e) = s.sync_files(objects, &hosts) {
+                    tracing::warn!(pod = %s.info.pod, error = %e, "pod files not refreshed");
+                }
+            }
+        });
+        self.publisher.sync(&cluster::published(objects));
     }
 
     fn suffix(&mut self) -> String {
@@ -189,20 +208,21 @@ impl Runtime {
                 Sandbox::prepare(&host, objects, pod, seq, ip, &net)
             });
             match prepared {
-                Ok((info, dir, digest)) => {
+                Ok((info, dir)) => {
                     match Sandbox::start(
                         &self.host,
                         &self.control,
                         pod.clone(),
                         info,
                         dir,
-                        digest,
                         self.wake.clone(),
                     ) {
                         Ok(s) => {
                             tracing::info!(namespace = %key.0, pod = %key.1, ip = %ip, netns = %s.info.netns, "pod started");
                             self.used_ips.insert(ip);
                             self.waiting.remove(&key);
+                            // A new pod needs its hosts file, and may be a new endpoint.
+                            self.synced = None;
                             self.pods.insert(key, s);
                         }
                         Err(e) => {

@@ -147,7 +147,6 @@ pub struct Sandbox {
     supervised: Vec<Supervised>,
     init_done: Vec<String>,
     token_written: Instant,
-    volumes_digest: String,
 }
 
 fn rfc3339_now() -> String {
@@ -168,7 +167,7 @@ impl Sandbox {
         seq: u32,
         ip: Ipv4Addr,
         net: &crate::network::ClusterNetwork,
-    ) -> Result<(SandboxInfo, PathBuf, String), PrepareError> {
+    ) -> Result<(SandboxInfo, PathBuf), PrepareError> {
         let ns = pod.metadata.namespace.clone().unwrap_or_default();
         let name = pod.metadata.name.clone();
         let dir = pod_dir(&host.runtime_dir, &ns, &name);
@@ -180,7 +179,7 @@ impl Sandbox {
         let volumes_root = dir.join("volumes");
         mkdir(&volumes_root, 0o750)?;
         chown(&volumes_root, 0, PROXY_UID)?;
-        let digest = sync_volumes(objects, pod, &volumes_root)?;
+        sync_volumes(objects, pod, &volumes_root)?;
 
         let netns_name = format!("{}p{seq}", host.prefix);
         net.attach(&netns_name, &format!("veth{seq}"), ip)
@@ -205,11 +204,12 @@ impl Sandbox {
                 }
             }
         }
-        let mut hosts = std::fs::File::create(dir.join("hosts")).map_err(io(&dir))?;
-        use std::io::Write;
-        hosts
-            .write_all(format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n").as_bytes())
-            .map_err(io(&dir))?;
+        // The services are added by the runtime's next sync of the pods' files.
+        std::fs::write(
+            dir.join("hosts"),
+            format!("127.0.0.1\tlocalhost\n{ip}\t{name}\n"),
+        )
+        .map_err(io(&dir))?;
         std::fs::write(
             dir.join("resolv.conf"),
             format!(
@@ -251,7 +251,7 @@ impl Sandbox {
                 .as_bytes(),
         )
         .map_err(PrepareError::Failed)?;
-        Ok((info, dir, digest))
+        Ok((info, dir))
     }
 
     /// Starts every container's supervisor.
@@ -261,7 +261,6 @@ impl Sandbox {
         pod: Pod,
         info: SandboxInfo,
         dir: PathBuf,
-        volumes_digest: String,
         wake: Arc<Notify>,
     ) -> Result<Sandbox, RuntimeError> {
         let mut sandbox = Sandbox {
@@ -271,7 +270,6 @@ impl Sandbox {
             supervised: vec![],
             init_done: vec![],
             token_written: Instant::now(),
-            volumes_digest,
         };
         sandbox.init_done = sandbox
             .pod
@@ -370,8 +368,7 @@ impl Sandbox {
         std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| RuntimeError::io(&dir, e))?;
-        std::os::unix::fs::chown(&dir, Some(PROXY_UID), Some(PROXY_UID))
-            .map_err(|e| RuntimeError::io(&dir, e))?;
+        own_by_proxy(&dir)?;
         self.write_token(control)?;
         let ns = &self.info.namespace;
         let sa = self.pod.spec.service_account();
@@ -421,9 +418,7 @@ impl Sandbox {
                 .unwrap_or_default()
                 .as_bytes(),
         )?;
-        std::os::unix::fs::chown(&path, Some(PROXY_UID), Some(PROXY_UID))
-            .map_err(|e| RuntimeError::io(&path, e))?;
-        Ok(())
+        own_by_proxy(&path)
     }
 
     /// The bootstrap token for the pod's service account (24 h; renewed at half-life).
@@ -436,32 +431,31 @@ impl Sandbox {
             std::time::SystemTime::now(),
         );
         write_private(&path, token.as_bytes())?;
-        std::os::unix::fs::chown(&path, Some(PROXY_UID), Some(PROXY_UID))
-            .map_err(|e| RuntimeError::io(&path, e))?;
+        own_by_proxy(&path)?;
         self.token_written = Instant::now();
         Ok(())
     }
 
-    /// Keeps files current: the hosts file, volumes (Secret and ConfigMap updates reach
-    /// the files), the proxy's token.
-    pub fn refresh(
-        &mut self,
-        objects: &Objects,
-        hosts: &str,
-        control: &tessera_control::Control,
-    ) -> Result<(), RuntimeError> {
+    /// Brings the pod's files up to a new state of the store: the hosts file and the
+    /// volumes (Secret and ConfigMap updates reach the files).
+    pub fn sync_files(&self, objects: &Objects, hosts: &str) -> Result<(), RuntimeError> {
         let path = self.dir.join("hosts");
         if std::fs::read_to_string(&path).ok().as_deref() != Some(hosts) {
             // In place: the pod's processes see this inode through a bind mount.
             std::fs::write(&path, hosts).map_err(|e| RuntimeError::io(&path, e))?;
         }
         match sync_volumes(objects, &self.pod, &self.dir.join("volumes")) {
-            Ok(d) => self.volumes_digest = d,
+            Ok(()) => Ok(()),
             Err(PrepareError::Waiting(w)) => {
-                tracing::warn!(pod = %self.key_string(), reason = %w.message, "volume not updated")
+                tracing::warn!(pod = %self.key_string(), reason = %w.message, "volume not updated");
+                Ok(())
             }
-            Err(PrepareError::Failed(e)) => return Err(e),
+            Err(PrepareError::Failed(e)) => Err(e),
         }
+    }
+
+    /// Renews the proxy's bootstrap token at half its lifetime.
+    pub fn renew_token(&mut self, control: &tessera_control::Control) -> Result<(), RuntimeError> {
         let has_proxy = self.supervised.iter().any(|s| s.name == PROXY_CONTAINER);
         if has_proxy && self.token_written.elapsed() > TOKEN_TTL / 2 {
             self.write_token(control)?;
@@ -569,6 +563,12 @@ impl Sandbox {
         })
         .await;
     }
+}
+
+/// The proxy (uid 1337) reads its bootstrap files; nobody else but root does.
+fn own_by_proxy(path: &Path) -> Result<(), RuntimeError> {
+    std::os::unix::fs::chown(path, Some(PROXY_UID), Some(PROXY_UID))
+        .map_err(|e| RuntimeError::io(path, e))
 }
 
 const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -726,10 +726,8 @@ fn container_info(
 
 /// Writes every Secret and ConfigMap volume's files (changed files replaced atomically,
 /// removed keys deleted); a missing source that is not optional keeps the pod waiting.
-/// Returns a digest of what was written.
-fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<String, PrepareError> {
+fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), PrepareError> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    let mut digest = String::new();
     for v in &pod.spec.volumes {
         let dir = root.join(&v.name);
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
@@ -806,12 +804,8 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<String, Pre
             }
         };
         write_volume(&dir, &files)?;
-        for (k, data) in &files {
-            use sha2::Digest;
-            digest.push_str(&format!("{}/{k}:{:x};", v.name, sha2::Sha256::digest(data)));
-        }
     }
-    Ok(digest)
+    Ok(())
 }
 
 fn select(

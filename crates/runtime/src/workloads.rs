@@ -220,10 +220,12 @@ pub fn controller_status(objects: &Objects) -> Vec<Op> {
             Kind::ReplicationController
         };
         let key = ObjectKey::new(kind, c.namespace, c.name);
-        let stored = objects
-            .get(&key)
-            .and_then(|s| s.resource.to_json().get("status").cloned());
-        if stored.as_ref() != Some(&status) {
+        let stored = objects.get(&key).and_then(|s| match &s.resource {
+            Resource::Deployment(d) => d.status.as_ref(),
+            Resource::ReplicationController(rc) => rc.status.as_ref(),
+            _ => None,
+        });
+        if stored != Some(&status) {
             ops.push(Op::Status { key, status });
         }
     }
@@ -232,11 +234,7 @@ pub fn controller_status(objects: &Objects) -> Vec<Op> {
 
 /// Whether a pod's runtime reported it Ready.
 pub fn pod_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s["conditions"].as_array())
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .is_some_and(|c| c["status"] == "True")
+    tessera_control::registry::ready_condition(p.status.as_ref()) == Some(true)
 }
 
 #[cfg(test)]
