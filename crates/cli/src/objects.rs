@@ -340,7 +340,7 @@ pub fn describe(kind: &str, o: &Value, mesh: Option<&ProxyConfig>) -> String {
                 .as_str()
                 .or(spec["serviceAccount"].as_str())
                 .unwrap_or("default");
-            out.push_str(&format!("{:<14}{sa}\n", "Service Account:"));
+            out.push_str(&format!("Service Account:  {sa}\n"));
             out.push_str(&format!(
                 "{:<14}{}\n",
                 "Status:",

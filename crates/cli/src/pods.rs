@@ -129,8 +129,9 @@ pub struct ExecArgs {
     /// Accepted for kubectl's -it: the command gets this terminal as it is
     #[arg(short = 't', long)]
     tty: bool,
-    /// The command and its arguments (after --)
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    /// The command and its arguments (after --). Options before the command, such as
+    /// `-nfull`, stay tessera's; everything from the command on is the command's.
+    #[arg(trailing_var_arg = true, required = true)]
     command: Vec<String>,
 }
 
@@ -153,7 +154,12 @@ pub fn exec(ctx: &Ctx, args: &ExecArgs) -> ExitCode {
         return ExitCode::FAILURE;
     }
     match tessera_runtime::exec::exec(&ctx.state_dir, &ns, &pod, args.container.as_deref(), &argv) {
-        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(255)),
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => {
+            // kubectl's line, which scripts and the seeds' transcripts show.
+            eprintln!("command terminated with exit code {code}");
+            ExitCode::from(u8::try_from(code).unwrap_or(255))
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE

@@ -36,14 +36,17 @@ pub enum Refusal {
     NonMeshTlsOnHttpPort,
     /// The mesh TLS handshake failed (no or bad client certificate).
     Handshake,
+    /// An HTTP port received bytes that are not HTTP (Envoy's `400 DPE`).
+    NotHttp,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 4] = [
+    pub const ALL: [Refusal; 5] = [
         Refusal::StrictPlaintext,
         Refusal::StrictSilent,
         Refusal::NonMeshTlsOnHttpPort,
         Refusal::Handshake,
+        Refusal::NotHttp,
     ];
 
     pub fn label(self) -> &'static str {
@@ -52,6 +55,7 @@ impl Refusal {
             Refusal::StrictSilent => "strict_no_bytes",
             Refusal::NonMeshTlsOnHttpPort => "tls_without_mesh_alpn_on_http_port",
             Refusal::Handshake => "mtls_handshake_failed",
+            Refusal::NotHttp => "not_http_on_http_port",
         }
     }
 
@@ -67,6 +71,9 @@ impl Refusal {
                 "PERMISSIVE HTTP port and TLS without an istio ALPN: not mesh mTLS, and an HTTP port does not pass app TLS through (declare the port https/tls, or use STRICT)"
             }
             Refusal::Handshake => "the mesh mTLS handshake failed",
+            Refusal::NotHttp => {
+                "the client's bytes are not HTTP; answered 400 and closed (TLS here means the client sends TLS to a port that serves plaintext HTTP, e.g. a DestinationRule ISTIO_MUTUAL toward a DISABLE port)"
+            }
         }
     }
 }

@@ -93,8 +93,11 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     let started = Instant::now();
     let guard_owner = shared.clone();
     let _active = guard_owner.stats.connection(Direction::Inbound);
+    // Subscribed before the rule is read, so no change between the two is missed.
+    let updates = shared.config_updates();
     let snap = shared.snapshot();
     let rule = snap.inbound_rule(port).clone();
+    let replaced = rule_replaced(shared.clone(), updates, port, rule.protocol, rule.mode);
     let app_host = snap.app_host;
     drop(snap);
     let inspect = !(rule.mode == tessera_proto::config::InboundMode::Disable
@@ -127,7 +130,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                 app,
                 flavor,
             });
-            serve_inbound_http(shared, Prefixed::new(prefix, tcp), conn).await;
+            serve_inbound_http(shared, Prefixed::new(prefix, tcp), conn, replaced).await;
         }
         InboundAction::Plain(Payload::Tcp) | InboundAction::Passthrough => {
             let tls = if action == InboundAction::Passthrough {
@@ -137,7 +140,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             };
             match upstream::connect_tcp(app.address).await {
                 Ok(up) => {
-                    let (sent, received) = copy(tcp, &prefix, up).await;
+                    let (sent, received, result) = copy_until(tcp, &prefix, up, replaced).await;
                     tcp_log(
                         &shared,
                         Direction::Inbound,
@@ -145,7 +148,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         None,
                         &app.address.to_string(),
                         tls,
-                        "ok",
+                        result,
                         sent,
                         received,
                         started,
@@ -211,11 +214,11 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         app,
                         flavor,
                     });
-                    serve_inbound_http(shared, tls, conn).await;
+                    serve_inbound_http(shared, tls, conn, replaced).await;
                 }
                 Payload::Tcp => match upstream::connect_tcp(app.address).await {
                     Ok(up) => {
-                        let (sent, received) = copy(tls, &[], up).await;
+                        let (sent, received, result) = copy_until(tls, &[], up, replaced).await;
                         tcp_log(
                             &shared,
                             Direction::Inbound,
@@ -223,7 +226,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                             peer_identity.as_deref(),
                             &app.address.to_string(),
                             TlsUsed::Mesh,
-                            "ok",
+                            result,
                             sent,
                             received,
                             started,
@@ -268,15 +271,72 @@ fn tcp_log(
     }
 }
 
-async fn serve_inbound_http<S>(shared: Arc<Shared>, io: S, conn: Arc<InboundConn>)
-where
+async fn serve_inbound_http<S>(
+    shared: Arc<Shared>,
+    io: S,
+    conn: Arc<InboundConn>,
+    replaced: impl std::future::Future<Output = ()>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
+    let (peer, port, tls) = (conn.peer, conn.port, conn.tls);
     let svc = service_fn(move |req| l7::inbound(svc_shared.clone(), conn.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = builder.serve_connection(TokioIo::new(io), svc);
-    let _ = shared.watch_graceful(served).await;
+    let result = shared.serve_graceful(served, replaced).await;
+    let unparsable = result.as_ref().err().is_some_and(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    });
+    if unparsable {
+        // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
+        // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
+        shared.stats.refusal(Refusal::NotHttp);
+        tracing::warn!(direction = "inbound", src = %peer, port, tls = tls.label(), reason = Refusal::NotHttp.explain(), "request refused (400)");
+    }
+}
+
+/// Resolves when the configuration no longer serves `port` with the protocol and mode an
+/// inbound connection was accepted under. Istio's listeners drain the connections of a
+/// replaced filter chain; here the connection itself notices: a keep-alive connection
+/// let in under PERMISSIVE must not keep working once the port is STRICT (and one
+/// terminated as mesh mTLS must not outlive a switch to DISABLE).
+async fn rule_replaced(
+    shared: Arc<Shared>,
+    mut updates: tokio::sync::watch::Receiver<u64>,
+    port: u16,
+    protocol: tessera_proto::config::PortProtocol,
+    mode: tessera_proto::config::InboundMode,
+) {
+    loop {
+        if updates.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let snap = shared.snapshot();
+        let now = snap.inbound_rule(port);
+        if now.protocol != protocol || now.mode != mode {
+            tracing::info!(direction = "inbound", port, was = ?mode, now = ?now.mode, reason = %now.reason, "the port's policy changed; closing a connection accepted under the old one");
+            return;
+        }
+    }
+}
+
+/// [`copy`], cut short when `stop` resolves; the result names which ended it.
+async fn copy_until<D, U>(
+    down: D,
+    prefix: &[u8],
+    up: U,
+    stop: impl std::future::Future<Output = ()>,
+) -> (u64, u64, &'static str)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        (sent, received) = copy(down, prefix, up) => (sent, received, "ok"),
+        _ = stop => (0, 0, "closed: the port's policy changed"),
+    }
 }
 
 /// Where an outbound connection is going.
@@ -344,7 +404,9 @@ pub async fn outbound(
             service_fn(move |req| l7::outbound(svc_shared.clone(), upstream.clone(), peer, req));
         let builder = auto::Builder::new(TokioExecutor::new());
         let served = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
-        let _ = shared.watch_graceful(served).await;
+        let _ = shared
+            .serve_graceful(served, std::future::pending::<()>())
+            .await;
         return;
     }
     outbound_tcp(shared, tcp, peer, &upstream, prefix, started).await;

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::{GracefulConnection, GracefulShutdown};
+use hyper_util::server::graceful::GracefulConnection;
 use tessera_ca::CredentialStore;
 use tessera_proto::config::ProxyConfig;
 use tokio::net::TcpListener;
@@ -65,8 +65,12 @@ pub struct Shared {
     pub stats: Stats,
     pub pools: Arc<HttpPool>,
     inbound_tls: TlsAcceptor,
-    graceful: Mutex<Option<GracefulShutdown>>,
+    /// Set once when a drain starts; open HTTP connections are asked to finish.
+    drain: tokio::sync::watch::Sender<bool>,
     draining: AtomicBool,
+    /// Bumped on every applied configuration: inbound connections re-check the rule they
+    /// were accepted under (a policy change must not leave connections it forbids open).
+    config_epoch: tokio::sync::watch::Sender<u64>,
     last_rejected: Mutex<Option<String>>,
     /// Pushed mode only: the link to the control plane.
     push: Option<push::SharedPushStatus>,
@@ -131,23 +135,33 @@ impl Shared {
         })
     }
 
-    /// Serves an HTTP connection so that a drain can ask it to finish (GOAWAY /
-    /// `Connection: close`) instead of cutting it.
-    pub async fn watch_graceful<C>(&self, conn: C) -> C::Output
+    /// Serves an HTTP connection until it ends. When a drain starts or `stop` resolves,
+    /// the connection is asked to finish (GOAWAY / `Connection: close` after the request
+    /// in flight; an idle keep-alive connection closes at once) instead of being cut.
+    pub async fn serve_graceful<C, F>(&self, conn: C, stop: F) -> C::Output
     where
         C: GracefulConnection,
+        F: std::future::Future<Output = ()>,
     {
-        let watched = {
-            let guard = self.graceful.lock().unwrap();
-            match guard.as_ref() {
-                Some(g) => Ok(g.watch(conn)),
-                None => Err(conn),
+        let mut conn = std::pin::pin!(conn);
+        let mut drain = self.drain.subscribe();
+        let drain_started = async move {
+            if drain.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
             }
         };
-        match watched {
-            Ok(fut) => fut.await,
-            Err(conn) => conn.await,
+        tokio::select! {
+            out = conn.as_mut() => return out,
+            _ = stop => {}
+            _ = drain_started => {}
         }
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    }
+
+    /// A receiver that sees every configuration applied from now on.
+    pub fn config_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_epoch.subscribe()
     }
 }
 
@@ -248,6 +262,7 @@ impl Control {
             Ok(snap) => {
                 let config = snap.config.clone();
                 self.shared.snapshot.store(Arc::new(snap));
+                self.shared.config_epoch.send_modify(|e| *e += 1);
                 self.apply_listeners(&config).await
             }
             Err(e) => Err(e.into()),
@@ -353,11 +368,8 @@ impl ProxyHandle {
         for (_, l) in self.control.listeners.lock().await.drain() {
             l.task.abort();
         }
-        let graceful = shared.graceful.lock().unwrap().take();
+        shared.drain.send_replace(true);
         let started = Instant::now();
-        if let Some(g) = graceful {
-            let _ = tokio::time::timeout(deadline, g.shutdown()).await;
-        }
         while shared.stats.active() > 0 && started.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -405,8 +417,9 @@ pub async fn start(
         stats: Stats::default(),
         pools: Arc::new(HttpPool::default()),
         inbound_tls: TlsAcceptor::from(Arc::new(server_config)),
-        graceful: Mutex::new(Some(GracefulShutdown::new())),
+        drain: tokio::sync::watch::channel(false).0,
         draining: AtomicBool::new(false),
+        config_epoch: tokio::sync::watch::channel(0).0,
         last_rejected: Mutex::new(None),
         push: config
             .control_plane

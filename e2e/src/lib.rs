@@ -1,0 +1,246 @@
+//! End-to-end harness: a real `tessera up` on its own state dir, and the seed tasks' shell
+//! commands run against it with bash, exactly as a user types them (with `tessera` for
+//! `kubectl`/`istioctl`). The suites in `tests/` replay one seed task each and compare
+//! what the commands print with what the seed prints.
+//!
+//! Needs root (network namespaces, iptables), iproute2, iptables, curl and openssl, and
+//! the `tessera` binary built next to the test binary (`cargo nextest run --workspace`
+//! builds it; `TESSERA_BIN` overrides the path).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub mod seed002;
+pub mod transcript;
+
+/// The `tessera` binary under test.
+pub fn tessera_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("TESSERA_BIN") {
+        return PathBuf::from(p);
+    }
+    // target/<profile>/deps/<test> → target/<profile>/tessera
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|d| d.join("tessera"))
+        .expect("target dir");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --bin tessera) or set TESSERA_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// The repository root: the seeds' commands run there (`samples/...` paths).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
+}
+
+/// What a shell snippet printed.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    /// Both streams, for failure messages.
+    pub fn both(&self) -> String {
+        format!(
+            "exit {}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        )
+    }
+}
+
+/// A running `tessera up` on a private state dir, with a scratch dir for the seeds' files
+/// (`/tmp/nginx.key` becomes `$SCRATCH/nginx.key` so suites can run side by side).
+/// Dropping it stops the mesh and removes everything, even when the test failed; the
+/// mesh's log is kept only then.
+pub struct Mesh {
+    name: String,
+    dir: PathBuf,
+    scratch: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mesh {
+    /// `tessera up [--set K=V]...`, returning once the mesh serves.
+    pub fn up(name: &str, sets: &[&str]) -> Mesh {
+        let unique = format!("tsr-e2e-{name}-{}", std::process::id());
+        let tmp = std::env::temp_dir();
+        let dir = tmp.join(&unique);
+        let scratch = tmp.join(format!("{unique}-files"));
+        let log = tmp.join(format!("{unique}.log"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&scratch);
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        let mut cmd = Command::new(tessera_bin());
+        cmd.arg("--state-dir").arg(&dir).arg("up");
+        for s in sets {
+            cmd.args(["--set", s]);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(std::fs::File::create(&log).expect("log file")))
+            .spawn()
+            .expect("tessera up (needs root, iproute2 and iptables)");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next().and_then(Result::ok).unwrap_or_default();
+        let mesh = Mesh {
+            name: name.to_string(),
+            dir,
+            scratch,
+            log,
+            child: Some(child),
+        };
+        assert!(
+            first.contains("mesh running; state dir"),
+            "tessera up did not come up: {first:?}\n{}",
+            std::fs::read_to_string(&mesh.log).unwrap_or_default()
+        );
+        std::thread::spawn(move || for _ in lines {});
+        mesh
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs a snippet with bash in the repository root: `tessera` on PATH, the mesh's
+    /// state dir in `TESSERA_STATE_DIR`, `$SCRATCH` for files. `echo` expands `\n` as
+    /// in the shells the seeds were written for (`echo -n "\n"` prints a newline).
+    pub fn sh(&self, script: &str) -> Run {
+        let bin_dir = tessera_bin().parent().expect("bin dir").to_path_buf();
+        let path = format!(
+            "{}:{}",
+            bin_dir.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let out = Command::new("bash")
+            .arg("-c")
+            .arg(format!("shopt -s xpg_echo\n{script}"))
+            .current_dir(repo_root())
+            .env("PATH", path)
+            .env("TESSERA_STATE_DIR", &self.dir)
+            .env("SCRATCH", &self.scratch)
+            .stdin(Stdio::null())
+            .output()
+            .expect("bash");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// [`Mesh::sh`] that must exit 0; its stdout.
+    pub fn ok(&self, script: &str) -> String {
+        let run = self.sh(script);
+        assert_eq!(run.code, 0, "{script}\n{}", run.both());
+        run.stdout
+    }
+
+    /// Waits until every pod of `ns` is Ready (`tessera wait`), standing in for the
+    /// seeds' "make sure the pods are running".
+    pub fn wait_ready(&self, ns: &str) {
+        self.ok(&format!(
+            "tessera wait --for=condition=Ready pod --all -n {ns} --timeout 90s"
+        ));
+    }
+
+    /// Waits until no pod of `ns` is left (deletes finish asynchronously, as in a cluster).
+    pub fn wait_no_pods(&self, ns: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.ok(&format!("tessera get pods -n {ns} -o json"));
+            let v: serde_json::Value = serde_json::from_str(&out).expect("pods json");
+            if v["items"].as_array().is_none_or(Vec::is_empty) {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "pods in {ns} still there: {}",
+                self.ok(&format!("tessera get pods -n {ns}"))
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until every proxy has acknowledged the configuration the control plane
+    /// pushed last (`tessera proxy-status` shows SYNCED everywhere), after a policy change.
+    pub fn wait_synced(&self) {
+        let start = Instant::now();
+        loop {
+            let out = self.ok("tessera proxy-status");
+            let rows: Vec<&str> = out.lines().skip(1).collect();
+            if rows
+                .iter()
+                .all(|r| r.split_whitespace().nth(2) == Some("SYNCED"))
+            {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "proxies not synced:\n{out}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs `script` until its output equals `expected` by `same`, for up to 15 s (a
+    /// policy change reaches the proxies within milliseconds, but not synchronously);
+    /// the last run.
+    pub fn until(&self, script: &str, same: impl Fn(&Run) -> bool) -> Run {
+        let start = Instant::now();
+        loop {
+            let run = self.sh(script);
+            if same(&run) || start.elapsed() > Duration::from_secs(15) {
+                return run;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+impl Drop for Mesh {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SIGTERM: `up` stops its pods and removes its namespaces.
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let start = Instant::now();
+            while child.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(30) {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        // Whatever a failed stop left behind.
+        let _ = Command::new(tessera_bin())
+            .arg("--state-dir")
+            .arg(&self.dir)
+            .arg("down")
+            .output();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.scratch);
+        if std::thread::panicking() {
+            eprintln!("mesh {} log kept: {}", self.name, self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
+    }
+}
