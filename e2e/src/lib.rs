@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod seed000;
 pub mod seed002;
 pub mod transcript;
 
@@ -158,22 +159,38 @@ impl Mesh {
         ));
     }
 
-    /// Waits until no pod of `ns` is left (deletes finish asynchronously, as in a cluster).
-    pub fn wait_no_pods(&self, ns: &str) {
+    /// Waits until `ns` has exactly `count` pods, all Ready (after a delete and re-apply
+    /// the old pods must be gone, too); the `get pod` listing then.
+    pub fn wait_pods(&self, ns: &str, count: usize) -> String {
         let start = Instant::now();
         loop {
             let out = self.ok(&format!("tessera get pods -n {ns} -o json"));
             let v: serde_json::Value = serde_json::from_str(&out).expect("pods json");
-            if v["items"].as_array().is_none_or(Vec::is_empty) {
-                return;
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            let ready = items
+                .iter()
+                .filter(|p| {
+                    p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .count();
+            if items.len() == count && ready == count {
+                return self.ok(&format!("tessera get pod -n {ns}"));
             }
             assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "pods in {ns} still there: {}",
+                start.elapsed() < Duration::from_secs(90),
+                "{ns}: want {count} ready pods:\n{}",
                 self.ok(&format!("tessera get pods -n {ns}"))
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Waits until no pod of `ns` is left (deletes finish asynchronously, as in a cluster).
+    pub fn wait_no_pods(&self, ns: &str) {
+        self.wait_pods(ns, 0);
     }
 
     /// Waits until every proxy has acknowledged the configuration the control plane
@@ -197,14 +214,14 @@ impl Mesh {
         }
     }
 
-    /// Runs `script` until its output equals `expected` by `same`, for up to 15 s (a
-    /// policy change reaches the proxies within milliseconds, but not synchronously);
-    /// the last run.
-    pub fn until(&self, script: &str, same: impl Fn(&Run) -> bool) -> Run {
+    /// Runs `script` until `done` holds for what it printed, for up to `limit` (a policy
+    /// change reaches the proxies within milliseconds, but not synchronously; pods of a
+    /// re-created controller take a moment); the last run.
+    pub fn until(&self, script: &str, limit: Duration, done: impl Fn(&Run) -> bool) -> Run {
         let start = Instant::now();
         loop {
             let run = self.sh(script);
-            if same(&run) || start.elapsed() > Duration::from_secs(15) {
+            if done(&run) || start.elapsed() > limit {
                 return run;
             }
             std::thread::sleep(Duration::from_millis(500));

@@ -6,6 +6,7 @@
 //! (503). Once with the seed's `authentication.istio.io/v1alpha1` Policy, once with
 //! `security.istio.io/v1beta1` PeerAuthentication.
 
+use std::time::Duration;
 use tessera_e2e::seed002;
 use tessera_e2e::transcript::{matches_seed, tally};
 use tessera_e2e::Mesh;
@@ -16,7 +17,9 @@ fn matrix_as_seed(mesh: &Mesh, step: &str, seed: &str) {
     mesh.wait_synced();
     let script = format!("{{ {}; }} 2>&1", seed002::MATRIX);
     let either = seed002::LOAD_BALANCED;
-    let run = mesh.until(&script, |r| matches_seed(&r.stdout, seed, either).is_ok());
+    let run = mesh.until(&script, Duration::from_secs(15), |r| {
+        matches_seed(&r.stdout, seed, either).is_ok()
+    });
     if let Err(e) = matches_seed(&run.stdout, seed, either) {
         panic!("{step}: the matrix differs from the seed's: {e}");
     }

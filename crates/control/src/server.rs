@@ -143,11 +143,25 @@ impl Control {
         &self.issuer
     }
 
+    /// Every proxy that has connected, except disconnected ones whose pod is gone (a
+    /// deleted pod's proxy is not news; one that dropped while its pod lives is).
     pub fn proxies(&self) -> Vec<ProxyStatusRow> {
         let now = unix_now();
-        self.proxies
-            .lock()
-            .unwrap()
+        let objects = self.objects();
+        let pod_exists = |node_id: &str| {
+            node_id.rsplit_once('.').is_some_and(|(pod, ns)| {
+                objects
+                    .get(&crate::objects::ObjectKey::new(
+                        tessera_api::Kind::Pod,
+                        ns,
+                        pod,
+                    ))
+                    .is_some()
+            })
+        };
+        let mut table = self.proxies.lock().unwrap();
+        table.retain(|node_id, s| s.connected || pod_exists(node_id));
+        table
             .values()
             .map(|s| ProxyStatusRow {
                 sync: s.state(now),

@@ -2,6 +2,7 @@
 //! for the cluster namespace, each pod's hosts file, and the services published on the
 //! host. Pure: the runtime writes what these return.
 
+use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -18,6 +19,19 @@ pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 pub fn pod_ip(n: u32) -> Option<Ipv4Addr> {
     let host = n.checked_add(1)?;
     (host < 0xfffe).then(|| Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + host))
+}
+
+/// The pod address after the `last` one handed out (by index, as [`pod_ip`] counts),
+/// skipping those in use and wrapping around: CNI host-local's order. A freed address
+/// is not handed out again at once, so a new pod never answers at an address that
+/// other pods still map to the old pod's MAC in their neighbour caches (a re-created
+/// pod reusing it would stay unreachable for as long as those entries live).
+pub fn next_pod_ip(used: &BTreeSet<Ipv4Addr>, last: u32) -> Option<(u32, Ipv4Addr)> {
+    const LAST_INDEX: u32 = 0xfffc;
+    (last + 1..=LAST_INDEX)
+        .chain(1..=last.min(LAST_INDEX))
+        .filter_map(|n| pod_ip(n).map(|ip| (n, ip)))
+        .find(|(_, ip)| !used.contains(ip))
 }
 
 /// The cluster namespace's `nat` table: each service port's VIP is DNATed to one of its
@@ -368,5 +382,23 @@ status: {phase: Running, podIP: 10.244.0.9}
         assert_eq!(pod_ip(255), Some(Ipv4Addr::new(10, 244, 1, 0)));
         assert_eq!(pod_ip(0xfffc), Some(Ipv4Addr::new(10, 244, 255, 253)));
         assert_eq!(pod_ip(0xfffd), None);
+    }
+
+    #[test]
+    fn freed_pod_addresses_are_not_handed_out_again_at_once() {
+        let ip = |n| pod_ip(n).unwrap();
+        let mut used: BTreeSet<Ipv4Addr> = BTreeSet::new();
+        assert_eq!(next_pod_ip(&used, 0), Some((1, ip(1))));
+        used.insert(ip(1));
+        used.insert(ip(2));
+        // Pod 1 is deleted; the next pod gets a fresh address, not 10.244.0.2.
+        used.remove(&ip(1));
+        assert_eq!(next_pod_ip(&used, 2), Some((3, ip(3))));
+        // At the end of the range it wraps around to the free ones.
+        used.insert(ip(0xfffc));
+        assert_eq!(next_pod_ip(&used, 0xfffb), Some((1, ip(1))));
+        // Full: none.
+        let all: BTreeSet<Ipv4Addr> = (1..=0xfffc).map(ip).collect();
+        assert_eq!(next_pod_ip(&all, 7), None);
     }
 }

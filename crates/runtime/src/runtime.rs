@@ -30,6 +30,8 @@ pub struct Runtime {
     pods: BTreeMap<PodKey, Sandbox>,
     waiting: BTreeMap<PodKey, Waiting>,
     used_ips: BTreeSet<Ipv4Addr>,
+    /// Index of the pod address handed out last ([`cluster::next_pod_ip`]).
+    last_ip: u32,
     next_seq: u32,
     wake: Arc<Notify>,
     names: u64,
@@ -52,6 +54,7 @@ impl Runtime {
             pods: BTreeMap::new(),
             waiting: BTreeMap::new(),
             used_ips: BTreeSet::new(),
+            last_ip: 0,
             next_seq: 0,
             wake: Arc::new(Notify::new()),
             names: 0,
@@ -193,10 +196,7 @@ impl Runtime {
             if self.pods.contains_key(&key) {
                 continue;
             }
-            let Some(ip) = (1..)
-                .map_while(cluster::pod_ip)
-                .find(|ip| !self.used_ips.contains(ip))
-            else {
+            let Some((index, ip)) = cluster::next_pod_ip(&self.used_ips, self.last_ip) else {
                 tracing::error!("the pod network is full");
                 break;
             };
@@ -220,6 +220,7 @@ impl Runtime {
                         Ok(s) => {
                             tracing::info!(namespace = %key.0, pod = %key.1, ip = %ip, netns = %s.info.netns, "pod started");
                             self.used_ips.insert(ip);
+                            self.last_ip = index;
                             self.waiting.remove(&key);
                             // A new pod needs its hosts file, and may be a new endpoint.
                             self.synced = None;

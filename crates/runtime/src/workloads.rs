@@ -70,6 +70,14 @@ pub fn owner_of(meta: &ObjectMeta) -> Option<(String, String)> {
         })
 }
 
+/// The uid in a pod's controller owner reference, when it names one.
+fn owner_uid(meta: &ObjectMeta) -> Option<&str> {
+    let refs = meta.owner_references.as_ref()?.as_array()?;
+    refs.iter()
+        .find(|r| r["controller"] == Value::Bool(true))
+        .and_then(|r| r["uid"].as_str())
+}
+
 /// A short, stable hash of a pod template (Kubernetes' `pod-template-hash`).
 pub fn template_hash(t: &PodTemplateSpec) -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
@@ -96,16 +104,24 @@ pub fn reconcile(objects: &Objects, suffix: &mut dyn FnMut() -> String) -> Vec<O
             owned.entry((ns, kind, name)).or_default().push(p);
         }
     }
-    // Pods whose controller is gone go with it (garbage collection).
-    for ((ns, kind, name), pods) in &owned {
-        if !ctrls
+    // Pods whose controller is gone go with it (garbage collection). A controller
+    // deleted and created again under the same name is another object (another uid):
+    // the old one's pods go, as Kubernetes' garbage collector removes them.
+    for ((ns, kind, name), pods) in owned.iter_mut() {
+        let ctrl = ctrls
             .iter()
-            .any(|c| c.namespace == ns && c.kind == kind && c.name == name)
-        {
-            for p in pods {
+            .find(|c| c.namespace == ns && c.kind == kind && c.name == name);
+        pods.retain(|p| {
+            let theirs = match (ctrl, owner_uid(&p.metadata)) {
+                (None, _) => false,
+                (Some(c), Some(uid)) => c.uid.is_none_or(|cu| cu == uid),
+                (Some(_), None) => true,
+            };
+            if !theirs {
                 ops.push(delete(ns, &p.metadata.name));
             }
-        }
+            theirs
+        });
     }
     for c in &ctrls {
         let hash = template_hash(c.template);
@@ -372,6 +388,62 @@ spec:
         );
         let objects = with(&objects, reconcile(&objects, &mut next));
         assert_eq!(pods(&objects), ["my-nginx-x0003"]);
+    }
+
+    #[test]
+    fn a_controller_deleted_and_created_again_does_not_adopt_the_old_pods() {
+        // Seed 000: `delete -f nginx-app.yaml`, then apply the injected one at once,
+        // before the runtime has removed the old pod.
+        let mut next = counter();
+        let objects = base(APPS);
+        let objects = with(&objects, reconcile(&objects, &mut next));
+        let old: Vec<String> = pods(&objects)
+            .into_iter()
+            .filter(|n| n.starts_with("my-nginx-"))
+            .collect();
+        assert_eq!(old.len(), 1);
+        let objects = with(
+            &objects,
+            vec![Op::Delete {
+                key: ObjectKey::new(Kind::ReplicationController, "full", "my-nginx"),
+                ignore_not_found: false,
+            }],
+        );
+        let objects = base_on(&objects, APPS);
+        let ops = reconcile(&objects, &mut next);
+        assert!(
+            ops.iter()
+                .any(|o| matches!(o, Op::Delete { key, .. } if key.name == old[0])),
+            "the old RC's pod goes: {ops:?}"
+        );
+        let objects = with(&objects, ops);
+        let now: Vec<String> = pods(&objects)
+            .into_iter()
+            .filter(|n| n.starts_with("my-nginx-"))
+            .collect();
+        assert_eq!(now.len(), 1);
+        assert_ne!(now, old, "a new pod from the new controller");
+        assert!(reconcile(&objects, &mut next).is_empty());
+    }
+
+    /// Applies `yaml` on top of `objects`.
+    fn base_on(objects: &Objects, yaml: &str) -> Objects {
+        let report = load_str(
+            std::path::Path::new("apps.yaml"),
+            yaml,
+            &LoadOptions::default(),
+        );
+        with(
+            objects,
+            report
+                .documents
+                .into_iter()
+                .map(|l| Op::Apply {
+                    origin: "apps.yaml".into(),
+                    resource: l.resource,
+                })
+                .collect(),
+        )
     }
 
     #[test]
