@@ -81,6 +81,10 @@ enum Command {
     Wait(pods::WaitArgs),
     /// Print manifests with the sidecar added (istioctl kube-inject), for apply -f -
     KubeInject(pods::KubeInjectArgs),
+    /// A seed task on the running mesh, in one command: sets up its topology and prints
+    /// its verification output from real requests (needs root, as `exec`)
+    #[command(subcommand)]
+    Demo(pods::DemoCommand),
     /// Role: a built-in program standing in for an Istio sample image
     #[command(subcommand)]
     App(pods::AppCommand),
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::Wait(args) => pods::wait(&ctx(&cli.global), &args),
         Command::KubeInject(args) => pods::kube_inject(&args),
         Command::App(cmd) => pods::app(&cmd),
+        Command::Demo(cmd) => pods::demo(&ctx(&cli.global), &cmd),
         Command::Control(args) => control(&cli.global, &args),
         Command::Ca(cmd) => ca::run(
             &state_dir::resolve(cli.global.state_dir.as_deref()),

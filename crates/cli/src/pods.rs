@@ -397,31 +397,61 @@ pub fn kube_inject(args: &KubeInjectArgs) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    let resources: Vec<_> = report
-        .documents
-        .into_iter()
-        .map(|d| {
-            let mut r = d.resource;
-            // Objects keep no namespace they did not name, so `apply -n NS` places them.
-            let named = d
-                .node
-                .get("metadata")
-                .and_then(|m| m.get("namespace"))
-                .is_some();
-            if !named {
-                r.metadata_mut().namespace = None;
-            }
-            r
-        })
-        .collect();
-    match tessera_runtime::inject::kube_inject(resources) {
-        Ok(injected) => {
-            let docs: Vec<String> = injected.iter().map(|r| r.to_yaml()).collect();
-            print!("{}", docs.join("---\n"));
+    match tessera_runtime::inject::kube_inject_yaml(report.documents) {
+        Ok(yaml) => {
+            print!("{yaml}");
             ExitCode::SUCCESS
         }
-        Err((key, e)) => {
-            eprintln!("error: {key}: {e}");
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum DemoCommand {
+    /// Seed 002, automatic mutual TLS: namespaces full/partial/legacy with httpbin and
+    /// sleep, and the seed's reachability matrix after each policy step
+    AutoMtls {
+        /// The API of the policy steps: v1beta1 (PeerAuthentication) or v1alpha1 (the
+        /// seed's Policy)
+        #[arg(long, default_value = "v1beta1", value_parser = ["v1beta1", "v1alpha1"])]
+        api: String,
+    },
+    /// Seeds 000/001, mutual TLS over HTTPS: nginx serving HTTPS with its own
+    /// certificate, without and with a sidecar, then under mesh-wide STRICT
+    Https,
+}
+
+/// `tessera demo ...` on the running mesh of the state dir (as root: it runs curl in pods).
+pub fn demo(ctx: &Ctx, cmd: &DemoCommand) -> ExitCode {
+    let mut say = |line: &str| println!("{line}");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let result = runtime.block_on(async {
+        match cmd {
+            DemoCommand::AutoMtls { api } => {
+                let api = if api == "v1alpha1" {
+                    tessera_runtime::demo::PolicyApi::V1alpha1
+                } else {
+                    tessera_runtime::demo::PolicyApi::V1beta1
+                };
+                tessera_runtime::demo::auto_mtls(&ctx.state_dir, api, &mut say).await
+            }
+            DemoCommand::Https => {
+                let ns = ctx.namespace.clone().unwrap_or_else(|| "default".into());
+                tessera_runtime::demo::https(&ctx.state_dir, &ns, &mut say).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera demo: {e}");
             ExitCode::FAILURE
         }
     }

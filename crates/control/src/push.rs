@@ -66,6 +66,10 @@ pub struct ProxyStatus {
     /// Why nothing can be compiled for it yet (e.g. its pod is not registered).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting: Option<String>,
+    /// The store revision its configuration was last compiled from (pushed, or found
+    /// unchanged): SYNCED with `evaluated ≥ R` means the proxy runs what revision R implies.
+    #[serde(default)]
+    pub evaluated: u64,
     #[serde(skip)]
     session: u64,
 }
@@ -232,6 +236,7 @@ impl PushService {
                 acked: None,
                 nacked: None,
                 waiting: None,
+                evaluated: 0,
                 session,
             },
         );
@@ -291,6 +296,8 @@ impl PushService {
                             });
                             last_sent = Some(comparable);
                         }
+                        let revision = world.revision;
+                        self.update(&node_id, session, |s| s.evaluated = revision);
                     }
                     Err(Refuse::Wait(e)) => {
                         self.claim(&node_id, session, &proxy_version, None);

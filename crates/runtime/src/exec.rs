@@ -71,6 +71,34 @@ pub fn exec(
     container: Option<&str>,
     argv: &[String],
 ) -> Result<i32, RuntimeError> {
+    let mut pod_cmd = command(state_dir, namespace, pod, container, argv)?;
+    let status = pod_cmd
+        .cmd
+        .status()
+        .map_err(|e| RuntimeError::Pod(format!("exec {:?} in {namespace}/{pod}: {e}", argv[0])))?;
+    use std::os::unix::process::ExitStatusExt;
+    Ok(status
+        .code()
+        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// A command set up to run in a pod's container. It enters the pod's network namespace
+/// through a file that must stay open until the command is spawned, so both travel
+/// together.
+pub struct PodCommand {
+    pub cmd: std::process::Command,
+    _netns: std::fs::File,
+}
+
+/// The command `argv` set up to run in a pod's container (its namespaces, binds, user
+/// and environment), for the caller to run and read.
+pub fn command(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    argv: &[String],
+) -> Result<PodCommand, RuntimeError> {
     let info = info(state_dir, namespace, pod)?;
     let c = info.container(container).map_err(RuntimeError::Pod)?;
     let ns_path = netns::path(&info.netns);
@@ -91,16 +119,10 @@ pub fn exec(
         c.user,
     )
     .map_err(|e| RuntimeError::io(&ns_path, e))?;
-    let status = cmd.status().map_err(|e| {
-        RuntimeError::Pod(format!(
-            "exec {:?} in {namespace}/{pod} container {}: {e}",
-            argv[0], c.name
-        ))
-    })?;
-    use std::os::unix::process::ExitStatusExt;
-    Ok(status
-        .code()
-        .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    Ok(PodCommand {
+        cmd,
+        _netns: ns_file,
+    })
 }
 
 /// The file a container's stdout and stderr go to.

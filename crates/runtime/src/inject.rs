@@ -266,6 +266,29 @@ pub fn kube_inject(resources: Vec<Resource>) -> Result<Vec<Resource>, (String, I
         .collect()
 }
 
+/// `istioctl kube-inject` on loaded manifests, as YAML for `apply -f -`. Objects keep no
+/// namespace they did not name, so `apply -n NS` places them.
+pub fn kube_inject_yaml(documents: Vec<tessera_api::Loaded>) -> Result<String, String> {
+    let resources: Vec<Resource> = documents
+        .into_iter()
+        .map(|d| {
+            let mut r = d.resource;
+            let named = d
+                .node
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .is_some();
+            if !named {
+                r.metadata_mut().namespace = None;
+            }
+            r
+        })
+        .collect();
+    let injected = kube_inject(resources).map_err(|(key, e)| format!("{key}: {e}"))?;
+    let docs: Vec<String> = injected.iter().map(|r| r.to_yaml()).collect();
+    Ok(docs.join("---\n"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 pub mod capture;
 pub mod cluster;
+pub mod demo;
 pub mod exec;
 pub mod inject;
 pub mod netns;
