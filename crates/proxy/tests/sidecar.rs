@@ -748,3 +748,62 @@ async fn certificates_from_the_ca() {
         "{err}"
     );
 }
+
+/// A policy change reaches connections that are already open: a plaintext keep-alive
+/// connection let in under PERMISSIVE is closed when the port turns STRICT (else a
+/// lockdown would not lock out clients that connected before it), while one whose port
+/// keeps its mode stays open across the same update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_follow_a_policy_change() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = Mesh::new();
+    let httpbin = mesh.workload("full", "httpbin");
+    let app = echo_app().await;
+    let permissive = server_config(
+        &httpbin,
+        app.port(),
+        PortProtocol::Http,
+        InboundMode::Permissive,
+    );
+    let server = start(permissive.clone()).await;
+    let inbound = addr(&server, "inbound").await;
+
+    // One request on a keep-alive connection; returns the open connection.
+    async fn request(conn: &mut tokio::net::TcpStream) -> String {
+        conn.write_all(b"GET /headers HTTP/1.1\r\nHost: httpbin\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = vec![0u8; 64 * 1024];
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    }
+    let mut conn = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    assert!(request(&mut conn).await.starts_with("HTTP/1.1 200"));
+
+    // The same config again (a push that changes nothing for this port): still open.
+    let mut same = permissive.clone();
+    same.version = "2".into();
+    server.update(same).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(request(&mut conn).await.starts_with("HTTP/1.1 200"));
+
+    // STRICT: the server closes the connection on its own, without a request.
+    let mut strict = permissive.clone();
+    strict.version = "3".into();
+    strict.inbound.ports[0].mode = InboundMode::Strict;
+    server.update(strict).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+        .await
+        .expect("the server closes the connection");
+    assert!(
+        matches!(read, Ok(0) | Err(_)),
+        "closed, not answered: {read:?}"
+    );
+    // And a new plaintext connection is refused as STRICT refuses it.
+    let out = curl(&["-w", "\n%{http_code}", &format!("http://{inbound}/headers")]).await;
+    assert_eq!((out.code, out.http_code()), (56, "000"), "{}", out.stderr);
+}

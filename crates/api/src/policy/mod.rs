@@ -29,6 +29,9 @@ const K_TLS_SIDECAR_INGRESS: &str = "values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGR
 const K_WORKLOAD_CERT_TTL: &str = "values.global.workloadCertTtl";
 const K_SECRET_TTL: &str = "meshConfig.defaultConfig.proxyMetadata.SECRET_TTL";
 const K_PROFILE: &str = "profile";
+/// Istio ≤1.5: mTLS between control-plane components. Accepted and without effect here:
+/// the control plane's sockets are local and every proxy authenticates with a token.
+const K_CONTROL_PLANE_SECURITY: &str = "values.global.controlPlaneSecurityEnabled";
 
 /// Install option keys [`MeshOptions::set`] accepts, in Istio's spelling.
 pub const ACCEPTED_KEYS: &[&str] = &[
@@ -41,6 +44,7 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     K_WORKLOAD_CERT_TTL,
     K_SECRET_TTL,
     K_PROFILE,
+    K_CONTROL_PLANE_SECURITY,
 ];
 
 /// Profiles accepted for compatibility with `istioctl --set profile=...`; they
@@ -186,6 +190,9 @@ impl MeshOptions {
                     return Err(bad(EXPECT_PROFILE));
                 }
             }
+            K_CONTROL_PLANE_SECURITY => {
+                parse_bool(value).ok_or_else(|| bad(EXPECT_BOOL))?;
+            }
             _ => {
                 return Err(SetError::UnknownKey {
                     key: key.to_string(),
@@ -196,11 +203,12 @@ impl MeshOptions {
         Ok(())
     }
 
-    /// Builds options from `KEY=VALUE` strings (as given to `--set`), applied in
+    /// Builds options from `KEY=VALUE` strings (as given to `--set`; one may hold
+    /// several pairs separated by commas, as istioctl and helm read them), applied in
     /// order on top of the defaults; the first error stops.
     pub fn from_sets<'a>(sets: impl IntoIterator<Item = &'a str>) -> Result<Self, SetError> {
         let mut opts = Self::default();
-        for arg in sets {
+        for arg in sets.into_iter().flat_map(|a| a.split(',')) {
             let (key, value) = arg.split_once('=').ok_or_else(|| SetError::MissingEquals {
                 arg: arg.to_string(),
             })?;
@@ -326,6 +334,16 @@ mod tests {
                 "§3.4 mtls.enabled",
                 vec!["values.global.mtls.enabled=true"],
                 Ok(with(|o| o.mtls_enabled = true)),
+            ),
+            (
+                "seed-001 install: pairs separated by commas; controlPlaneSecurityEnabled accepted",
+                vec!["profile=demo,values.global.controlPlaneSecurityEnabled=true,values.global.mtls.enabled=true"],
+                Ok(with(|o| o.mtls_enabled = true)),
+            ),
+            (
+                "a comma-separated pair without '='",
+                vec!["profile=demo,oops"],
+                Err(SetError::MissingEquals { arg: "oops".into() }),
             ),
             (
                 "§3.4 mtls.auto off",
