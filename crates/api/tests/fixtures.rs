@@ -160,6 +160,7 @@ fn samples_validate() {
     assert_eq!(
         names,
         [
+            "Deployment/default/httpbin-nosidecar",
             "ServiceAccount/default/httpbin",
             "Service/default/httpbin",
             "Deployment/default/httpbin",

@@ -68,29 +68,7 @@ fn pod_of(deployment: &Resource, inject: bool, ip: &str) -> Resource {
     .unwrap()
 }
 
-const NOSIDECAR: &str = "
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpbin-nosidecar
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: httpbin
-  template:
-    metadata:
-      labels:
-        app: httpbin
-        version: nosidecar
-    spec:
-      containers:
-      - image: docker.io/kennethreitz/httpbin
-        imagePullPolicy: IfNotPresent
-        name: httpbin
-        ports:
-        - containerPort: 80
-";
+const NOSIDECAR: &str = include_str!("../../../samples/httpbin/httpbin-nosidecar.yaml");
 
 /// The seed's setup: namespaces full (all injected), partial (httpbin injected plus
 /// httpbin-nosidecar), legacy (nothing injected).

@@ -26,28 +26,7 @@ const NGINX_APP: &str = include_str!("../../../samples/https/nginx-app.yaml");
 const NGINX_CONF: &str = include_str!("../../../samples/https/default.conf");
 
 /// The seed's extra deployment in `partial`: httpbin without a sidecar.
-const HTTPBIN_NOSIDECAR: &str = "apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpbin-nosidecar
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: httpbin
-  template:
-    metadata:
-      labels:
-        app: httpbin
-        version: nosidecar
-    spec:
-      containers:
-      - image: docker.io/kennethreitz/httpbin
-        imagePullPolicy: IfNotPresent
-        name: httpbin
-        ports:
-        - containerPort: 80
-";
+const HTTPBIN_NOSIDECAR: &str = include_str!("../../../samples/httpbin/httpbin-nosidecar.yaml");
 
 const DR_ISTIO_MUTUAL: &str = "apiVersion: networking.istio.io/v1alpha3
 kind: DestinationRule
