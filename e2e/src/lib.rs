@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 pub mod seed000;
 pub mod seed002;
+pub mod seed004;
 pub mod transcript;
 
 /// The `tessera` binary under test.
@@ -74,6 +75,21 @@ pub struct Mesh {
     child: Option<Child>,
 }
 
+/// A loopback address of this process's own, so meshes side by side publish their
+/// gateways on ports 80 and 443 without colliding.
+pub fn unique_loopback() -> std::net::Ipv4Addr {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    static NEXT: AtomicU8 = AtomicU8::new(0);
+    let pid = std::process::id();
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    std::net::Ipv4Addr::new(
+        127,
+        1 + ((pid >> 16) as u8 % 200).wrapping_add(n.wrapping_mul(7)) % 250,
+        (pid >> 8) as u8,
+        (pid as u8).max(2),
+    )
+}
+
 impl Mesh {
     /// `tessera up [--set K=V]...`, returning once the mesh serves.
     pub fn up(name: &str, sets: &[&str]) -> Mesh {
@@ -86,7 +102,10 @@ impl Mesh {
         let _ = std::fs::remove_dir_all(&scratch);
         std::fs::create_dir_all(&scratch).expect("scratch dir");
         let mut cmd = Command::new(tessera_bin());
-        cmd.arg("--state-dir").arg(&dir).arg("up");
+        cmd.arg("--state-dir")
+            .arg(&dir)
+            .arg("up")
+            .args(["--ingress-ip", &unique_loopback().to_string()]);
         for s in sets {
             cmd.args(["--set", s]);
         }
@@ -111,6 +130,13 @@ impl Mesh {
         );
         std::thread::spawn(move || for _ in lines {});
         mesh
+    }
+
+    /// The gateway's address on this host (`status.loadBalancer.ingress[0].ip`).
+    pub fn ingress_ip(&self) -> String {
+        self.ok("tessera -n istio-system get service istio-ingressgateway -o jsonpath='{.status.loadBalancer.ingress[0].ip}'")
+            .trim()
+            .to_string()
     }
 
     pub fn state_dir(&self) -> &Path {

@@ -78,6 +78,8 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
             token_file: token.to_path_buf(),
         }),
         volumes: Default::default(),
+        gateway: vec![],
+        secrets: vec![],
     }
 }
 

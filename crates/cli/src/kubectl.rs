@@ -147,7 +147,6 @@ fn send(ctx: &Ctx, request: ApplyRequest) -> ExitCode {
 }
 
 #[derive(Args)]
-#[command(args_conflicts_with_subcommands = true)]
 pub struct CreateArgs {
     /// Create the objects of a manifest (an existing one is an error)
     #[arg(short = 'f', long = "filename", value_name = "FILE|DIR|-")]
@@ -249,6 +248,18 @@ pub fn create(ctx: &Ctx, args: &CreateArgs) -> ExitCode {
         }
         return send_documents(ctx, &args.files, true);
     };
+    if !args.files.is_empty() {
+        eprintln!(
+            "error: -f cannot be combined with a kind to create ({})",
+            match what {
+                CreateWhat::Namespace { .. } => "namespace",
+                CreateWhat::Secret(_) => "secret",
+                CreateWhat::Configmap(_) => "configmap",
+            }
+        );
+        return ExitCode::FAILURE;
+    }
+    // `kubectl create -n NS secret ...`: -n is tessera's global option wherever it stands.
     let ns = ctx.namespace.clone();
     let object = match what {
         CreateWhat::Namespace { name } => json!({
@@ -462,8 +473,8 @@ pub struct DeleteArgs {
     files: Vec<PathBuf>,
     /// KIND NAME... (e.g. `service httpbin sleep`, `ns full partial`)
     words: Vec<String>,
-    /// Missing objects are not an error
-    #[arg(long)]
+    /// Missing objects are not an error (also --ignore-not-found=true, as kubectl)
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false")]
     ignore_not_found: bool,
 }
 

@@ -77,6 +77,11 @@ enum Command {
     Exec(pods::ExecArgs),
     /// Print a container's output
     Logs(pods::LogsArgs),
+    /// Copy a file into or out of a pod's container (kubectl cp)
+    Cp(pods::CpArgs),
+    /// What a pod's proxy was given (istioctl proxy-config): `secret POD[.NS]`
+    #[command(subcommand)]
+    ProxyConfig(pods::ProxyConfigCommand),
     /// Wait until pods meet a condition: wait --for=condition=Ready pod --all -n NS
     Wait(pods::WaitArgs),
     /// Print manifests with the sidecar added (istioctl kube-inject), for apply -f -
@@ -140,6 +145,8 @@ fn main() -> ExitCode {
         Command::Down(args) => pods::down(&ctx(&cli.global), &args),
         Command::Exec(args) => pods::exec(&ctx(&cli.global), &args),
         Command::Logs(args) => pods::logs(&ctx(&cli.global), &args),
+        Command::Cp(args) => pods::cp(&ctx(&cli.global), &args),
+        Command::ProxyConfig(cmd) => pods::proxy_config(&ctx(&cli.global), &cmd),
         Command::Wait(args) => pods::wait(&ctx(&cli.global), &args),
         Command::KubeInject(args) => pods::kube_inject(&args),
         Command::App(cmd) => pods::app(&cmd),

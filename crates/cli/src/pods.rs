@@ -17,8 +17,21 @@ pub struct UpArgs {
     /// Install options in Istio's spelling, e.g. values.global.mtls.auto=false; repeatable
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// The loopback address LoadBalancer services (the ingress gateway's 80 and 443) are
+    /// published on; meshes side by side each need their own (any of 127.0.0.0/8)
+    #[arg(long, value_name = "IP", default_value = "127.0.0.1", value_parser = loopback)]
+    ingress_ip: std::net::Ipv4Addr,
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     log_level: tracing::Level,
+}
+
+fn loopback(s: &str) -> Result<std::net::Ipv4Addr, String> {
+    let ip: std::net::Ipv4Addr = s.parse().map_err(|e| format!("{e}"))?;
+    if ip.is_loopback() {
+        Ok(ip)
+    } else {
+        Err("must be a loopback address (127.0.0.0/8): traffic stays on this host".into())
+    }
 }
 
 pub fn up(ctx: &Ctx, args: &UpArgs) -> ExitCode {
@@ -37,6 +50,7 @@ pub fn up(ctx: &Ctx, args: &UpArgs) -> ExitCode {
         state_dir: ctx.state_dir.clone(),
         mesh,
         exe,
+        ingress_ip: args.ingress_ip,
     };
     let result = tessera_runtime::up(opts, |dir| {
         println!("tessera up: mesh running; state dir {}", dir.display());
@@ -505,6 +519,197 @@ pub fn app(cmd: &AppCommand) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera app: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ProxyConfigCommand {
+    /// The certificates a pod's proxy serves or waits for (istioctl's columns): its
+    /// workload certificate (default), the mesh roots (ROOTCA), and user certificates
+    /// from files (file-cert:, file-root:) or Secrets (kubernetes://)
+    Secret(ProxyConfigSecretArgs),
+}
+
+#[derive(Args)]
+pub struct ProxyConfigSecretArgs {
+    /// POD[.NAMESPACE] (or -n NAMESPACE POD)
+    target: String,
+    /// json: the rows as the proxy's admin endpoint gives them
+    #[arg(short = 'o', long, default_value = "short")]
+    output: String,
+}
+
+/// `POD.NS` as istioctl writes it, else the pod in -n's namespace.
+fn pod_dot_namespace(ctx: &Ctx, target: &str) -> Result<(String, String), String> {
+    if let Some((pod, ns)) = target.rsplit_once('.') {
+        let pods = pods(ctx, ns)?;
+        if let Ok(pod) = tessera_runtime::exec::resolve_target(&pods, pod) {
+            return Ok((ns.to_string(), pod));
+        }
+    }
+    target_pod(ctx, target)
+}
+
+pub fn proxy_config(ctx: &Ctx, cmd: &ProxyConfigCommand) -> ExitCode {
+    let ProxyConfigCommand::Secret(args) = cmd;
+    let (ns, pod) = match pod_dot_namespace(ctx, &args.target) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let body = match tessera_runtime::exec::admin_get(&ctx.state_dir, &ns, &pod, "/secrets") {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.output == "json" {
+        print!("{body}");
+        return ExitCode::SUCCESS;
+    }
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    if rows.is_empty() {
+        println!("No secret items to show.");
+        return ExitCode::SUCCESS;
+    }
+    let mut t = crate::table::Table::new(&[
+        "RESOURCE NAME",
+        "TYPE",
+        "STATUS",
+        "VALID CERT",
+        "SERIAL NUMBER",
+        "NOT AFTER",
+        "NOT BEFORE",
+    ]);
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    for r in &rows {
+        t.row(vec![
+            s(&r["name"]),
+            s(&r["type"]),
+            s(&r["status"]),
+            r["valid"].as_bool().unwrap_or(false).to_string(),
+            s(&r["serial"]),
+            s(&r["notAfter"]),
+            s(&r["notBefore"]),
+        ]);
+    }
+    print!("{t}");
+    for r in rows.iter().filter(|r| r["status"] == "WARMING") {
+        eprintln!("{}: {}", s(&r["name"]), s(&r["reason"]));
+    }
+    ExitCode::SUCCESS
+}
+
+#[derive(Args)]
+pub struct CpArgs {
+    /// LOCAL_FILE or [NAMESPACE/]POD:PATH
+    source: String,
+    /// LOCAL_PATH or [NAMESPACE/]POD:PATH (a directory keeps the file's name)
+    destination: String,
+    #[arg(short = 'c', long)]
+    container: Option<String>,
+}
+
+/// `[ns/]pod:path` → (namespace, pod, path).
+fn pod_path(ctx: &Ctx, s: &str) -> Option<(String, String, String)> {
+    let (pod, path) = s.split_once(':')?;
+    if pod.is_empty() || !path.starts_with('/') {
+        return None;
+    }
+    let (ns, pod) = match pod.split_once('/') {
+        Some((ns, pod)) => (ns.to_string(), pod.to_string()),
+        None => (
+            ctx.namespace.clone().unwrap_or_else(|| "default".into()),
+            pod.to_string(),
+        ),
+    };
+    Some((ns, pod, path.to_string()))
+}
+
+/// kubectl cp: a file into or out of a pod's container, through the container's own view
+/// of its filesystem (its /tmp is the pod's).
+pub fn cp(ctx: &Ctx, args: &CpArgs) -> ExitCode {
+    use std::io::Write;
+    let run = |ns: &str, pod: &str, script: &str, argv: &[&str]| {
+        let mut full = vec![
+            "/bin/sh".to_string(),
+            "-c".into(),
+            script.into(),
+            "sh".into(),
+        ];
+        full.extend(argv.iter().map(|a| a.to_string()));
+        tessera_runtime::exec::command(&ctx.state_dir, ns, pod, args.container.as_deref(), &full)
+            .map_err(|e| e.to_string())
+    };
+    let result: Result<(), String> = match (
+        pod_path(ctx, &args.source),
+        pod_path(ctx, &args.destination),
+    ) {
+        (None, Some((ns, pod, path))) => (|| {
+            let data = std::fs::read(&args.source).map_err(|e| format!("{}: {e}", args.source))?;
+            if !(path == "/tmp" || path.starts_with("/tmp/")) {
+                return Err(format!(
+                    "{path}: pods here share the host's filesystem outside /tmp and their volumes; copy into /tmp"
+                ));
+            }
+            let name = std::path::Path::new(&args.source)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let mut c = run(
+                &ns,
+                &pod,
+                r#"if [ -d "$1" ]; then exec cat > "$1/$2"; else exec cat > "$1"; fi"#,
+                &[&path, &name],
+            )?;
+            let mut child = c
+                .cmd
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .map_err(|e| e.to_string())?;
+            child
+                .stdin
+                .take()
+                .ok_or("no stdin")?
+                .write_all(&data)
+                .map_err(|e| e.to_string())?;
+            let status = child.wait().map_err(|e| e.to_string())?;
+            status
+                .success()
+                .then_some(())
+                .ok_or_else(|| format!("cannot write {path} in {ns}/{pod}"))
+        })(),
+        (Some((ns, pod, path)), None) => (|| {
+            let mut c = run(&ns, &pod, r#"exec cat "$1""#, &[&path])?;
+            let out = c.cmd.output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "{ns}/{pod}:{path}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ));
+            }
+            let mut dest = std::path::PathBuf::from(&args.destination);
+            if dest.is_dir() {
+                if let Some(n) = std::path::Path::new(&path).file_name() {
+                    dest = dest.join(n);
+                }
+            }
+            std::fs::write(&dest, out.stdout).map_err(|e| format!("{}: {e}", dest.display()))
+        })(),
+        _ => Err(
+            "one of source and destination must be [NAMESPACE/]POD:/PATH, the other a local path"
+                .into(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -30,6 +30,18 @@ struct Up {
     child: Option<Child>,
 }
 
+/// This test process's own loopback address for the mesh's gateway (meshes of parallel
+/// tests must not share 127.0.0.1:80/443).
+fn own_loopback() -> String {
+    let pid = std::process::id();
+    format!(
+        "127.{}.{}.{}",
+        201 + (pid >> 16) % 50,
+        (pid >> 8) & 255,
+        (pid & 255).max(2)
+    )
+}
+
 impl Up {
     fn start(name: &str) -> Up {
         let dir = std::env::temp_dir().join(format!("tsr-up-{name}-{}", std::process::id()));
@@ -37,7 +49,7 @@ impl Up {
         let mut child = tessera()
             .arg("--state-dir")
             .arg(&dir)
-            .args(["up", "--log-level", "info"])
+            .args(["up", "--log-level", "info", "--ingress-ip", &own_loopback()])
             .stdout(Stdio::piped())
             .stderr(Stdio::from(
                 std::fs::File::create(

@@ -53,6 +53,11 @@ pub struct World {
     beta: Vec<PeerAuthn>,
     legacy: Vec<PeerAuthn>,
     rules: Vec<Rule>,
+    pub(crate) sidecars: Vec<crate::ingress::SidecarRule>,
+    pub(crate) gateways: Vec<crate::gateway::GatewayRule>,
+    pub(crate) virtual_services: Vec<crate::gateway::VirtualServiceRule>,
+    /// Secrets by (namespace, name): their decoded data, for `credentialName`.
+    pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// Policies (or parts) that cannot take effect, with why.
     pub problems: Vec<(PolicyRef, String)>,
 }
@@ -64,9 +69,43 @@ impl World {
         let mut beta = Vec::new();
         let mut legacy_policies = Vec::new();
         let mut rules = Vec::new();
+        let mut sidecars = Vec::new();
+        let mut gateways = Vec::new();
+        let mut virtual_services = Vec::new();
+        let mut secrets = BTreeMap::new();
         for s in objects.iter() {
             let created = s.created();
             match &s.resource {
+                Resource::Sidecar(sc) => sidecars.push(crate::ingress::SidecarRule {
+                    namespace: sc.metadata.namespace.clone().unwrap_or_default(),
+                    name: sc.metadata.name.clone(),
+                    selector: sc.spec.workload_selector.as_ref().map(|s| s.labels.clone()),
+                    created,
+                    ingress: sc.spec.ingress.clone(),
+                }),
+                Resource::Gateway(gw) => gateways.push(crate::gateway::GatewayRule {
+                    namespace: gw.metadata.namespace.clone().unwrap_or_default(),
+                    name: gw.metadata.name.clone(),
+                    created,
+                    spec: gw.spec.clone(),
+                }),
+                Resource::VirtualService(vs) => {
+                    virtual_services.push(crate::gateway::VirtualServiceRule {
+                        namespace: vs.metadata.namespace.clone().unwrap_or_default(),
+                        name: vs.metadata.name.clone(),
+                        created,
+                        spec: vs.spec.clone(),
+                    })
+                }
+                Resource::Secret(secret) => {
+                    secrets.insert(
+                        (
+                            secret.metadata.namespace.clone().unwrap_or_default(),
+                            secret.metadata.name.clone(),
+                        ),
+                        crate::gateway::secret_data(secret),
+                    );
+                }
                 Resource::PeerAuthentication(pa) => beta.push(PeerAuthn::from_model(pa, created)),
                 Resource::Policy(p) => legacy_policies.push(LegacyPolicy::from_model(
                     &p.metadata,
@@ -132,6 +171,10 @@ impl World {
             beta,
             legacy,
             rules,
+            sidecars,
+            gateways,
+            virtual_services,
+            secrets,
             problems,
         }
     }
@@ -335,6 +378,27 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
             pod: pod.to_string(),
             namespace: namespace.to_string(),
         })?;
+    if me.is_gateway {
+        let gateway = crate::gateway::compile_gateway(world, me);
+        return Ok(ProxyConfig {
+            version: world.revision.to_string(),
+            node: Node {
+                id: node_id.to_string(),
+                identity: world.identity_of(me),
+                trust_domain: world.trust_domain().to_string(),
+            },
+            certificates: CertificateSource::default(),
+            admin: Default::default(),
+            runtime: Default::default(),
+            listeners: Listeners::default(),
+            services: outbound(world, me),
+            inbound: Inbound::default(),
+            control_plane: None,
+            volumes: Default::default(),
+            gateway: gateway.listeners,
+            secrets: gateway.secrets,
+        });
+    }
     Ok(ProxyConfig {
         version: world.revision.to_string(),
         node: Node {
@@ -354,6 +418,8 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
         inbound: inbound(world, me),
         control_plane: None,
         volumes: Default::default(),
+        gateway: vec![],
+        secrets: vec![],
     })
 }
 
@@ -393,6 +459,14 @@ fn outbound(world: &World, me: &WorkloadEntry) -> Vec<Service> {
 }
 
 fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
+    let default = world.effective_mode(me, 0);
+    if let Some(ports) = crate::ingress::sidecar_ports(world, me) {
+        return Inbound {
+            app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            default_mode: inbound_mode(default.mode),
+            ports,
+        };
+    }
     let mut ports: Vec<InboundPort> = Vec::new();
     let mut add = |port: u16, protocol: PortProtocol| {
         if ports.iter().any(|p| p.port == port) {
@@ -404,6 +478,9 @@ fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
             protocol,
             mode: inbound_mode(mode.mode),
             reason: mode.to_string(),
+            forward_to: None,
+            tls: None,
+            operation: None,
         });
     };
     for svc in world.registry.services_of(me) {
@@ -422,7 +499,6 @@ fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
         add(*port, PortProtocol::Auto);
     }
     ports.sort_by_key(|p| p.port);
-    let default = world.effective_mode(me, 0);
     Inbound {
         app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
         default_mode: inbound_mode(default.mode),
@@ -452,7 +528,7 @@ fn headless_all_or_nothing(endpoints: &mut [Endpoint]) {
     }
 }
 
-fn inbound_mode(m: MtlsMode) -> InboundMode {
+pub(crate) fn inbound_mode(m: MtlsMode) -> InboundMode {
     match m {
         MtlsMode::Strict => InboundMode::Strict,
         MtlsMode::Disable => InboundMode::Disable,
@@ -461,7 +537,7 @@ fn inbound_mode(m: MtlsMode) -> InboundMode {
 }
 
 /// The proxy's handling of a classified port; `None` for UDP (not proxied).
-fn port_protocol(p: Protocol) -> Option<PortProtocol> {
+pub(crate) fn port_protocol(p: Protocol) -> Option<PortProtocol> {
     Some(match p {
         Protocol::Http | Protocol::HttpProxy | Protocol::GrpcWeb => PortProtocol::Http,
         Protocol::Http2 | Protocol::Grpc => PortProtocol::Http2,

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod client;
 pub mod compile;
+pub mod gateway;
+pub mod ingress;
 pub mod objects;
 pub mod push;
 pub mod registry;

@@ -63,6 +63,8 @@ pub struct WorkloadEntry {
     pub ip: Option<IpAddr>,
     /// It has an `istio-proxy` container.
     pub has_sidecar: bool,
+    /// Its `istio-proxy` runs as a gateway (`proxy router`), not as a sidecar.
+    pub is_gateway: bool,
     /// Named container ports, for named targetPorts.
     pub named_ports: BTreeMap<String, u16>,
     /// Every declared container port, sorted.
@@ -261,6 +263,11 @@ fn workload(pod: &Pod) -> WorkloadEntry {
             .containers
             .iter()
             .any(|c| c.name == SIDECAR_CONTAINER),
+        is_gateway: pod
+            .spec
+            .containers
+            .iter()
+            .any(|c| c.name == SIDECAR_CONTAINER && c.args.iter().any(|a| a == "router")),
         named_ports,
         container_ports,
     }

@@ -144,6 +144,8 @@ fn bootstrap(
             token_file: token.to_path_buf(),
         }),
         volumes: Default::default(),
+        gateway: vec![],
+        secrets: vec![],
     }
 }
 

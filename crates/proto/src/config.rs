@@ -40,6 +40,13 @@ pub struct ProxyConfig {
     /// config (`/etc/istio/tls-certs/tls.crt`) are read through it.
     #[serde(default, skip_serializing_if = "VolumeTable::is_empty")]
     pub volumes: VolumeTable,
+    /// Gateway mode: listeners built from Gateway servers and the VirtualServices bound to
+    /// them, one per gateway pod port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gateway: Vec<GatewayListener>,
+    /// Key material of `credentialName` Secrets, by SDS name (`kubernetes://<name>`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMaterial>,
 }
 
 impl ProxyConfig {
@@ -56,7 +63,9 @@ impl ProxyConfig {
         self
     }
 
-    /// The config with every file path it names read through `volumes` (the pod's mounts).
+    /// The config with the file paths of DestinationRule TLS read through `volumes` (the
+    /// pod's mounts). Server TLS keeps the manifest's paths: they are the names
+    /// `proxy-config secret` shows (`file-cert:/etc/istio/...`), resolved when read.
     pub fn resolved_through(mut self, volumes: &VolumeTable) -> ProxyConfig {
         if volumes.is_empty() {
             return self;
@@ -416,6 +425,324 @@ pub struct InboundPort {
     /// Why this mode ("PeerAuthentication full/strict port 80", "mesh default").
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
+    /// Where the app receives this port's traffic, when not on the same port of
+    /// `app_host` (a Sidecar ingress listener's `defaultEndpoint`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward_to: Option<SocketAddr>,
+    /// Sidecar ingress TLS (spec §5): the client's TLS is terminated with the user's
+    /// certificate, and only TLS is accepted on the port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+    /// Sent back as `x-envoy-decorator-operation` (`<Sidecar>.<ns>:<port>/*`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+}
+
+/// TLS a proxy terminates with the user's certificate: a Gateway server, or a Sidecar
+/// ingress listener (spec §5, §6.3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerTls {
+    pub mode: ServerTlsMode,
+    pub key_pair: KeyPairSource,
+    /// MUTUAL / OPTIONAL_MUTUAL: the CA client certificates must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<CaBundleSource>,
+    /// Client certificates must carry one of these SANs (exact match).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<String>,
+    /// `TLSV1_2` or `TLSV1_3`; older versions are not offered by this proxy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_protocol_version: Option<TlsVersion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_protocol_version: Option<TlsVersion>,
+    /// OpenSSL names of the TLS 1.2 suites allowed (empty: all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cipher_suites: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerTlsMode {
+    Simple,
+    Mutual,
+    OptionalMutual,
+    /// The proxy's workload certificate; clients need a mesh certificate.
+    IstioMutual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum TlsVersion {
+    #[serde(rename = "TLSV1_2")]
+    V1_2,
+    #[serde(rename = "TLSV1_3")]
+    V1_3,
+}
+
+/// Where the served certificate and key come from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum KeyPairSource {
+    /// PEM files in the proxy's filesystem, re-read when they change (`file-cert:<crt>~<key>`).
+    #[serde(rename_all = "camelCase")]
+    Files {
+        cert_chain: PathBuf,
+        private_key: PathBuf,
+    },
+    /// A Secret pushed in [`ProxyConfig::secrets`] (`kubernetes://<name>`).
+    Secret { name: String },
+    /// The workload certificate (`default`).
+    Workload,
+}
+
+/// Where a client CA bundle comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum CaBundleSource {
+    /// `file-root:<path>`.
+    File { path: PathBuf },
+    /// `kubernetes://<name>-cacert` or the `ca.crt` of `kubernetes://<name>`.
+    Secret { name: String },
+    /// The mesh roots (`ROOTCA`).
+    MeshRoots,
+}
+
+impl KeyPairSource {
+    /// The SDS resource name Istio shows for it.
+    pub fn resource_name(&self) -> String {
+        match self {
+            KeyPairSource::Files {
+                cert_chain,
+                private_key,
+            } => format!(
+                "file-cert:{}~{}",
+                cert_chain.display(),
+                private_key.display()
+            ),
+            KeyPairSource::Secret { name } => name.clone(),
+            KeyPairSource::Workload => "default".into(),
+        }
+    }
+}
+
+impl CaBundleSource {
+    pub fn resource_name(&self) -> String {
+        match self {
+            CaBundleSource::File { path } => format!("file-root:{}", path.display()),
+            CaBundleSource::Secret { name } => name.clone(),
+            CaBundleSource::MeshRoots => "ROOTCA".into(),
+        }
+    }
+}
+
+/// A Secret's key material as the control plane found it. `error` says why it cannot be
+/// served (missing Secret, wrong keys); the proxy then refuses handshakes that need it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretMaterial {
+    /// `kubernetes://<name>` (key pair) or `kubernetes://<name>-cacert` (CA bundle).
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_chain: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_cert: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One gateway pod port and the servers (filter chains) on it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayListener {
+    /// The port the gateway pod listens on (the Service's targetPort for the server port).
+    pub port: u16,
+    /// The server port clients addressed (for VirtualService `port` matches).
+    pub server_port: u16,
+    pub servers: Vec<GatewayServer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GatewayServer {
+    /// Istio's route name: `http.<port>` or `https.<port>.<portName>.<gateway>.<ns>`.
+    pub name: String,
+    /// Which Gateway and server it comes from, for logs.
+    pub source: String,
+    pub kind: ServerKind,
+    /// SNI names this chain answers (`*.example.com` allowed); empty: any, also no SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub server_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ServerTls>,
+    /// HTTP routing (kinds Http and TerminateHttp).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_hosts: Vec<VirtualHost>,
+    /// L4 routing (Tcp, TerminateTcp, Passthrough by SNI).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub l4_routes: Vec<L4Route>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ServerKind {
+    /// Plaintext HTTP.
+    Http,
+    /// HTTPS: TLS terminated here, then HTTP.
+    TerminateHttp,
+    /// TLS terminated here, then opaque bytes.
+    TerminateTcp,
+    /// TLS passed through to the backend chosen by SNI.
+    Passthrough,
+    /// Opaque TCP.
+    Tcp,
+}
+
+/// The routes for the hosts a server and its VirtualServices share.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VirtualHost {
+    /// Lower-case host names, `*` and `*.suffix` allowed; the Host header's port is ignored.
+    pub domains: Vec<String>,
+    pub routes: Vec<HttpRouteRule>,
+    /// From a server with `tls.httpsRedirect`: every request gets a 301 to https.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub https_redirect: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HttpRouteRule {
+    /// `VirtualService <ns>/<name> http[<i>]`, for logs.
+    pub source: String,
+    /// Any one matches (empty: everything).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RequestMatch>,
+    pub action: RouteAction,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority: Option<ValueMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheme: Option<ValueMatch>,
+    /// Lower-case names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, ValueMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub without_headers: Vec<(String, ValueMatch)>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub query_params: Vec<(String, ValueMatch)>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ignore_uri_case: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ValueMatch {
+    Exact(String),
+    /// Raw string prefix (`/status` matches `/statusfoo`, as Istio's VirtualService).
+    Prefix(String),
+    /// RE2 syntax, matching the whole value.
+    Regex(String),
+    /// The header is present, whatever its value.
+    Present,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum RouteAction {
+    #[serde(rename_all = "camelCase")]
+    Forward {
+        destinations: Vec<WeightedDestination>,
+        /// Replaces the matched prefix (the whole path for exact and regex matches).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rewrite_uri: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rewrite_authority: Option<String>,
+        /// No answer within this time: 504 `upstream request timeout`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        retries: RetryPolicy,
+    },
+    #[serde(rename_all = "camelCase")]
+    Redirect {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uri: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        authority: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        scheme: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<u16>,
+        code: u16,
+    },
+    #[serde(rename_all = "camelCase")]
+    DirectResponse {
+        status: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<String>,
+    },
+}
+
+/// Istio's default since 1.24: 2 retries on connect failure, refused stream, unavailable,
+/// cancelled; no status codes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_try_timeout_ms: Option<u64>,
+    /// `connect-failure`, `refused-stream`, `unavailable`, `cancelled`, `5xx`,
+    /// `gateway-error`, `reset`, `retriable-status-codes`, or status codes.
+    #[serde(default)]
+    pub retry_on: Vec<String>,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> RetryPolicy {
+        RetryPolicy {
+            attempts: 2,
+            per_try_timeout_ms: None,
+            retry_on: [
+                "connect-failure",
+                "refused-stream",
+                "unavailable",
+                "cancelled",
+                "retriable-status-codes",
+            ]
+            .map(String::from)
+            .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WeightedDestination {
+    /// A service port of [`ProxyConfig::services`], `host:port`.
+    pub service: String,
+    pub weight: u32,
+}
+
+/// An L4 route: for Passthrough servers chosen by SNI, else the first whose port matches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct L4Route {
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    pub destinations: Vec<WeightedDestination>,
 }
 
 #[cfg(test)]

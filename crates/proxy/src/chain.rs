@@ -38,15 +38,25 @@ pub enum Refusal {
     Handshake,
     /// An HTTP port received bytes that are not HTTP (Envoy's `400 DPE`).
     NotHttp,
+    /// A port that terminates the client's TLS (Sidecar ingress tls, gateway HTTPS) got
+    /// plaintext, or TLS for a name no server answers.
+    NoTlsChain,
+    /// The certificate such a port serves is not available (file or Secret missing).
+    TlsUnavailable,
+    /// The client's TLS handshake with the user's certificate failed.
+    TlsHandshake,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 5] = [
+    pub const ALL: [Refusal; 8] = [
         Refusal::StrictPlaintext,
         Refusal::StrictSilent,
         Refusal::NonMeshTlsOnHttpPort,
         Refusal::Handshake,
         Refusal::NotHttp,
+        Refusal::NoTlsChain,
+        Refusal::TlsUnavailable,
+        Refusal::TlsHandshake,
     ];
 
     pub fn label(self) -> &'static str {
@@ -56,6 +66,9 @@ impl Refusal {
             Refusal::NonMeshTlsOnHttpPort => "tls_without_mesh_alpn_on_http_port",
             Refusal::Handshake => "mtls_handshake_failed",
             Refusal::NotHttp => "not_http_on_http_port",
+            Refusal::NoTlsChain => "filter_chain_not_found",
+            Refusal::TlsUnavailable => "certificate_not_available",
+            Refusal::TlsHandshake => "tls_handshake_failed",
         }
     }
 
@@ -74,6 +87,13 @@ impl Refusal {
             Refusal::NotHttp => {
                 "the client's bytes are not HTTP; answered 400 and closed (TLS here means the client sends TLS to a port that serves plaintext HTTP, e.g. a DestinationRule ISTIO_MUTUAL toward a DISABLE port)"
             }
+            Refusal::NoTlsChain => {
+                "no filter chain matches: the port only accepts TLS for the names its servers list (plaintext, or a server name no Gateway server or Sidecar ingress listener answers)"
+            }
+            Refusal::TlsUnavailable => {
+                "the certificate this port serves is not available yet (a Secret or mounted file is missing or unreadable)"
+            }
+            Refusal::TlsHandshake => "the client's TLS handshake failed",
         }
     }
 }

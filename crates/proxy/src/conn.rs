@@ -16,10 +16,12 @@ use crate::chain::{self, InboundAction, Payload, Refusal};
 use crate::detect::{self, Detected, MAX_PEEK};
 use crate::http::{self as l7, InboundConn};
 use crate::io::Prefixed;
-use crate::snapshot::{EndpointRoute, Flavor, Origination, Upstream};
+use crate::snapshot::{EndpointRoute, Flavor, InboundRule, Origination, Upstream};
 use crate::stats::{Direction, TlsUsed};
+use crate::terminate::Termination;
 use crate::upstream;
 use crate::Shared;
+use tessera_proto::config::PortProtocol;
 
 /// Reads until the first bytes tell what the connection is, the client is silent for
 /// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
@@ -65,6 +67,10 @@ async fn close_after_alert<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
 }
 
 /// Closes with a TCP reset, as Envoy does when no filter chain matches.
+pub(crate) fn reset_connection(tcp: TcpStream) {
+    reset(tcp)
+}
+
 fn reset(tcp: TcpStream) {
     let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     drop(tcp);
@@ -84,10 +90,6 @@ where
     }
 }
 
-fn app_route(shared: &Shared, host: std::net::IpAddr, port: u16) -> Arc<EndpointRoute> {
-    shared.app_route(SocketAddr::new(host, port))
-}
-
 /// An inbound connection for workload port `port`.
 pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
     let started = Instant::now();
@@ -97,9 +99,14 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     let updates = shared.config_updates();
     let snap = shared.snapshot();
     let rule = snap.inbound_rule(port).clone();
-    let replaced = rule_replaced(shared.clone(), updates, port, rule.protocol, rule.mode);
+    let replaced = rule_replaced(shared.clone(), updates, port, rule.clone());
     let app_host = snap.app_host;
     drop(snap);
+    let app = shared.app_route(rule.forward_to.unwrap_or(SocketAddr::new(app_host, port)));
+    if let Some(termination) = &rule.termination {
+        let termination = termination.clone();
+        return inbound_user_tls(shared, tcp, peer, port, rule, termination, app, replaced).await;
+    }
     let inspect = !(rule.mode == tessera_proto::config::InboundMode::Disable
         && rule.protocol != tessera_proto::config::PortProtocol::Auto);
     let (prefix, detected, silent) = if inspect {
@@ -108,7 +115,6 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
         (Bytes::new(), Detected::Opaque, false)
     };
     let action = chain::select(rule.protocol, rule.mode, &detected, silent);
-    let app = app_route(&shared, app_host, port);
     let flavor = if rule.protocol == tessera_proto::config::PortProtocol::Http2 {
         Flavor::Http2
     } else {
@@ -129,6 +135,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                 tls: TlsUsed::Plaintext,
                 app,
                 flavor,
+                operation: rule.operation.clone(),
             });
             serve_inbound_http(shared, Prefixed::new(prefix, tcp), conn, replaced).await;
         }
@@ -213,6 +220,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         tls: TlsUsed::Mesh,
                         app,
                         flavor,
+                        operation: rule.operation.clone(),
                     });
                     serve_inbound_http(shared, tls, conn, replaced).await;
                 }
@@ -306,8 +314,7 @@ async fn rule_replaced(
     shared: Arc<Shared>,
     mut updates: tokio::sync::watch::Receiver<u64>,
     port: u16,
-    protocol: tessera_proto::config::PortProtocol,
-    mode: tessera_proto::config::InboundMode,
+    accepted: InboundRule,
 ) {
     loop {
         if updates.changed().await.is_err() {
@@ -315,9 +322,138 @@ async fn rule_replaced(
         }
         let snap = shared.snapshot();
         let now = snap.inbound_rule(port);
-        if now.protocol != protocol || now.mode != mode {
-            tracing::info!(direction = "inbound", port, was = ?mode, now = ?now.mode, reason = %now.reason, "the port's policy changed; closing a connection accepted under the old one");
+        if !accepted.same_chain(now) {
+            tracing::info!(direction = "inbound", port, was = ?accepted.mode, now = ?now.mode, reason = %now.reason, "the port's policy changed; closing a connection accepted under the old one");
             return;
+        }
+    }
+}
+
+/// A port with Sidecar ingress TLS: only TLS, terminated with the user's certificate
+/// (client certificate verified against the user's CA under MUTUAL), then HTTP or TCP
+/// to the app. XFCC carries the external client's certificate.
+#[allow(clippy::too_many_arguments)]
+async fn inbound_user_tls(
+    shared: Arc<Shared>,
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+    rule: InboundRule,
+    termination: Termination,
+    app: Arc<EndpointRoute>,
+    replaced: impl std::future::Future<Output = ()>,
+) {
+    let started = Instant::now();
+    let (prefix, detected, _) = read_detect(&mut tcp, shared.detection_wait()).await;
+    if !matches!(detected, Detected::Tls(_)) {
+        shared.stats.refusal(Refusal::NoTlsChain);
+        tracing::warn!(direction = "inbound", src = %peer, port, reason = Refusal::NoTlsChain.explain(), "connection refused (reset)");
+        reset(tcp);
+        return;
+    }
+    let Some(tls) = accept_user_tls(&shared, &termination, prefix, tcp, peer, port).await else {
+        return;
+    };
+    let (_, session) = tls.get_ref();
+    let leaf = session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec());
+    let used = if leaf.is_some() {
+        TlsUsed::Mutual
+    } else {
+        TlsUsed::Simple
+    };
+    let subject = leaf
+        .as_deref()
+        .and_then(|der| {
+            tessera_ca::inspect::describe_der(der, time::OffsetDateTime::now_utc()).ok()
+        })
+        .map(|row| row.subject);
+    match rule.protocol {
+        PortProtocol::Http | PortProtocol::Http2 => {
+            let xfcc = leaf
+                .as_deref()
+                .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&[], der)).ok());
+            let conn = Arc::new(InboundConn {
+                peer,
+                port,
+                xfcc,
+                peer_identity: subject,
+                tls: used,
+                app,
+                flavor: Flavor::Http1,
+                operation: rule.operation.clone(),
+            });
+            serve_inbound_http(shared, tls, conn, replaced).await;
+        }
+        _ => match upstream::connect_tcp(app.address).await {
+            Ok(up) => {
+                let (sent, received, result) = copy_until(tls, &[], up, replaced).await;
+                tcp_log(
+                    &shared,
+                    Direction::Inbound,
+                    peer,
+                    subject.as_deref(),
+                    &app.address.to_string(),
+                    used,
+                    result,
+                    sent,
+                    received,
+                    started,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(direction = "inbound", src = %peer, app = %app.address, error = %e, "the app could not be reached");
+            }
+        },
+    }
+}
+
+/// The TLS handshake with a user certificate; a refusal is counted and logged with its
+/// reason on this side, and the client gets the alert.
+pub(crate) async fn accept_user_tls(
+    shared: &Shared,
+    termination: &Termination,
+    prefix: Bytes,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
+    let acceptor = match termination {
+        Termination::Ready(a) => a.clone(),
+        Termination::Unavailable(why) => {
+            shared.stats.refusal(Refusal::TlsUnavailable);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = %why, "TLS refused: {}", Refusal::TlsUnavailable.explain());
+            reset(tcp);
+            return None;
+        }
+    };
+    let accepted = tokio::time::timeout(
+        upstream::HANDSHAKE_TIMEOUT,
+        acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
+    )
+    .await;
+    match accepted {
+        Ok(Ok(tls)) => {
+            shared
+                .stats
+                .handshake(Direction::Inbound, TlsUsed::Simple, true);
+            Some(tls)
+        }
+        Ok(Err((e, io))) => {
+            shared
+                .stats
+                .handshake(Direction::Inbound, TlsUsed::Simple, false);
+            shared.stats.refusal(Refusal::TlsHandshake);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = %tessera_ca::tls::handshake_reason(&e), "TLS handshake refused");
+            close_after_alert(io).await;
+            None
+        }
+        Err(_) => {
+            shared.stats.refusal(Refusal::TlsHandshake);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = "the client did not finish the TLS handshake in time", "TLS handshake refused");
+            None
         }
     }
 }
@@ -420,6 +556,35 @@ async fn outbound_tcp(
     prefix: Bytes,
     started: Instant,
 ) {
+    // The downstream socket is kept to reset it when no endpoint answers.
+    let raw = match tcp.into_std() {
+        Ok(std) => std,
+        Err(_) => return,
+    };
+    let reset_handle = raw.try_clone().ok();
+    let Ok(tcp) = TcpStream::from_std(raw) else {
+        return;
+    };
+    if !forward_tcp(shared, tcp, peer, upstream, prefix, started).await {
+        if let Some(h) = reset_handle {
+            let _ = socket2::SockRef::from(&h).set_linger(Some(Duration::ZERO));
+        }
+    }
+}
+
+/// Opaque bytes to the upstream's endpoints (the first that accepts, with the TLS the
+/// mesh decided for it). False when none did.
+pub(crate) async fn forward_tcp<D>(
+    shared: Arc<Shared>,
+    down: D,
+    peer: SocketAddr,
+    upstream: &Upstream,
+    prefix: Bytes,
+    started: Instant,
+) -> bool
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
     let mut reasons = Vec::new();
     for ep in upstream.pick_order() {
         match upstream::connect(ep, Flavor::Tcp).await {
@@ -428,7 +593,7 @@ async fn outbound_tcp(
                 if matches!(ep.origination, Origination::Tls { .. }) {
                     shared.stats.handshake(Direction::Outbound, tls, true);
                 }
-                let (sent, received) = copy(tcp, &prefix, up).await;
+                let (sent, received) = copy(down, &prefix, up).await;
                 tcp_log(
                     &shared,
                     Direction::Outbound,
@@ -441,7 +606,7 @@ async fn outbound_tcp(
                     received,
                     started,
                 );
-                return;
+                return true;
             }
             Err(e) => {
                 shared.stats.upstream_failure();
@@ -458,5 +623,5 @@ async fn outbound_tcp(
     if reasons.is_empty() {
         tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, "no endpoints: connection closed");
     }
-    reset(tcp);
+    false
 }

@@ -105,6 +105,8 @@ pub struct InboundConn {
     pub tls: TlsUsed,
     pub app: Arc<EndpointRoute>,
     pub flavor: Flavor,
+    /// `x-envoy-decorator-operation` on responses (Sidecar ingress listeners).
+    pub operation: Option<HeaderValue>,
 }
 
 /// A text answer from the proxy itself.
@@ -122,7 +124,7 @@ pub fn answer(code: StatusCode, server: &'static str, body: String) -> Response<
 
 /// Forms the request for the upstream's HTTP version: origin-form with Host for HTTP/1.1,
 /// absolute-form (`:authority`) for HTTP/2.
-fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
+pub(crate) fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
     strip_hop_by_hop(req.headers_mut());
     let authority = req
         .uri()
@@ -170,12 +172,24 @@ fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
     }
 }
 
-fn finish(mut resp: Response<Incoming>, server: &'static str) -> Response<Body> {
+/// The upstream's answer as the proxy returns it: its own `server` header and Envoy's
+/// `x-envoy-upstream-service-time` (milliseconds the upstream took).
+pub(crate) fn finish(
+    mut resp: Response<Incoming>,
+    server: &'static str,
+    upstream_started: Instant,
+) -> Response<Body> {
     strip_hop_by_hop(resp.headers_mut());
-    resp.headers_mut()
-        .insert(SERVER, HeaderValue::from_static(server));
+    let h = resp.headers_mut();
+    h.insert(SERVER, HeaderValue::from_static(server));
+    h.insert(
+        UPSTREAM_SERVICE_TIME,
+        HeaderValue::from(upstream_started.elapsed().as_millis() as u64),
+    );
     resp.map(Either::Left)
 }
+
+const UPSTREAM_SERVICE_TIME: &str = "x-envoy-upstream-service-time";
 
 /// Inbound: the request goes to the app, XFCC set for mesh peers and stripped otherwise.
 pub async fn inbound(
@@ -205,12 +219,13 @@ pub async fn inbound(
         }
     }
     prepare(&mut req, conn.flavor);
+    let upstream_started = Instant::now();
     let result = match shared.pools.acquire(&conn.app, conn.flavor).await {
         Ok(sender) => shared.pools.send(sender, &conn.app, req).await,
         Err(e) => Err(e),
     };
-    let resp = match result {
-        Ok(resp) => finish(resp, "istio-envoy"),
+    let mut resp = match result {
+        Ok(resp) => finish(resp, "istio-envoy", upstream_started),
         Err(e) => {
             shared.stats.upstream_failure();
             tracing::warn!(direction = "inbound", src = %conn.peer, app = %conn.app.address, error = %e, "the app could not be reached");
@@ -227,6 +242,10 @@ pub async fn inbound(
             )
         }
     };
+    if let Some(op) = &conn.operation {
+        resp.headers_mut()
+            .insert("x-envoy-decorator-operation", op.clone());
+    }
     shared
         .stats
         .request(Direction::Inbound, resp.status().as_u16());
@@ -268,6 +287,7 @@ pub async fn outbound(
     prepare(&mut req, flavor);
     let mut failures: Vec<(Arc<EndpointRoute>, UpstreamError)> = Vec::new();
     let mut chosen = None;
+    let upstream_started = Instant::now();
     for ep in upstream.pick_order() {
         match shared.pools.acquire(ep, flavor).await {
             Ok(sender) => {
@@ -288,7 +308,7 @@ pub async fn outbound(
     let (resp, endpoint, tls) = match chosen {
         Some((ep, sender)) => match shared.pools.send(sender, &ep, req).await {
             Ok(resp) => (
-                finish(resp, "envoy"),
+                finish(resp, "envoy", upstream_started),
                 Some(ep.address),
                 ep.origination.used(),
             ),
@@ -297,14 +317,14 @@ pub async fn outbound(
                 let tls = ep.origination.used();
                 failures.push((ep.clone(), e));
                 (
-                    unavailable(&shared, &upstream, &failures),
+                    unavailable(&shared, &upstream, &failures, "outbound", "envoy"),
                     Some(ep.address),
                     tls,
                 )
             }
         },
         None => (
-            unavailable(&shared, &upstream, &failures),
+            unavailable(&shared, &upstream, &failures, "outbound", "envoy"),
             failures.last().map(|(ep, _)| ep.address),
             failures
                 .last()
@@ -335,17 +355,21 @@ pub async fn outbound(
     Ok(resp)
 }
 
-fn unavailable(
+/// The 503 when no endpoint answered: each attempt's hop, TLS, phase and reason.
+/// `hop` names this proxy's side (`outbound`, `gateway`), `server` its `server` header.
+pub(crate) fn unavailable(
     shared: &Shared,
     upstream: &Upstream,
     failures: &[(Arc<EndpointRoute>, UpstreamError)],
+    hop: &str,
+    server: &'static str,
 ) -> Response<Body> {
     if failures.is_empty() {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
-            "envoy",
+            server,
             format!(
-                "no healthy upstream. hop: outbound {} -> {}; reason: the service has no endpoints\n",
+                "no healthy upstream. hop: {hop} {} -> {}; reason: the service has no endpoints\n",
                 shared.node_id(),
                 upstream.name
             ),
@@ -365,7 +389,7 @@ fn unavailable(
             format!(", because {}", ep.reason)
         };
         body.push_str(&format!(
-            " hop: outbound {} -> {} endpoint {}{} using {tls}{why}; phase: {}; reason: {}.",
+            " hop: {hop} {} -> {} endpoint {}{} using {tls}{why}; phase: {}; reason: {}.",
             shared.node_id(),
             upstream.name,
             ep.address,
@@ -377,7 +401,7 @@ fn unavailable(
         ));
     }
     body.push('\n');
-    answer(StatusCode::SERVICE_UNAVAILABLE, "envoy", body)
+    answer(StatusCode::SERVICE_UNAVAILABLE, server, body)
 }
 
 #[cfg(test)]

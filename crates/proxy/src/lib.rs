@@ -14,11 +14,14 @@ pub mod certs;
 pub mod chain;
 pub mod conn;
 pub mod detect;
+pub mod gateway;
 pub mod http;
 pub mod io;
 pub mod push;
+pub mod route;
 pub mod snapshot;
 pub mod stats;
+pub mod terminate;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -171,6 +174,8 @@ enum ListenerKind {
     InboundCapture,
     Outbound(String),
     Inbound(u16),
+    /// A gateway pod port (Gateway servers).
+    Gateway(u16),
 }
 
 struct RunningListener {
@@ -195,6 +200,13 @@ fn desired_listeners(config: &ProxyConfig) -> Vec<(String, SocketAddr, ListenerK
             (None, None) => continue,
         };
         out.push((l.name.clone(), l.bind, kind));
+    }
+    for g in &config.gateway {
+        out.push((
+            format!("gateway-{}", g.port),
+            SocketAddr::from(([0, 0, 0, 0], g.port)),
+            ListenerKind::Gateway(g.port),
+        ));
     }
     out
 }
@@ -303,6 +315,9 @@ async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: ListenerK
             }
             ListenerKind::Inbound(port) => {
                 tokio::spawn(conn::inbound(shared, tcp, peer, *port));
+            }
+            ListenerKind::Gateway(port) => {
+                tokio::spawn(gateway::serve(shared, tcp, peer, *port));
             }
             ListenerKind::OutboundCapture | ListenerKind::InboundCapture => {
                 let Some(dst) = original_dst(&tcp) else {
@@ -447,6 +462,7 @@ pub async fn start(
         }
         None => None,
     };
+    tasks.push(tokio::spawn(watch_user_certificates(control.clone())));
     match (&config.control_plane, &shared.push) {
         // Pushed mode: the file was only the bootstrap.
         (Some(plane), Some(status)) => tasks.push(tokio::spawn(push::run(
@@ -499,6 +515,31 @@ async fn watch_config(control: Arc<Control>, path: PathBuf) {
                 tracing::warn!(error = %e, "configuration file changed but cannot be read; keeping the last good one");
             }
         }
+    }
+}
+
+/// Certificate files named by Gateway servers and Sidecar ingress listeners are re-read
+/// when they change (a Secret mounted after the proxy started, or rotated): the snapshot
+/// is rebuilt from the same configuration.
+async fn watch_user_certificates(control: Arc<Control>) {
+    let stamps = |files: &[PathBuf]| files.iter().map(|f| file_stamp(f)).collect::<Vec<_>>();
+    let mut watched = control.shared.snapshot().watched_files.clone();
+    let mut last = stamps(&watched);
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let snap = control.shared.snapshot();
+        if snap.watched_files != watched {
+            watched = snap.watched_files.clone();
+            last = stamps(&watched);
+            continue;
+        }
+        let now = stamps(&watched);
+        if now == last {
+            continue;
+        }
+        last = now;
+        tracing::info!("certificate files changed; reloading them");
+        let _ = control.update(snap.config.clone()).await;
     }
 }
 

@@ -16,6 +16,7 @@ use tessera_ca::{CredentialStore, SpiffeId};
 use tessera_proto::config::{EndpointTls, InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
 use crate::stats::TlsUsed;
+use crate::terminate::{self, SecretInUse, Termination};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -116,6 +117,22 @@ pub struct InboundRule {
     pub protocol: PortProtocol,
     pub mode: InboundMode,
     pub reason: String,
+    /// Where the app receives this port's traffic (None: the same port on `app_host`).
+    pub forward_to: Option<SocketAddr>,
+    /// Sidecar ingress TLS: only TLS is accepted, terminated with the user's certificate.
+    pub termination: Option<Termination>,
+    /// `x-envoy-decorator-operation` on responses.
+    pub operation: Option<http::HeaderValue>,
+}
+
+impl InboundRule {
+    /// Whether a connection accepted under `self` may go on under `now`.
+    pub fn same_chain(&self, now: &InboundRule) -> bool {
+        self.protocol == now.protocol
+            && self.mode == now.mode
+            && self.forward_to == now.forward_to
+            && self.termination.is_some() == now.termination.is_some()
+    }
 }
 
 pub struct Snapshot {
@@ -126,6 +143,12 @@ pub struct Snapshot {
     inbound: HashMap<u16, InboundRule>,
     pub default_inbound: InboundRule,
     pub app_host: IpAddr,
+    /// User key material in use (files, pushed Secrets), for `proxy-config secret`.
+    pub secrets_in_use: Vec<SecretInUse>,
+    /// Files the snapshot read; a change rebuilds it (certificates rotate in place).
+    pub watched_files: Vec<std::path::PathBuf>,
+    /// Gateway mode: the chains of each listener, by pod port.
+    gateway: HashMap<u16, Arc<crate::gateway::GatewayTable>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -222,17 +245,60 @@ impl Snapshot {
             by_address.entry(addr).or_insert(upstream);
         }
         let mut inbound = HashMap::new();
+        let mut secrets_in_use = Vec::new();
         for (i, port) in config.inbound.ports.iter().enumerate() {
+            let termination = port.tls.as_ref().map(|tls| {
+                let alpn: &[&[u8]] = match port.protocol {
+                    PortProtocol::Http | PortProtocol::Http2 => terminate::ALPN_HTTP,
+                    _ => &[],
+                };
+                let material = terminate::Material {
+                    secrets: &config.secrets,
+                    store,
+                    volumes: &config.volumes,
+                };
+                terminate::build(tls, &material, alpn, &mut secrets_in_use)
+            });
+            let operation = match &port.operation {
+                Some(op) => Some(http::HeaderValue::from_str(op).map_err(|_| {
+                    invalid_config(
+                        format!("inbound.ports[{i}].operation"),
+                        "not a valid header value",
+                    )
+                })?),
+                None => None,
+            };
             let rule = InboundRule {
                 protocol: port.protocol,
                 mode: port.mode,
                 reason: port.reason.clone(),
+                forward_to: port.forward_to,
+                termination,
+                operation,
             };
             if inbound.insert(port.port, rule).is_some() {
                 return Err(invalid_config(
                     format!("inbound.ports[{i}]"),
                     format!("port {} is listed twice", port.port),
                 ));
+            }
+        }
+        let mut gateway = HashMap::new();
+        {
+            let material = terminate::Material {
+                secrets: &config.secrets,
+                store,
+                volumes: &config.volumes,
+            };
+            for (i, l) in config.gateway.iter().enumerate() {
+                let table = crate::gateway::GatewayTable::build(l, &material, &mut secrets_in_use)
+                    .map_err(|e| invalid_config(format!("gateway[{i}]"), e))?;
+                if gateway.insert(l.port, Arc::new(table)).is_some() {
+                    return Err(invalid_config(
+                        format!("gateway[{i}]"),
+                        format!("port {} is listed twice", l.port),
+                    ));
+                }
             }
         }
         for (i, l) in config.listeners.explicit.iter().enumerate() {
@@ -262,7 +328,13 @@ impl Snapshot {
                 protocol: PortProtocol::Auto,
                 mode: config.inbound.default_mode,
                 reason: "no Service declares this port: the workload's mode".into(),
+                forward_to: None,
+                termination: None,
+                operation: None,
             },
+            watched_files: watched_files(&config),
+            gateway,
+            secrets_in_use,
             identity,
             by_address,
             by_name,
@@ -279,9 +351,48 @@ impl Snapshot {
         self.by_name.get(name)
     }
 
+    pub fn gateway_table(&self, port: u16) -> Option<Arc<crate::gateway::GatewayTable>> {
+        self.gateway.get(&port).cloned()
+    }
+
     pub fn inbound_rule(&self, port: u16) -> &InboundRule {
         self.inbound.get(&port).unwrap_or(&self.default_inbound)
     }
+}
+
+/// The user certificate files a config names (Sidecar ingress and Gateway TLS).
+fn watched_files(config: &ProxyConfig) -> Vec<std::path::PathBuf> {
+    use tessera_proto::config::{CaBundleSource, KeyPairSource};
+    let mut out = Vec::new();
+    let tls = config
+        .inbound
+        .ports
+        .iter()
+        .filter_map(|p| p.tls.as_ref())
+        .chain(
+            config
+                .gateway
+                .iter()
+                .flat_map(|l| &l.servers)
+                .filter_map(|s| s.tls.as_ref()),
+        );
+    for t in tls {
+        if let KeyPairSource::Files {
+            cert_chain,
+            private_key,
+        } = &t.key_pair
+        {
+            out.push(cert_chain.clone());
+            out.push(private_key.clone());
+        }
+        if let Some(CaBundleSource::File { path }) = &t.client_ca {
+            out.push(path.clone());
+        }
+    }
+    let mut out: Vec<_> = out.iter().map(|p| config.volumes.resolve(p)).collect();
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn pool_key(addr: SocketAddr, tls: &EndpointTls) -> u64 {

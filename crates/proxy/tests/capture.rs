@@ -112,6 +112,9 @@ fn captured_connections_keep_their_original_destination() {
         protocol: PortProtocol::Http,
         mode: InboundMode::Strict,
         reason: "test".into(),
+        forward_to: None,
+        tls: None,
+        operation: None,
     });
 
     // The app and both proxies run on a thread that entered the namespace.

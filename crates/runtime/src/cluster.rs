@@ -149,17 +149,18 @@ pub fn hosts_file(reg: &Registry, namespace: &str, pod: &str, ip: Ipv4Addr) -> S
     out
 }
 
-/// A service port published on the host's loopback (NodePort and LoadBalancer).
+/// A service port published on the host's loopback: NodePort and LoadBalancer services
+/// on `127.0.0.1:<nodePort>`, LoadBalancer services also on `<ingress address>:<port>`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Published {
-    pub node_port: u16,
+    pub listen: std::net::SocketAddr,
     pub vip: Ipv4Addr,
     pub port: u16,
     /// `ns/name:port`, for logs.
     pub service: String,
 }
 
-pub fn published(objects: &Objects) -> Vec<Published> {
+pub fn published(objects: &Objects, ingress_ip: Ipv4Addr) -> Vec<Published> {
     let mut out = Vec::new();
     for s in objects.iter() {
         let Resource::Service(svc) = &s.resource else {
@@ -186,16 +187,25 @@ pub fn published(objects: &Objects) -> Vec<Published> {
             ) else {
                 continue;
             };
+            let service = format!(
+                "{}/{}:{}",
+                svc.metadata.namespace.as_deref().unwrap_or("default"),
+                svc.metadata.name,
+                p.port
+            );
+            if svc.spec.r#type.as_deref() == Some("LoadBalancer") {
+                out.push(Published {
+                    listen: (ingress_ip, port).into(),
+                    vip,
+                    port,
+                    service: service.clone(),
+                });
+            }
             out.push(Published {
-                node_port,
+                listen: (Ipv4Addr::LOCALHOST, node_port).into(),
                 vip,
                 port,
-                service: format!(
-                    "{}/{}:{}",
-                    svc.metadata.namespace.as_deref().unwrap_or("default"),
-                    svc.metadata.name,
-                    p.port
-                ),
+                service,
             });
         }
     }
@@ -369,11 +379,18 @@ status: {phase: Running, podIP: 10.244.0.9}
     #[test]
     fn load_balancers_are_published_on_their_node_ports() {
         let objects = objects();
-        let p = published(&objects);
-        assert_eq!(p.len(), 1, "{p:?}");
-        assert_eq!(p[0].port, 443);
-        assert!((30000..=32767).contains(&p[0].node_port));
-        assert_eq!(p[0].service, "full/gw:443");
+        let p = published(&objects, Ipv4Addr::new(127, 0, 0, 7));
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p
+            .iter()
+            .all(|p| p.port == 443 && p.service == "full/gw:443"));
+        assert!(p
+            .iter()
+            .any(|p| p.listen.ip() == Ipv4Addr::LOCALHOST
+                && (30000..=32767).contains(&p.listen.port())));
+        assert!(p
+            .iter()
+            .any(|p| p.listen == "127.0.0.7:443".parse().unwrap()));
     }
 
     #[test]

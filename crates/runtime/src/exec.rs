@@ -140,6 +140,42 @@ pub fn log_path(
         .clone())
 }
 
+/// `GET <path>` on the admin endpoint (127.0.0.1:15000) of the pod's proxy, from inside
+/// the pod's network namespace; returns the body.
+pub fn admin_get(
+    state_dir: &Path,
+    namespace: &str,
+    pod: &str,
+    path: &str,
+) -> Result<String, RuntimeError> {
+    use std::io::{Read, Write};
+    let info = info(state_dir, namespace, pod)?;
+    let ns_path = netns::path(&info.netns);
+    let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let answer = netns::within(&ns_path, move || -> std::io::Result<String> {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", 15000))?;
+        tcp.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        tcp.write_all(request.as_bytes())?;
+        let mut out = String::new();
+        tcp.read_to_string(&mut out)?;
+        Ok(out)
+    })
+    .and_then(|r| r)
+    .map_err(|e| {
+        RuntimeError::Pod(format!(
+            "{namespace}/{pod}: the proxy's admin endpoint does not answer: {e}"
+        ))
+    })?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    if !head.starts_with("HTTP/1.1 200") && !head.starts_with("HTTP/1.0 200") {
+        return Err(RuntimeError::Pod(format!(
+            "{namespace}/{pod}: admin {path}: {}",
+            head.lines().next().unwrap_or("no answer")
+        )));
+    }
+    Ok(body.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

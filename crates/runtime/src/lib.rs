@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod demo;
 pub mod exec;
 pub mod inject;
+pub mod install;
 pub mod netns;
 pub mod network;
 pub mod programs;

@@ -15,14 +15,14 @@ use crate::netns;
 
 enum Command {
     Publish(Published, std::net::TcpListener),
-    Withdraw(u16),
+    Withdraw(SocketAddr),
 }
 
 pub struct Publisher {
     tx: mpsc::UnboundedSender<Command>,
-    active: BTreeMap<u16, Published>,
+    active: BTreeMap<SocketAddr, Published>,
     /// Ports that could not be bound, with why (reported once).
-    failed: BTreeMap<u16, String>,
+    failed: BTreeMap<SocketAddr, String>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -48,11 +48,12 @@ impl Publisher {
                     }
                 };
                 rt.block_on(async move {
-                    let mut tasks: BTreeMap<u16, tokio::task::JoinHandle<()>> = BTreeMap::new();
+                    let mut tasks: BTreeMap<SocketAddr, tokio::task::JoinHandle<()>> =
+                        BTreeMap::new();
                     while let Some(cmd) = rx.recv().await {
                         match cmd {
                             Command::Publish(p, listener) => {
-                                let port = p.node_port;
+                                let port = p.listen;
                                 if let Some(old) = tasks.remove(&port) {
                                     old.abort();
                                 }
@@ -80,36 +81,36 @@ impl Publisher {
 
     /// Publishes exactly `wanted`.
     pub fn sync(&mut self, wanted: &[Published]) {
-        let stale: Vec<u16> = self
+        let stale: Vec<SocketAddr> = self
             .active
             .iter()
-            .filter(|(port, p)| !wanted.iter().any(|w| w.node_port == **port && w == *p))
-            .map(|(port, _)| *port)
+            .filter(|(listen, p)| !wanted.iter().any(|w| w.listen == **listen && w == *p))
+            .map(|(listen, _)| *listen)
             .collect();
         for port in stale {
             self.active.remove(&port);
             let _ = self.tx.send(Command::Withdraw(port));
-            tracing::info!(port, "unpublished");
+            tracing::info!(address = %port, "unpublished");
         }
         for w in wanted {
-            if self.active.contains_key(&w.node_port) {
+            if self.active.contains_key(&w.listen) {
                 continue;
             }
-            match std::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], w.node_port)))
+            match std::net::TcpListener::bind(w.listen)
                 .and_then(|l| l.set_nonblocking(true).map(|()| l))
             {
                 Ok(l) => {
-                    self.failed.remove(&w.node_port);
-                    self.active.insert(w.node_port, w.clone());
-                    tracing::info!(service = %w.service, address = %format!("127.0.0.1:{}", w.node_port), "published");
+                    self.failed.remove(&w.listen);
+                    self.active.insert(w.listen, w.clone());
+                    tracing::info!(service = %w.service, address = %w.listen, "published");
                     let _ = self.tx.send(Command::Publish(w.clone(), l));
                 }
                 Err(e) => {
                     let why = e.to_string();
-                    if self.failed.get(&w.node_port) != Some(&why) {
-                        tracing::error!(service = %w.service, port = w.node_port, error = %why,
+                    if self.failed.get(&w.listen) != Some(&why) {
+                        tracing::error!(service = %w.service, address = %w.listen, error = %why,
                             "cannot publish on the host's loopback; the port is taken");
-                        self.failed.insert(w.node_port, why);
+                        self.failed.insert(w.listen, why);
                     }
                 }
             }

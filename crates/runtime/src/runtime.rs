@@ -139,7 +139,8 @@ impl Runtime {
                 }
             }
         });
-        self.publisher.sync(&cluster::published(objects));
+        self.publisher
+            .sync(&cluster::published(objects, self.host.ingress_ip));
     }
 
     fn suffix(&mut self) -> String {
@@ -300,7 +301,8 @@ impl Runtime {
             if svc.spec.r#type.as_deref() != Some("LoadBalancer") {
                 continue;
             }
-            let status = json!({"loadBalancer": {"ingress": [{"ip": "127.0.0.1"}]}});
+            let status =
+                json!({"loadBalancer": {"ingress": [{"ip": self.host.ingress_ip.to_string()}]}});
             if svc.status.as_ref() != Some(&status) {
                 ops.push(Op::Status {
                     key: ObjectKey::of(&s.resource),

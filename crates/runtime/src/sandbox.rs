@@ -106,6 +106,8 @@ pub struct Host {
     pub prefix: String,
     pub exe: PathBuf,
     pub trust_domain: String,
+    /// Where LoadBalancer services are published on the host (Istio's INGRESS_HOST).
+    pub ingress_ip: Ipv4Addr,
 }
 
 /// What a container's supervisor reports.
@@ -410,6 +412,8 @@ impl Sandbox {
                 token_file,
             }),
             volumes,
+            gateway: vec![],
+            secrets: vec![],
         };
         let path = dir.join("bootstrap.json");
         write_private(
@@ -674,8 +678,15 @@ fn container_info(
         if let Ok(rest) = target.strip_prefix("/tmp") {
             let _ = std::fs::create_dir_all(tmp.join(rest));
             binds.push((source, target, m.read_only));
-        } else if target.is_dir() && source.is_dir() {
-            binds.push((source, target, m.read_only));
+        } else {
+            // Istio's own mount points (/etc/istio/ingressgateway-certs, ...) are created
+            // empty on the host, so commands run in the pod (`ls`, `cat`) see the volume.
+            if target.starts_with("/etc/istio") && !target.exists() {
+                let _ = std::fs::create_dir_all(&target);
+            }
+            if target.is_dir() && source.is_dir() {
+                binds.push((source, target, m.read_only));
+            }
         }
     }
     let is_proxy = c.name == PROXY_CONTAINER;

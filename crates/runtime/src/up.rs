@@ -22,6 +22,9 @@ pub struct UpOptions {
     pub mesh: MeshOptions,
     /// This binary: pods' proxies and built-in apps run its `proxy` and `app` roles.
     pub exe: PathBuf,
+    /// The loopback address LoadBalancer services are published on (their
+    /// `status.loadBalancer.ingress[0].ip`).
+    pub ingress_ip: std::net::Ipv4Addr,
 }
 
 const PID_FILE: &str = "up.pid";
@@ -196,6 +199,12 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
         pod_access: true,
     })
     .await?;
+    if opts.mesh.ingress_gateway {
+        let ops = crate::install::ingress_gateway_ops(&opts.mesh.root_namespace);
+        if let Err(e) = plane.control().submit(ops).await {
+            tracing::error!(errors = %e.join("; "), "the ingress gateway could not be installed");
+        }
+    }
     // Written after the control plane took the state dir (it refuses a second one).
     std::fs::write(rdir.join(PID_FILE), std::process::id().to_string())
         .map_err(|e| RuntimeError::io(&rdir, e))?;
@@ -220,6 +229,7 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
         prefix: prefix.clone(),
         exe: opts.exe.clone(),
         trust_domain: opts.mesh.trust_domain.clone(),
+        ingress_ip: opts.ingress_ip,
     };
     tracing::info!(state_dir = %state_dir.display(), cluster = %net.namespace(), "mesh up");
     ready(&state_dir);

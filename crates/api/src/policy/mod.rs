@@ -29,6 +29,7 @@ const K_TLS_SIDECAR_INGRESS: &str = "values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGR
 const K_WORKLOAD_CERT_TTL: &str = "values.global.workloadCertTtl";
 const K_SECRET_TTL: &str = "meshConfig.defaultConfig.proxyMetadata.SECRET_TTL";
 const K_PROFILE: &str = "profile";
+const K_INGRESS_GATEWAY: &str = "values.gateways.istio-ingressgateway.enabled";
 /// Istio ≤1.5: mTLS between control-plane components. Accepted and without effect here:
 /// the control plane's sockets are local and every proxy authenticates with a token.
 const K_CONTROL_PLANE_SECURITY: &str = "values.global.controlPlaneSecurityEnabled";
@@ -45,10 +46,11 @@ pub const ACCEPTED_KEYS: &[&str] = &[
     K_SECRET_TTL,
     K_PROFILE,
     K_CONTROL_PLANE_SECURITY,
+    K_INGRESS_GATEWAY,
 ];
 
-/// Profiles accepted for compatibility with `istioctl --set profile=...`; they
-/// do not change any option modelled here.
+/// Profiles accepted for compatibility with `istioctl --set profile=...`; `minimal`
+/// leaves the ingress gateway out, the others change nothing modelled here.
 const PROFILES: &[&str] = &["default", "demo", "minimal"];
 
 const EXPECT_BOOL: &str = "true or false";
@@ -74,6 +76,8 @@ pub struct MeshOptions {
     /// istiod env `ENABLE_TLS_ON_SIDECAR_INGRESS` (spec §5).
     pub enable_tls_on_sidecar_ingress: bool,
     pub workload_cert_ttl_secs: u64,
+    /// Deploy `istio-ingressgateway` in the root namespace (off with profile=minimal).
+    pub ingress_gateway: bool,
 }
 
 impl Default for MeshOptions {
@@ -85,6 +89,7 @@ impl Default for MeshOptions {
             root_namespace: "istio-system".to_string(),
             enable_tls_on_sidecar_ingress: false,
             workload_cert_ttl_secs: 86_400,
+            ingress_gateway: true,
         }
     }
 }
@@ -189,6 +194,10 @@ impl MeshOptions {
                 if !PROFILES.contains(&value) {
                     return Err(bad(EXPECT_PROFILE));
                 }
+                self.ingress_gateway = value != "minimal";
+            }
+            K_INGRESS_GATEWAY => {
+                self.ingress_gateway = parse_bool(value).ok_or_else(|| bad(EXPECT_BOOL))?;
             }
             K_CONTROL_PLANE_SECURITY => {
                 parse_bool(value).ok_or_else(|| bad(EXPECT_BOOL))?;

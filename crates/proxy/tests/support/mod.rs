@@ -113,6 +113,8 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
         inbound: Inbound::default(),
         control_plane: None,
         volumes: Default::default(),
+        gateway: vec![],
+        secrets: vec![],
     }
 }
 
@@ -135,6 +137,9 @@ pub fn server_config(
         protocol,
         mode,
         reason: "test".into(),
+        forward_to: None,
+        tls: None,
+        operation: None,
     });
     c
 }

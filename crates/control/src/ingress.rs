@@ -1,0 +1,158 @@
+//! Sidecar ingress listeners (spec §5): a `Sidecar` with `ingress` replaces the inbound
+//! ports a workload's Services would give it, forwards each to its `defaultEndpoint`, and
+//! — only with `ENABLE_TLS_ON_SIDECAR_INGRESS` and only on a port whose effective mode is
+//! DISABLE — terminates the client's TLS with the files its `tls` names. Pure.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use tessera_api::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
+use tessera_api::policy::{classify, MtlsMode, Protocol};
+use tessera_proto::config::{
+    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode, TlsVersion,
+};
+
+use crate::compile::{inbound_mode, port_protocol, World};
+use crate::registry::WorkloadEntry;
+
+/// A Sidecar resource as the compiler reads it.
+#[derive(Debug, Clone)]
+pub struct SidecarRule {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Option<std::collections::BTreeMap<String, String>>,
+    pub created: (i64, u64),
+    pub ingress: Vec<IstioIngressListener>,
+}
+
+impl World {
+    /// The Sidecar that applies to `w`: one selecting it in its namespace (oldest first),
+    /// else its namespace's selector-less one.
+    pub fn sidecar_for(&self, w: &WorkloadEntry) -> Option<&SidecarRule> {
+        let mut in_ns: Vec<&SidecarRule> = self
+            .sidecars
+            .iter()
+            .filter(|s| s.namespace == w.namespace)
+            .collect();
+        in_ns.sort_by_key(|s| s.created);
+        in_ns
+            .iter()
+            .find(|s| {
+                s.selector
+                    .as_ref()
+                    .is_some_and(|sel| tessera_api::meta::subset(sel, &w.labels))
+            })
+            .or_else(|| in_ns.iter().find(|s| s.selector.is_none()))
+            .copied()
+    }
+}
+
+/// The inbound ports a Sidecar's ingress listeners give `me`; `None` when no Sidecar
+/// with ingress applies (the Services' ports are used then).
+pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPort>> {
+    let sidecar = world.sidecar_for(me).filter(|s| !s.ingress.is_empty())?;
+    let mut ports = Vec::new();
+    for (i, l) in sidecar.ingress.iter().enumerate() {
+        let Ok(port) = u16::try_from(l.port.number) else {
+            continue;
+        };
+        if ports.iter().any(|p: &InboundPort| p.port == port) {
+            continue;
+        }
+        let declared = classify(Some(&l.port.protocol), None, None, u32::from(port));
+        let mode = world.effective_mode(me, port);
+        let source = format!(
+            "Sidecar {}/{} ingress[{i}]",
+            sidecar.namespace, sidecar.name
+        );
+        let (tls, tls_note) = match &l.tls {
+            None => (None, String::new()),
+            Some(_) if !world.options.enable_tls_on_sidecar_ingress => (
+                None,
+                "; its tls is ignored: the control plane runs without values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true".to_string(),
+            ),
+            Some(_) if mode.mode != MtlsMode::Disable => (
+                None,
+                format!("; its tls is ignored: the port's mode is {} (user TLS needs portLevelMtls {port}: DISABLE)", mode.mode),
+            ),
+            Some(settings) => match server_tls(settings) {
+                Ok(tls) => (Some(tls), "; terminates the client's TLS with its files".to_string()),
+                Err(why) => (None, format!("; its tls is ignored: {why}")),
+            },
+        };
+        // Terminated here, the port carries what was inside the TLS (§5.2 rule 3).
+        let protocol = match (&tls, declared) {
+            (Some(_), Protocol::Https) => PortProtocol::Http,
+            (Some(_), _) => PortProtocol::Tcp,
+            (None, p) => match port_protocol(p) {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        ports.push(InboundPort {
+            port,
+            protocol,
+            mode: inbound_mode(mode.mode),
+            reason: format!("{mode}; {source}{tls_note}"),
+            forward_to: l
+                .default_endpoint
+                .as_deref()
+                .and_then(|e| default_endpoint(e, me.ip)),
+            tls,
+            operation: Some(format!("{}.{}:{port}/*", sidecar.name, sidecar.namespace)),
+        });
+    }
+    ports.sort_by_key(|p| p.port);
+    Some(ports)
+}
+
+/// `127.0.0.1:<p>` stays on loopback; `0.0.0.0:<p>` means the pod's own address, as
+/// Envoy forwards there. Unix sockets are not served here.
+fn default_endpoint(endpoint: &str, pod_ip: Option<IpAddr>) -> Option<SocketAddr> {
+    let addr: SocketAddr = endpoint.parse().ok()?;
+    if addr.ip().is_unspecified() {
+        let ip = pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        return Some(SocketAddr::new(ip, addr.port()));
+    }
+    Some(addr)
+}
+
+/// The file-based server TLS of a Sidecar ingress listener (validation already refused
+/// credentialName, ISTIO_MUTUAL and the rest; this only maps).
+pub fn server_tls(t: &ServerTlsSettings) -> Result<ServerTls, String> {
+    let mode = match t.effective_mode() {
+        ApiMode::Simple => ServerTlsMode::Simple,
+        ApiMode::Mutual => ServerTlsMode::Mutual,
+        ApiMode::OptionalMutual => ServerTlsMode::OptionalMutual,
+        other => return Err(format!("mode {other:?} is not served on a Sidecar ingress")),
+    };
+    let (Some(cert), Some(key)) = (&t.server_certificate, &t.private_key) else {
+        return Err("serverCertificate and privateKey are required".into());
+    };
+    let client_ca = match (&t.ca_certificates, mode) {
+        (_, ServerTlsMode::Simple) => None,
+        (Some(ca), _) => Some(CaBundleSource::File { path: ca.into() }),
+        (None, _) => return Err("MUTUAL TLS requires a client CA bundle (caCertificates)".into()),
+    };
+    Ok(ServerTls {
+        mode,
+        key_pair: KeyPairSource::Files {
+            cert_chain: cert.into(),
+            private_key: key.into(),
+        },
+        client_ca,
+        subject_alt_names: t.subject_alt_names.clone(),
+        min_protocol_version: version(t.min_protocol_version),
+        max_protocol_version: version(t.max_protocol_version),
+        cipher_suites: t.cipher_suites.clone(),
+    })
+}
+
+/// TLS 1.0 and 1.1 are not offered by this proxy; a minimum of either means 1.2.
+pub fn version(v: Option<tessera_api::istio::TlsProtocol>) -> Option<TlsVersion> {
+    use tessera_api::istio::TlsProtocol as P;
+    match v? {
+        P::Auto => None,
+        P::V1_0 | P::V1_1 | P::V1_2 => Some(TlsVersion::V1_2),
+        P::V1_3 => Some(TlsVersion::V1_3),
+    }
+}
