@@ -492,7 +492,11 @@ fn a_local_mesh_runs_pods_with_sidecars_and_leaves_nothing_behind() {
         "-o",
         "jsonpath={.spec.ports[?(@.name==\"http\")].nodePort}",
     ]);
-    assert_eq!(host, "127.0.0.1");
+    assert_eq!(
+        host,
+        own_loopback(),
+        "LoadBalancer services get the mesh's ingress address"
+    );
     let out = Command::new("curl")
         .args([
             "-sS",

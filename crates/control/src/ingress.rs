@@ -105,13 +105,17 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
     Some(ports)
 }
 
-/// `127.0.0.1:<p>` stays on loopback; `0.0.0.0:<p>` means the pod's own address, as
-/// Envoy forwards there. Unix sockets are not served here.
-fn default_endpoint(endpoint: &str, pod_ip: Option<IpAddr>) -> Option<SocketAddr> {
+/// `127.0.0.1:<p>` stays on loopback; `0.0.0.0:<p>` (Envoy: the pod's own address) is
+/// reached on loopback too: the proxy's own connections to the pod address would be
+/// captured back into its inbound listener (Envoy binds them to 127.0.0.6 to escape).
+/// Unix sockets are not served here.
+fn default_endpoint(endpoint: &str, _pod_ip: Option<IpAddr>) -> Option<SocketAddr> {
     let addr: SocketAddr = endpoint.parse().ok()?;
     if addr.ip().is_unspecified() {
-        let ip = pod_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-        return Some(SocketAddr::new(ip, addr.port()));
+        return Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            addr.port(),
+        ));
     }
     Some(addr)
 }

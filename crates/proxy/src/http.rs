@@ -181,6 +181,10 @@ pub(crate) fn finish(
 ) -> Response<Body> {
     strip_hop_by_hop(resp.headers_mut());
     let h = resp.headers_mut();
+    if server == "envoy" {
+        // A client sidecar does not pass the server side's tracing decorator on (SCI-02).
+        h.remove("x-envoy-decorator-operation");
+    }
     h.insert(SERVER, HeaderValue::from_static(server));
     h.insert(
         UPSTREAM_SERVICE_TIME,
