@@ -497,20 +497,35 @@ fn a_local_mesh_runs_pods_with_sidecars_and_leaves_nothing_behind() {
         own_loopback(),
         "LoadBalancer services get the mesh's ingress address"
     );
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--max-time",
-            "10",
-        ])
-        .arg(format!("http://{host}:{port}/status/418"))
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "418");
+    let service_port = a.ok(&[
+        "-n",
+        "full",
+        "get",
+        "svc",
+        "httpbin-lb",
+        "-o",
+        "jsonpath={.spec.ports[?(@.name==\"http\")].port}",
+    ]);
+    // Istio's recipe (INGRESS_HOST:INGRESS_PORT), and the node port on 127.0.0.1.
+    for url in [
+        format!("http://{host}:{service_port}/status/418"),
+        format!("http://127.0.0.1:{port}/status/418"),
+    ] {
+        let out = Command::new("curl")
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--max-time",
+                "10",
+            ])
+            .arg(&url)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "418", "{url}");
+    }
 
     // Mesh B works on its own network with the same names and addresses.
     let (code, out) = b.exec(

@@ -93,10 +93,7 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
             protocol,
             mode: inbound_mode(mode.mode),
             reason: format!("{mode}; {source}{tls_note}"),
-            forward_to: l
-                .default_endpoint
-                .as_deref()
-                .and_then(|e| default_endpoint(e, me.ip)),
+            forward_to: l.default_endpoint.as_deref().and_then(default_endpoint),
             tls,
             operation: Some(format!("{}.{}:{port}/*", sidecar.name, sidecar.namespace)),
         });
@@ -109,7 +106,7 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
 /// reached on loopback too: the proxy's own connections to the pod address would be
 /// captured back into its inbound listener (Envoy binds them to 127.0.0.6 to escape).
 /// Unix sockets are not served here.
-fn default_endpoint(endpoint: &str, _pod_ip: Option<IpAddr>) -> Option<SocketAddr> {
+fn default_endpoint(endpoint: &str) -> Option<SocketAddr> {
     let addr: SocketAddr = endpoint.parse().ok()?;
     if addr.ip().is_unspecified() {
         return Some(SocketAddr::new(

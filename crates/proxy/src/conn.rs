@@ -550,25 +550,14 @@ pub async fn outbound(
 
 async fn outbound_tcp(
     shared: Arc<Shared>,
-    tcp: TcpStream,
+    mut tcp: TcpStream,
     peer: SocketAddr,
     upstream: &Upstream,
     prefix: Bytes,
     started: Instant,
 ) {
-    // The downstream socket is kept to reset it when no endpoint answers.
-    let raw = match tcp.into_std() {
-        Ok(std) => std,
-        Err(_) => return,
-    };
-    let reset_handle = raw.try_clone().ok();
-    let Ok(tcp) = TcpStream::from_std(raw) else {
-        return;
-    };
-    if !forward_tcp(shared, tcp, peer, upstream, prefix, started).await {
-        if let Some(h) = reset_handle {
-            let _ = socket2::SockRef::from(&h).set_linger(Some(Duration::ZERO));
-        }
+    if !forward_tcp(shared, &mut tcp, peer, upstream, prefix, started).await {
+        reset(tcp);
     }
 }
 

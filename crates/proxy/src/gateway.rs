@@ -327,7 +327,7 @@ async fn request(
                         rewrite_authority,
                         ..
                     } => {
-                        let pick = rule.pick(destinations, DRAW.fetch_add(1, Ordering::Relaxed));
+                        let pick = route::pick(destinations, DRAW.fetch_add(1, Ordering::Relaxed));
                         let new_path = rewrite_uri
                             .as_deref()
                             .map(|to| route::rewrite_path(&path, query.as_deref(), matched, to));
@@ -522,16 +522,8 @@ async fn forward_l4<D>(
         None => true,
     });
     let Some(dest) = route.and_then(|r| {
-        let total: u64 = r.destinations.iter().map(|d| u64::from(d.weight)).sum();
-        let mut point = DRAW.fetch_add(1, Ordering::Relaxed) % total.max(1);
-        r.destinations.iter().find(|d| {
-            if point < u64::from(d.weight) || total == 0 {
-                true
-            } else {
-                point -= u64::from(d.weight);
-                false
-            }
-        })
+        let i = route::pick(&r.destinations, DRAW.fetch_add(1, Ordering::Relaxed))?;
+        r.destinations.get(i)
     }) else {
         tracing::warn!(direction = "gateway", src = %peer, server = %chain.name, sni = sni.unwrap_or("-"), "no route for this connection; closed");
         return;

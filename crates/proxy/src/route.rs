@@ -64,8 +64,6 @@ pub struct CompiledRule {
     pub source: String,
     pub matches: Vec<CompiledMatch>,
     pub action: RouteAction,
-    /// Σ weights of a Forward action, for the weighted pick.
-    total_weight: u64,
 }
 
 #[derive(Debug)]
@@ -122,17 +120,10 @@ pub fn compile(vhosts: &[VirtualHost]) -> Result<Vec<CompiledVhost>, String> {
                         })
                         .collect::<Result<Vec<_>, String>>()
                         .map_err(|e| format!("{}: {e}", r.source))?;
-                    let total_weight = match &r.action {
-                        RouteAction::Forward { destinations, .. } => {
-                            destinations.iter().map(|d| u64::from(d.weight)).sum()
-                        }
-                        _ => 0,
-                    };
                     Ok(CompiledRule {
                         source: r.source.clone(),
                         matches,
                         action: r.action.clone(),
-                        total_weight,
                     })
                 })
                 .collect::<Result<Vec<_>, String>>()?;
@@ -243,21 +234,21 @@ pub fn find_rule<'a>(
     })
 }
 
-impl CompiledRule {
-    /// The destination for draw `n` (any counter): each gets `weight / Σ weights`.
-    pub fn pick(&self, destinations: &'_ [WeightedDestination], n: u64) -> Option<usize> {
-        if self.total_weight == 0 {
-            return (!destinations.is_empty()).then_some(0);
-        }
-        let mut point = n % self.total_weight;
-        for (i, d) in destinations.iter().enumerate() {
-            if point < u64::from(d.weight) {
-                return Some(i);
-            }
-            point -= u64::from(d.weight);
-        }
-        None
+/// The destination for draw `n` (any counter): each gets `weight / Σ weights`; all
+/// weights zero means the first.
+pub fn pick(destinations: &[WeightedDestination], n: u64) -> Option<usize> {
+    let total: u64 = destinations.iter().map(|d| u64::from(d.weight)).sum();
+    if total == 0 {
+        return (!destinations.is_empty()).then_some(0);
     }
+    let mut point = n % total;
+    for (i, d) in destinations.iter().enumerate() {
+        if point < u64::from(d.weight) {
+            return Some(i);
+        }
+        point -= u64::from(d.weight);
+    }
+    None
 }
 
 /// `rewrite.uri`: replaces the matched prefix; for exact and regex matches (and rules
@@ -501,7 +492,7 @@ mod tests {
             unreachable!()
         };
         let b = (0..1000)
-            .filter(|n| r.pick(destinations, *n) == Some(1))
+            .filter(|n| pick(destinations, *n) == Some(1))
             .count();
         assert_eq!(b, 100, "VS-09: 90/10 over 1000 draws");
     }
