@@ -378,27 +378,19 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
             pod: pod.to_string(),
             namespace: namespace.to_string(),
         })?;
-    if me.is_gateway {
-        let gateway = crate::gateway::compile_gateway(world, me);
-        return Ok(ProxyConfig {
-            version: world.revision.to_string(),
-            node: Node {
-                id: node_id.to_string(),
-                identity: world.identity_of(me),
-                trust_domain: world.trust_domain().to_string(),
-            },
-            certificates: CertificateSource::default(),
-            admin: Default::default(),
-            runtime: Default::default(),
-            listeners: Listeners::default(),
-            services: outbound(world, me),
-            inbound: Inbound::default(),
-            control_plane: None,
-            volumes: Default::default(),
-            gateway: gateway.listeners,
-            secrets: gateway.secrets,
-        });
-    }
+    // A gateway pod has no capture and no inbound side: its listeners are its servers.
+    let (listeners, inbound, gateway) = if me.is_gateway {
+        let g = crate::gateway::compile_gateway(world, me);
+        (Listeners::default(), Inbound::default(), g)
+    } else {
+        let any = |port| Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+        let listeners = Listeners {
+            outbound_capture: any(15001),
+            inbound_capture: any(15006),
+            explicit: vec![],
+        };
+        (listeners, inbound(world, me), Default::default())
+    };
     Ok(ProxyConfig {
         version: world.revision.to_string(),
         node: Node {
@@ -409,17 +401,13 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
         certificates: CertificateSource::default(),
         admin: Default::default(),
         runtime: Default::default(),
-        listeners: Listeners {
-            outbound_capture: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15001)),
-            inbound_capture: Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 15006)),
-            explicit: vec![],
-        },
+        listeners,
         services: outbound(world, me),
-        inbound: inbound(world, me),
+        inbound,
         control_plane: None,
         volumes: Default::default(),
-        gateway: vec![],
-        secrets: vec![],
+        gateway: gateway.listeners,
+        secrets: gateway.secrets,
     })
 }
 

@@ -354,11 +354,7 @@ async fn inbound_user_tls(
     let Some(tls) = accept_user_tls(&shared, &termination, prefix, tcp, peer, port).await else {
         return;
     };
-    let (_, session) = tls.get_ref();
-    let leaf = session
-        .peer_certificates()
-        .and_then(|c| c.first())
-        .map(|c| c.to_vec());
+    let leaf = peer_leaf(&tls);
     let used = if leaf.is_some() {
         TlsUsed::Mutual
     } else {
@@ -408,6 +404,15 @@ async fn inbound_user_tls(
             }
         },
     }
+}
+
+/// The DER of the client's leaf certificate, when it sent one.
+pub(crate) fn peer_leaf<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<Vec<u8>> {
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
 }
 
 /// The TLS handshake with a user certificate; a refusal is counted and logged with its

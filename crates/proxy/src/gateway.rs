@@ -171,11 +171,7 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
             else {
                 return;
             };
-            let (_, session) = tls.get_ref();
-            let leaf = session
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .map(|c| c.to_vec());
+            let leaf = crate::conn::peer_leaf(&tls);
             if chain.kind == ServerKind::TerminateHttp {
                 let own: Vec<String> = Vec::new();
                 let xfcc = leaf
@@ -235,17 +231,7 @@ async fn request(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| {
-            req.headers()
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
-        })
-        .unwrap_or_default();
+    let authority = l7::authority_of(&req).unwrap_or_default();
     let host = route::host_of(&authority);
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);

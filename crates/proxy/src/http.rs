@@ -122,12 +122,9 @@ pub fn answer(code: StatusCode, server: &'static str, body: String) -> Response<
     resp
 }
 
-/// Forms the request for the upstream's HTTP version: origin-form with Host for HTTP/1.1,
-/// absolute-form (`:authority`) for HTTP/2.
-pub(crate) fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
-    strip_hop_by_hop(req.headers_mut());
-    let authority = req
-        .uri()
+/// The request's authority: `:authority` (HTTP/2, absolute-form) or the Host header.
+pub(crate) fn authority_of<B>(req: &Request<B>) -> Option<String> {
+    req.uri()
         .authority()
         .map(|a| a.as_str().to_string())
         .or_else(|| {
@@ -135,7 +132,14 @@ pub(crate) fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
                 .get(HOST)
                 .and_then(|h| h.to_str().ok())
                 .map(str::to_string)
-        });
+        })
+}
+
+/// Forms the request for the upstream's HTTP version: origin-form with Host for HTTP/1.1,
+/// absolute-form (`:authority`) for HTTP/2.
+pub(crate) fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
+    strip_hop_by_hop(req.headers_mut());
+    let authority = authority_of(req);
     let path = req
         .uri()
         .path_and_query()
