@@ -255,6 +255,29 @@ impl World {
         None
     }
 
+    /// The DestinationRule that sets the client's TLS toward `svc:port` (port-level
+    /// settings first), by name, with those settings; `None` leaves it to auto mTLS.
+    pub fn tls_rule(
+        &self,
+        client: &WorkloadEntry,
+        svc: &ServiceEntry,
+        port: &ServicePortEntry,
+    ) -> Option<(&str, ClientTlsSettings)> {
+        let rule = self.destination_rule(client, svc)?;
+        let tp = rule.traffic_policy.as_ref()?;
+        let tls = tp
+            .port_level_settings
+            .iter()
+            .find(|p| {
+                p.port
+                    .as_ref()
+                    .is_some_and(|s| s.number == u32::from(port.port))
+            })
+            .and_then(|p| p.tls.clone())
+            .or_else(|| tp.tls.clone())?;
+        Some((rule.source.as_str(), tls))
+    }
+
     /// The TLS a sidecar in `client_ns` originates to one endpoint (§2.1).
     pub fn endpoint_tls(
         &self,
@@ -265,23 +288,9 @@ impl World {
         target_port: u16,
     ) -> EndpointTls {
         let identity = self.identity_of(server);
-        let rule = self.destination_rule(client, svc);
-        let tls = rule.and_then(|r| {
-            let tp = r.traffic_policy.as_ref()?;
-            tp.port_level_settings
-                .iter()
-                .find(|p| {
-                    p.port
-                        .as_ref()
-                        .is_some_and(|s| s.number == u32::from(port.port))
-                })
-                .and_then(|p| p.tls.clone())
-                .or_else(|| tp.tls.clone())
-        });
-        if let (Some(tls), Some(rule)) = (tls, rule) {
+        if let Some((source, tls)) = self.tls_rule(client, svc, port) {
             let mut reason = format!(
-                "{} sets tls {} (auto mTLS does not apply)",
-                rule.source,
+                "{source} sets tls {} (auto mTLS does not apply)",
                 client_mode_name(tls.mode)
             );
             if let Some(name) = &tls.credential_name {
@@ -525,7 +534,7 @@ pub(crate) fn inbound_mode(m: MtlsMode) -> InboundMode {
 }
 
 /// The proxy's handling of a classified port; `None` for UDP (not proxied).
-pub(crate) fn port_protocol(p: Protocol) -> Option<PortProtocol> {
+pub fn port_protocol(p: Protocol) -> Option<PortProtocol> {
     Some(match p {
         Protocol::Http | Protocol::HttpProxy | Protocol::GrpcWeb => PortProtocol::Http,
         Protocol::Http2 | Protocol::Grpc => PortProtocol::Http2,
@@ -540,7 +549,7 @@ pub(crate) fn port_protocol(p: Protocol) -> Option<PortProtocol> {
     })
 }
 
-fn client_mode_name(m: ClientTlsMode) -> &'static str {
+pub(crate) fn client_mode_name(m: ClientTlsMode) -> &'static str {
     match m {
         ClientTlsMode::Disable => "DISABLE",
         ClientTlsMode::Simple => "SIMPLE",

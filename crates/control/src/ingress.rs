@@ -64,20 +64,13 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
             "Sidecar {}/{} ingress[{i}]",
             sidecar.namespace, sidecar.name
         );
-        let (tls, tls_note) = match &l.tls {
+        let (tls, tls_note) = match listener_tls(world, l, mode.mode, port) {
             None => (None, String::new()),
-            Some(_) if !world.options.enable_tls_on_sidecar_ingress => (
-                None,
-                "; its tls is ignored: the control plane runs without values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true".to_string(),
+            Some(Ok(tls)) => (
+                Some(tls),
+                "; terminates the client's TLS with its files".to_string(),
             ),
-            Some(_) if mode.mode != MtlsMode::Disable => (
-                None,
-                format!("; its tls is ignored: the port's mode is {} (user TLS needs portLevelMtls {port}: DISABLE)", mode.mode),
-            ),
-            Some(settings) => match server_tls(settings) {
-                Ok(tls) => (Some(tls), "; terminates the client's TLS with its files".to_string()),
-                Err(why) => (None, format!("; its tls is ignored: {why}")),
-            },
+            Some(Err(why)) => (None, format!("; its tls is ignored: {why}")),
         };
         // Terminated here, the port carries what was inside the TLS (§5.2 rule 3).
         let protocol = match (&tls, declared) {
@@ -100,6 +93,56 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
     }
     ports.sort_by_key(|p| p.port);
     Some(ports)
+}
+
+/// The TLS a listener terminates: `None` without `tls`, the reason when it is ignored.
+fn listener_tls(
+    world: &World,
+    l: &IstioIngressListener,
+    mode: MtlsMode,
+    port: u16,
+) -> Option<Result<ServerTls, String>> {
+    let settings = l.tls.as_ref()?;
+    Some(if !world.options.enable_tls_on_sidecar_ingress {
+        Err(
+            "the control plane runs without values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true"
+                .to_string(),
+        )
+    } else if mode != MtlsMode::Disable {
+        Err(format!(
+            "the port's mode is {mode} (user TLS needs portLevelMtls {port}: DISABLE)"
+        ))
+    } else {
+        server_tls(settings)
+    })
+}
+
+/// Sidecar ingress listeners whose `tls` does not take effect on a workload they apply
+/// to: (`Sidecar ns/name ingress[i]`, the workload, why).
+pub fn ignored_tls(world: &World) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    for w in world.registry.workloads.iter().filter(|w| w.has_sidecar) {
+        let Some(sidecar) = world.sidecar_for(w) else {
+            continue;
+        };
+        for (i, l) in sidecar.ingress.iter().enumerate() {
+            let Ok(port) = u16::try_from(l.port.number) else {
+                continue;
+            };
+            let mode = world.effective_mode(w, port).mode;
+            if let Some(Err(why)) = listener_tls(world, l, mode, port) {
+                out.push((
+                    format!(
+                        "Sidecar {}/{} ingress[{i}]",
+                        sidecar.namespace, sidecar.name
+                    ),
+                    w.id(),
+                    why,
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// `127.0.0.1:<p>` stays on loopback; `0.0.0.0:<p>` (Envoy: the pod's own address) is

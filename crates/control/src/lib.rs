@@ -7,11 +7,13 @@ pub mod client;
 pub mod compile;
 pub mod gateway;
 pub mod ingress;
+pub mod insight;
 pub mod objects;
 pub mod push;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod testing;
 
 pub use compile::{compile, CompileError, World};
 pub use objects::{ObjectKey, Objects, Op, Outcome};

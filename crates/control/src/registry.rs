@@ -69,6 +69,8 @@ pub struct WorkloadEntry {
     pub named_ports: BTreeMap<String, u16>,
     /// Every declared container port, sorted.
     pub container_ports: Vec<u16>,
+    /// The name of the controller (Deployment, ...) that owns the pod.
+    pub owner: Option<String>,
 }
 
 impl WorkloadEntry {
@@ -246,7 +248,20 @@ fn workload(pod: &Pod) -> WorkloadEntry {
         .flat_map(|c| &c.ports)
         .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
         .collect();
+    let owner = pod
+        .metadata
+        .owner_references
+        .as_ref()
+        .and_then(|refs| refs.as_array())
+        .and_then(|refs| {
+            refs.iter()
+                .find(|r| r["controller"] == serde_json::Value::Bool(true))
+                .or_else(|| refs.first())
+        })
+        .and_then(|r| r["name"].as_str())
+        .map(str::to_string);
     WorkloadEntry {
+        owner,
         namespace: pod.metadata.namespace.clone().unwrap_or_default(),
         name: pod.metadata.name.clone(),
         labels: pod.metadata.labels.clone(),

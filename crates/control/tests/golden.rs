@@ -4,209 +4,15 @@
 //! the decisions the seed's output depends on are asserted outright as well.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde_json::{json, Value};
-use tessera_api::policy::MeshOptions;
-use tessera_api::{LoadOptions, Resource};
-use tessera_control::objects::{Objects, Op};
-use tessera_control::{compile, World};
+use serde_json::Value;
+use tessera_control::compile;
+use tessera_control::testing::{seed_002_worlds, PolicyApi};
 use tessera_proto::config::{InboundMode, ProxyConfig, TlsMode};
-
-fn samples() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../samples")
-}
-
-fn load(name: &str, text: &str, ns: &str) -> Vec<Resource> {
-    let report = tessera_api::load_str(
-        Path::new(name),
-        text,
-        &LoadOptions {
-            namespace: Some(ns.into()),
-            ..LoadOptions::default()
-        },
-    );
-    assert!(!report.has_errors(), "{name}: {:?}", report.problems);
-    report.documents.into_iter().map(|d| d.resource).collect()
-}
-
-/// What `kube-inject` and the runtime make of a Deployment: one pod, with a sidecar and
-/// the tlsMode label when injected, running at `ip`.
-fn pod_of(deployment: &Resource, inject: bool, ip: &str) -> Resource {
-    let Resource::Deployment(d) = deployment else {
-        panic!("not a Deployment")
-    };
-    let mut labels: BTreeMap<String, String> = d.spec.template.metadata.labels.clone();
-    let mut containers = serde_json::to_value(&d.spec.template.spec.containers).unwrap();
-    if inject {
-        labels.insert("security.istio.io/tlsMode".into(), "istio".into());
-        containers
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"name": "istio-proxy", "image": "tessera"}));
-    }
-    let pod = json!({
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": format!("{}-0", d.metadata.name),
-            "namespace": d.metadata.namespace,
-            "labels": labels,
-        },
-        "spec": {
-            "serviceAccountName": d.spec.template.spec.service_account_name,
-            "containers": containers,
-        },
-        "status": {"phase": "Running", "podIP": ip},
-    });
-    load(
-        "pod.json",
-        &pod.to_string(),
-        d.metadata.namespace.as_deref().unwrap(),
-    )
-    .pop()
-    .unwrap()
-}
-
-const NOSIDECAR: &str = include_str!("../../../samples/httpbin/httpbin-nosidecar.yaml");
-
-/// The seed's setup: namespaces full (all injected), partial (httpbin injected plus
-/// httpbin-nosidecar), legacy (nothing injected).
-fn setup_ops() -> Vec<Op> {
-    let httpbin = std::fs::read_to_string(samples().join("httpbin/httpbin.yaml")).unwrap();
-    let sleep = std::fs::read_to_string(samples().join("sleep/sleep.yaml")).unwrap();
-    let mut resources = Vec::new();
-    let mut ip = 10;
-    let mut next_ip = || {
-        ip += 1;
-        format!("10.244.0.{ip}")
-    };
-    for (ns, files, inject) in [
-        ("full", vec![&httpbin, &sleep], true),
-        ("partial", vec![&httpbin], true),
-        ("legacy", vec![&httpbin, &sleep], false),
-    ] {
-        resources.extend(load(
-            "ns.yaml",
-            &format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"),
-            ns,
-        ));
-        for text in files {
-            for r in load("sample.yaml", text, ns) {
-                if matches!(r, Resource::Deployment(_)) {
-                    resources.push(pod_of(&r, inject, &next_ip()));
-                }
-                resources.push(r);
-            }
-        }
-        if ns == "partial" {
-            for r in load("nosidecar.yaml", NOSIDECAR, ns) {
-                resources.push(pod_of(&r, false, &next_ip()));
-                resources.push(r);
-            }
-        }
-    }
-    resources
-        .into_iter()
-        .map(|resource| Op::Apply {
-            origin: "seed-002".into(),
-            resource,
-        })
-        .collect()
-}
-
-fn at(secs: i64) -> time::OffsetDateTime {
-    time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
-}
-
-const LEGACY_STRICT: &str = r#"
-apiVersion: "authentication.istio.io/v1alpha1"
-kind: "Policy"
-metadata:
-  name: "httpbin"
-spec:
-  targets:
-  - name: httpbin
-  peers:
-  - mtls: {}
-"#;
-
-const LEGACY_PLAINTEXT: &str = r#"
-apiVersion: "authentication.istio.io/v1alpha1"
-kind: "Policy"
-metadata:
-  name: "httpbin"
-spec:
-  targets:
-  - name: httpbin
-"#;
-
-const BETA_STRICT: &str = r#"
-apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
-metadata:
-  name: httpbin
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: STRICT
-"#;
-
-const BETA_PLAINTEXT: &str = r#"
-apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
-metadata:
-  name: httpbin
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: DISABLE
-"#;
-
-const DR_ISTIO_MUTUAL: &str = r#"
-apiVersion: "networking.istio.io/v1alpha3"
-kind: "DestinationRule"
-metadata:
-  name: "httpbin-full-mtls"
-spec:
-  host: httpbin.full.svc.cluster.local
-  trafficPolicy:
-    tls:
-      mode: ISTIO_MUTUAL
-"#;
 
 /// The proxies of the seed: every injected pod.
 const PROXIES: &[&str] = &["httpbin-0.full", "sleep-0.full", "httpbin-0.partial"];
-
-struct Step {
-    name: &'static str,
-    apply: Option<&'static str>,
-}
-
-fn steps(strict: &'static str, plaintext: &'static str) -> [Step; 4] {
-    [
-        Step {
-            name: "1-permissive",
-            apply: None,
-        },
-        Step {
-            name: "2-strict",
-            apply: Some(strict),
-        },
-        Step {
-            name: "3-plaintext",
-            apply: Some(plaintext),
-        },
-        Step {
-            name: "4-dr-istio-mutual",
-            apply: Some(DR_ISTIO_MUTUAL),
-        },
-    ]
-}
 
 /// The TLS sleep.full uses toward each endpoint of httpbin.<ns>:8000, by workload.
 fn client_tls(config: &ProxyConfig, ns: &str) -> BTreeMap<String, TlsMode> {
@@ -240,36 +46,14 @@ fn check_golden(dir: &Path, name: &str, value: &Value, stale: &mut Vec<String>) 
     }
 }
 
-fn run_variant(variant: &str, strict: &'static str, plaintext: &'static str) {
-    let options = MeshOptions::from_sets([
-        "values.global.mtls.auto=true",
-        "values.global.mtls.enabled=false",
-    ])
-    .unwrap();
-    let mut objects = Objects::default();
-    let mut ops = objects.bootstrap_ops();
-    ops.extend(setup_ops());
-    objects = objects
-        .plan(ops, at(0))
-        .expect("the seed's setup applies")
-        .next;
+fn run_variant(api: PolicyApi) {
+    let variant = api.dir();
     let golden = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden/seed-002")
         .join(variant);
     let mut stale = Vec::new();
     use TlsMode::{Disable, IstioMutual};
-    for (i, step) in steps(strict, plaintext).iter().enumerate() {
-        if let Some(text) = step.apply {
-            let ops = load("step.yaml", text, "full")
-                .into_iter()
-                .map(|resource| Op::Apply {
-                    origin: step.name.into(),
-                    resource,
-                })
-                .collect();
-            objects = objects.plan(ops, at(i as i64 + 1)).unwrap().next;
-        }
-        let world = World::build(&objects, &options);
+    for (step, _, world) in seed_002_worlds(api) {
         let mut configs = BTreeMap::new();
         for node in PROXIES {
             let mut config = compile(&world, node).unwrap();
@@ -358,10 +142,10 @@ fn run_variant(variant: &str, strict: &'static str, plaintext: &'static str) {
 
 #[test]
 fn seed_002_with_the_legacy_policy_api() {
-    run_variant("v1alpha1", LEGACY_STRICT, LEGACY_PLAINTEXT);
+    run_variant(PolicyApi::V1alpha1);
 }
 
 #[test]
 fn seed_002_with_peer_authentication() {
-    run_variant("v1beta1", BETA_STRICT, BETA_PLAINTEXT);
+    run_variant(PolicyApi::V1beta1);
 }

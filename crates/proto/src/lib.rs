@@ -3,6 +3,7 @@
 //! regenerates it with protox (pure Rust) and fails when the checked-in code is stale.
 
 pub mod config;
+pub mod edges;
 
 /// Certificate issuance: Istio's `istio.v1.auth.IstioCertificateService`.
 pub mod istio_ca {

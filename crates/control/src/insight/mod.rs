@@ -1,0 +1,16 @@
+//! Operator insight, answered by the compiler that feeds the proxies (so it cannot
+//! disagree with the data path): per-hop verdicts ([`verdict`]), `explain` and the
+//! reachability matrix ([`reach`]), `analyze --what-if` ([`whatif`]), `analyze`
+//! ([`analyze`]), and the join of the proxies' observed connections ([`edges`]).
+
+pub mod analyze;
+pub mod edges;
+pub mod reach;
+pub mod verdict;
+pub mod whatif;
+
+pub use analyze::{analyze, Finding, Level};
+pub use edges::{join, Edge};
+pub use reach::{explain, find_client, find_service, matrix, EndpointReach, PortReach, ReachError};
+pub use verdict::{decide, ClientSends, ServerTakes, Verdict};
+pub use whatif::{what_if, Change, WhatIf};

@@ -1,0 +1,445 @@
+//! Who reaches what, and how: for a client workload and a service port, per endpoint,
+//! the TLS the client will send and the server will take, the verdict, and the resources
+//! that decided it. Both sides are read from [`compile`]'s output, the configuration the
+//! proxies themselves run, so this view and the data path cannot disagree.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use tessera_proto::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
+
+use crate::compile::{compile, World};
+use crate::insight::verdict::{decide, ClientSends, ServerTakes, Verdict};
+use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReachError {
+    #[error("no pod {0} (use POD.NAMESPACE, or deploy/NAME.NAMESPACE)")]
+    NoClient(String),
+    #[error("{0} is a gateway: its traffic follows Gateway and VirtualService resources (see `tessera proxy-config secret` and the gateway's logs)")]
+    GatewayClient(String),
+    #[error("no service {0} (use NAME.NAMESPACE[:PORT])")]
+    NoService(String),
+    #[error("service {service} has no port {port} (it has {have})")]
+    NoPort {
+        service: String,
+        port: u16,
+        have: String,
+    },
+}
+
+/// One endpoint of a service port, seen from one client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointReach {
+    /// `pod.namespace`.
+    pub workload: String,
+    /// The pod address and target port.
+    pub address: String,
+    pub target_port: u16,
+    pub client_sends: ClientSends,
+    /// Why the client sends that (auto mTLS, or the DestinationRule).
+    pub client_reason: String,
+    pub server_takes: ServerTakes,
+    /// Why the port takes that (the effective mode's chain, or the Sidecar listener).
+    pub server_reason: String,
+    pub verdict: Verdict,
+    pub why: String,
+    /// What to change when the verdict is not what is wanted; empty when it works.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub fix: String,
+    /// The identity the server sees (mTLS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_identity: Option<String>,
+    /// The identity the client's sidecar verifies (mTLS only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_identity: Option<String>,
+    /// The resources that decided, by kind and name (`PeerAuthentication full/httpbin`).
+    pub decided_by: Vec<String>,
+}
+
+/// A client and one service port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortReach {
+    /// `pod.namespace`.
+    pub client: String,
+    pub client_sidecar: bool,
+    /// `name.namespace`.
+    pub service: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_name: Option<String>,
+    /// `http`, `http2`, `tcp` or `auto` (sniffed by the client's sidecar).
+    pub protocol: String,
+    pub endpoints: Vec<EndpointReach>,
+}
+
+impl PortReach {
+    /// The verdicts of the endpoints, each once.
+    pub fn verdicts(&self) -> BTreeSet<Verdict> {
+        self.endpoints.iter().map(|e| e.verdict).collect()
+    }
+
+    /// `httpbin.full:8000`.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.service, self.port)
+    }
+}
+
+/// Compiled proxy configurations, each once per question.
+struct Configs<'w> {
+    world: &'w World,
+    cache: BTreeMap<String, Option<ProxyConfig>>,
+}
+
+impl<'w> Configs<'w> {
+    fn new(world: &'w World) -> Self {
+        Configs {
+            world,
+            cache: BTreeMap::new(),
+        }
+    }
+
+    fn of(&mut self, w: &WorkloadEntry) -> Option<&ProxyConfig> {
+        let world = self.world;
+        self.cache
+            .entry(w.id())
+            .or_insert_with(|| compile(world, &w.id()).ok())
+            .as_ref()
+    }
+}
+
+/// A pod by `pod.ns` (or `pod/pod.ns`), or the first pod a Deployment (or other
+/// controller) owns by `deploy/NAME.ns`; a bare `NAME.ns` tries the pod, then the owner.
+pub fn find_client<'w>(world: &'w World, name: &str) -> Result<&'w WorkloadEntry, ReachError> {
+    let (by_pod, by_owner, id) = match name.split_once('/') {
+        Some(("deploy" | "deployment" | "deployments", rest)) => (false, true, rest),
+        Some(("pod" | "pods" | "po", rest)) => (true, false, rest),
+        Some(_) => return Err(ReachError::NoClient(name.into())),
+        None => (true, true, name),
+    };
+    let Some((pod, ns)) = id.rsplit_once('.') else {
+        return Err(ReachError::NoClient(name.into()));
+    };
+    let in_ns = || {
+        world
+            .registry
+            .workloads
+            .iter()
+            .filter(|w| w.namespace == ns)
+    };
+    let found = in_ns()
+        .find(|w| by_pod && w.name == pod)
+        .or_else(|| in_ns().find(|w| by_owner && w.owner.as_deref() == Some(pod)));
+    let w = found.ok_or_else(|| ReachError::NoClient(name.into()))?;
+    if w.is_gateway {
+        return Err(ReachError::GatewayClient(w.id()));
+    }
+    Ok(w)
+}
+
+/// A service by `name.ns`, `name.ns.svc[.cluster.local]` or its host.
+pub fn find_service<'w>(world: &'w World, name: &str) -> Result<&'w ServiceEntry, ReachError> {
+    let mut parts = name.split('.');
+    let (Some(svc), Some(ns)) = (parts.next(), parts.next()) else {
+        return Err(ReachError::NoService(name.into()));
+    };
+    world
+        .registry
+        .services
+        .iter()
+        .find(|s| s.name == svc && s.namespace == ns)
+        .ok_or_else(|| ReachError::NoService(name.into()))
+}
+
+/// `tessera explain FROM TO[:PORT]`: every port (or the one named) of the service, from
+/// the client.
+pub fn explain(
+    world: &World,
+    client: &WorkloadEntry,
+    svc: &ServiceEntry,
+    port: Option<u16>,
+) -> Result<Vec<PortReach>, ReachError> {
+    let ports: Vec<&ServicePortEntry> = match port {
+        None => svc.ports.iter().collect(),
+        Some(p) => {
+            let found: Vec<&ServicePortEntry> = svc.ports.iter().filter(|e| e.port == p).collect();
+            if found.is_empty() {
+                let have: Vec<String> = svc.ports.iter().map(|e| e.port.to_string()).collect();
+                return Err(ReachError::NoPort {
+                    service: format!("{}.{}", svc.name, svc.namespace),
+                    port: p,
+                    have: have.join(", "),
+                });
+            }
+            found
+        }
+    };
+    let mut configs = Configs::new(world);
+    Ok(ports
+        .into_iter()
+        .filter_map(|p| port_reach(&mut configs, client, svc, p))
+        .collect())
+}
+
+/// The namespaces a matrix covers when none are named: all but the mesh's own.
+pub fn default_namespaces(world: &World) -> Vec<String> {
+    let mut all: BTreeSet<String> = world.registry.namespaces.keys().cloned().collect();
+    all.extend(world.registry.workloads.iter().map(|w| w.namespace.clone()));
+    all.extend(world.registry.services.iter().map(|s| s.namespace.clone()));
+    all.into_iter()
+        .filter(|ns| *ns != world.options.root_namespace && ns != "kube-system")
+        .collect()
+}
+
+/// Every client workload × service port of `namespaces` (all but the mesh's own when
+/// empty): clients are running non-gateway pods, services those with an endpoint that
+/// is not a gateway.
+pub fn matrix(world: &World, namespaces: &[String]) -> Vec<PortReach> {
+    let namespaces: BTreeSet<String> = if namespaces.is_empty() {
+        default_namespaces(world).into_iter().collect()
+    } else {
+        namespaces.iter().cloned().collect()
+    };
+    let clients = world
+        .registry
+        .workloads
+        .iter()
+        .filter(|w| namespaces.contains(&w.namespace) && !w.is_gateway && w.ip.is_some());
+    let services: Vec<&ServiceEntry> = world
+        .registry
+        .services
+        .iter()
+        .filter(|s| namespaces.contains(&s.namespace))
+        .filter(|s| {
+            world
+                .registry
+                .workloads
+                .iter()
+                .any(|w| s.selects(w) && !w.is_gateway && w.ip.is_some())
+        })
+        .collect();
+    let mut configs = Configs::new(world);
+    let mut out = Vec::new();
+    for client in clients {
+        for svc in &services {
+            for port in &svc.ports {
+                if let Some(r) = port_reach(&mut configs, client, svc, port) {
+                    out.push(r);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn protocol_name(p: PortProtocol) -> &'static str {
+    match p {
+        PortProtocol::Http => "http",
+        PortProtocol::Http2 => "http2",
+        PortProtocol::Tcp => "tcp",
+        PortProtocol::Auto => "auto",
+    }
+}
+
+/// `None` for ports no proxy handles (UDP).
+fn port_reach(
+    configs: &mut Configs<'_>,
+    client: &WorkloadEntry,
+    svc: &ServiceEntry,
+    port: &ServicePortEntry,
+) -> Option<PortReach> {
+    let world = configs.world;
+    let protocol = crate::compile::port_protocol(port.protocol)?;
+    // The client's sidecar, when it has one: what it was told per endpoint.
+    let client_port = if client.has_sidecar {
+        let config = configs.of(client)?;
+        let port = config
+            .services
+            .iter()
+            .find(|s| s.host == svc.host)?
+            .ports
+            .iter()
+            .find(|p| p.port == port.port)?
+            .clone();
+        Some(port)
+    } else {
+        None
+    };
+    // An auto port is sniffed: HTTP requests (what the matrix models) are handled as HTTP.
+    let http = protocol != PortProtocol::Tcp;
+    let mut endpoints = Vec::new();
+    for ep in world.registry.endpoints(svc, port) {
+        if ep.workload.is_gateway {
+            continue;
+        }
+        let (client_sends, client_reason) = match &client_port {
+            None => (
+                ClientSends::AppPlaintext,
+                "the client has no sidecar".to_string(),
+            ),
+            Some(p) => {
+                let Some(e) = p
+                    .endpoints
+                    .iter()
+                    .find(|e| e.workload.as_deref() == Some(ep.workload.id().as_str()))
+                else {
+                    continue;
+                };
+                let sends = match e.tls.mode {
+                    TlsMode::Disable => ClientSends::Plaintext,
+                    TlsMode::IstioMutual => ClientSends::MeshMtls,
+                    TlsMode::Simple | TlsMode::Mutual => ClientSends::UserTls,
+                };
+                (sends, e.tls.reason.clone())
+            }
+        };
+        let effective = world.effective_mode(ep.workload, ep.port);
+        let (server_takes, server_reason, sidecar_rule) = if !ep.workload.has_sidecar {
+            (
+                ServerTakes::NoSidecar,
+                "the endpoint has no sidecar".to_string(),
+                None,
+            )
+        } else {
+            let inbound = configs.of(ep.workload).map(|c| c.inbound.clone());
+            let declared = inbound
+                .as_ref()
+                .and_then(|i| i.ports.iter().find(|p| p.port == ep.port).cloned());
+            let (mode, reason, tls) = match (&declared, &inbound) {
+                (Some(p), _) => (p.mode, p.reason.clone(), p.tls.is_some()),
+                (None, Some(i)) => (
+                    i.default_mode,
+                    format!("{effective} (port {} is not declared)", ep.port),
+                    false,
+                ),
+                (None, None) => (InboundMode::Permissive, effective.to_string(), false),
+            };
+            let takes = match (tls, mode) {
+                (true, _) => ServerTakes::UserTls,
+                (false, InboundMode::Strict) => ServerTakes::Strict,
+                (false, InboundMode::Permissive) => ServerTakes::Permissive,
+                (false, InboundMode::Disable) => ServerTakes::Disable,
+            };
+            let rule = declared
+                .as_ref()
+                .and_then(|p| p.operation.as_ref())
+                .and_then(|_| world.sidecar_for(ep.workload))
+                .map(|s| format!("Sidecar {}/{}", s.namespace, s.name));
+            (takes, reason, rule)
+        };
+        let (verdict, why) = decide(client_sends, server_takes, http);
+        let mut decided_by: Vec<String> = Vec::new();
+        let mut add = |s: String| {
+            if !decided_by.contains(&s) {
+                decided_by.push(s);
+            }
+        };
+        if client.has_sidecar {
+            if let Some((source, _)) = world.tls_rule(client, svc, port) {
+                add(source.to_string());
+            }
+        }
+        if ep.workload.has_sidecar {
+            for d in &effective.decided_by {
+                if let Some(src) = &d.source {
+                    add(src.to_string());
+                }
+            }
+        }
+        if let Some(rule) = sidecar_rule {
+            add(rule);
+        }
+        if decided_by.is_empty() {
+            decided_by.push(if ep.workload.has_sidecar || client.has_sidecar {
+                "mesh defaults (no policy)".to_string()
+            } else {
+                "no sidecar on either side".to_string()
+            });
+        }
+        let fix = fix(
+            client,
+            ep.workload,
+            ep.port,
+            client_sends,
+            server_takes,
+            verdict,
+            &decided_by,
+        );
+        let mtls = verdict == Verdict::Mtls;
+        endpoints.push(EndpointReach {
+            workload: ep.workload.id(),
+            address: format!("{}:{}", ep.ip, ep.port),
+            target_port: ep.port,
+            client_sends,
+            client_reason,
+            server_takes,
+            server_reason,
+            verdict,
+            why: why.to_string(),
+            fix,
+            client_identity: mtls.then(|| world.identity_of(client)),
+            server_identity: mtls.then(|| world.identity_of(ep.workload)),
+            decided_by,
+        });
+    }
+    Some(PortReach {
+        client: client.id(),
+        client_sidecar: client.has_sidecar,
+        service: format!("{}.{}", svc.name, svc.namespace),
+        host: svc.host.clone(),
+        port: port.port,
+        port_name: port.name.clone(),
+        protocol: protocol_name(protocol).to_string(),
+        endpoints,
+    })
+}
+
+/// What an operator changes to make a failing hop work, naming the resources.
+fn fix(
+    client: &WorkloadEntry,
+    server: &WorkloadEntry,
+    port: u16,
+    sends: ClientSends,
+    takes: ServerTakes,
+    verdict: Verdict,
+    decided_by: &[String],
+) -> String {
+    if verdict.works() {
+        return String::new();
+    }
+    let rule = decided_by
+        .iter()
+        .find(|d| d.starts_with("DestinationRule"))
+        .cloned()
+        .unwrap_or_else(|| "the DestinationRule".into());
+    let policy = decided_by
+        .iter()
+        .find(|d| !d.starts_with("DestinationRule") && !d.starts_with("Sidecar"))
+        .cloned();
+    let server_name = server.id();
+    match (sends, takes) {
+        (ClientSends::AppPlaintext, ServerTakes::Strict) => format!(
+            "inject a sidecar into {} (kube-inject), or make port {port} of {server_name} PERMISSIVE{} until every client has one",
+            client.id(),
+            policy.map_or(String::new(), |p| format!(" ({p})"))
+        ),
+        (ClientSends::Plaintext, ServerTakes::Strict) => format!(
+            "remove tls mode DISABLE from {rule} (auto mTLS then sends mTLS), or make port {port} of {server_name} PERMISSIVE"
+        ),
+        (ClientSends::MeshMtls, ServerTakes::Disable) => format!(
+            "remove tls from {rule} so auto mTLS follows the server, or make port {port} of {server_name} PERMISSIVE{}",
+            policy.map_or(String::new(), |p| format!(" (now {p})"))
+        ),
+        (ClientSends::MeshMtls, ServerTakes::NoSidecar) => format!(
+            "inject a sidecar into {server_name}, or remove tls ISTIO_MUTUAL from {rule} (auto mTLS sends plaintext to pods without one)"
+        ),
+        (ClientSends::MeshMtls | ClientSends::Plaintext | ClientSends::AppPlaintext, ServerTakes::UserTls) => format!(
+            "port {port} of {server_name} takes the user's TLS only: clients must originate TLS with a certificate its Sidecar trusts"
+        ),
+        (ClientSends::UserTls, ServerTakes::Strict) => format!(
+            "use tls mode ISTIO_MUTUAL (or no tls) in {rule} for in-mesh servers, or make port {port} of {server_name} PERMISSIVE"
+        ),
+        _ => String::new(),
+    }
+}

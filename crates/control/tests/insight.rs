@@ -1,0 +1,177 @@
+//! Operator insight on seed 002's topology at each policy step: the predicted matrix is
+//! the seed's (AMTLS-01..10), `what-if` of the next step names the hops it breaks, and
+//! `analyze` flags the DestinationRule that forces mTLS toward a plaintext-only server.
+
+use std::collections::BTreeMap;
+
+use tessera_control::insight::{self, analyze::code, Verdict};
+use tessera_control::testing::{seed_002_worlds, PolicyApi};
+use tessera_control::World;
+
+/// sleep.<from> → httpbin.<to>:8000, per endpoint workload.
+fn seed_matrix(world: &World) -> BTreeMap<(String, String), Vec<Verdict>> {
+    insight::matrix(world, &[])
+        .into_iter()
+        .filter(|r| {
+            r.client.starts_with("sleep-0.") && r.service.starts_with("httpbin.") && r.port == 8000
+        })
+        .map(|r| {
+            let from = r.client.trim_start_matches("sleep-0.").to_string();
+            let to = r.service.trim_start_matches("httpbin.").to_string();
+            ((from, to), r.endpoints.iter().map(|e| e.verdict).collect())
+        })
+        .collect()
+}
+
+fn check(api: PolicyApi) {
+    use Verdict::*;
+    let worlds = seed_002_worlds(api);
+    for (step, _, world) in &worlds {
+        let got = seed_matrix(world);
+        // httpbin.partial's endpoints: httpbin-0 (sidecar), httpbin-nosidecar-0.
+        let full_to_full = match step.name {
+            "1-permissive" | "2-strict" => Mtls,
+            "3-plaintext" => Plaintext,
+            _ => Unavailable,
+        };
+        let legacy_to_full = if step.name == "2-strict" {
+            Refused
+        } else {
+            Plaintext
+        };
+        let want: BTreeMap<(String, String), Vec<Verdict>> = [
+            (("full", "full"), vec![full_to_full]),
+            (("full", "partial"), vec![Mtls, Plaintext]),
+            (("full", "legacy"), vec![Plaintext]),
+            (("legacy", "full"), vec![legacy_to_full]),
+            (("legacy", "partial"), vec![Plaintext, Plaintext]),
+            (("legacy", "legacy"), vec![Plaintext]),
+        ]
+        .into_iter()
+        .map(|((a, b), v)| ((a.to_string(), b.to_string()), v))
+        .collect();
+        assert_eq!(got, want, "{api:?} {}", step.name);
+    }
+
+    // What-if, each step applied on the one before.
+    let breaks = |i: usize| {
+        let w = insight::what_if(&worlds[i - 1].2, &worlds[i].2, &[]);
+        let mut b: Vec<String> = w
+            .breaks
+            .iter()
+            .map(|c| {
+                format!(
+                    "{} -> {} {}: {} -> {}",
+                    c.client, c.target, c.endpoint, c.before, c.after
+                )
+            })
+            .collect();
+        b.sort();
+        (b, w)
+    };
+    let (b, w) = breaks(1);
+    // Every pod is a client: the seed's sleep.legacy, and the other pods without a sidecar.
+    assert_eq!(
+        b,
+        [
+            "httpbin-0.legacy -> httpbin.full:8000 httpbin-0.full: plaintext -> refused",
+            "httpbin-nosidecar-0.partial -> httpbin.full:8000 httpbin-0.full: plaintext -> refused",
+            "sleep-0.legacy -> httpbin.full:8000 httpbin-0.full: plaintext -> refused",
+        ],
+        "{api:?} STRICT"
+    );
+    let legacy = w
+        .breaks
+        .iter()
+        .find(|c| c.client == "sleep-0.legacy")
+        .unwrap();
+    assert!(
+        legacy.fix.contains("inject a sidecar into sleep-0.legacy"),
+        "{}",
+        legacy.fix
+    );
+    let (b, w) = breaks(2);
+    assert!(b.is_empty(), "{api:?} DISABLE breaks nothing: {b:?}");
+    // Plaintext again for sleep.full, and legacy is let back in.
+    assert_eq!(w.fixes.len(), 3, "{w:?}");
+    assert!(w
+        .changes
+        .iter()
+        .any(|c| c.client == "sleep-0.full" && c.before == Mtls && c.after == Plaintext));
+    let (b, w) = breaks(3);
+    // Every client with a sidecar takes the DestinationRule (it is exported everywhere).
+    assert_eq!(
+        b,
+        [
+            "httpbin-0.full -> httpbin.full:8000 httpbin-0.full: plaintext -> 503",
+            "httpbin-0.partial -> httpbin.full:8000 httpbin-0.full: plaintext -> 503",
+            "sleep-0.full -> httpbin.full:8000 httpbin-0.full: plaintext -> 503",
+        ],
+        "{api:?} DR"
+    );
+    assert!(w.breaks[0]
+        .decided_by
+        .iter()
+        .any(|d| d == "DestinationRule full/httpbin-full-mtls"));
+
+    // Analyze: nothing to say until the DestinationRule contradicts the server.
+    for (step, _, world) in &worlds {
+        let findings = insight::analyze(world);
+        if step.name == "4-dr-istio-mutual" {
+            assert_eq!(findings.len(), 1, "{findings:?}");
+            assert_eq!(findings[0].code, code::MTLS_TO_PLAINTEXT);
+            assert_eq!(
+                findings[0].resource,
+                "DestinationRule full/httpbin-full-mtls"
+            );
+            assert!(
+                findings[0].message.contains("port 80 of httpbin-0.full"),
+                "{}",
+                findings[0].message
+            );
+            assert!(
+                findings[0]
+                    .fix
+                    .contains("remove tls from DestinationRule full/httpbin-full-mtls"),
+                "{}",
+                findings[0].fix
+            );
+        } else {
+            assert!(findings.is_empty(), "{api:?} {}: {findings:?}", step.name);
+        }
+    }
+}
+
+#[test]
+fn seed_002_insight_with_peer_authentication() {
+    check(PolicyApi::V1beta1);
+}
+
+#[test]
+fn seed_002_insight_with_the_legacy_policy_api() {
+    check(PolicyApi::V1alpha1);
+}
+
+#[test]
+fn explain_finds_clients_by_deployment_and_services_by_name() {
+    let worlds = seed_002_worlds(PolicyApi::V1beta1);
+    let world = &worlds[1].2;
+    let client = insight::find_client(world, "deploy/sleep.legacy").unwrap();
+    assert_eq!(client.id(), "sleep-0.legacy");
+    assert_eq!(
+        insight::find_client(world, "sleep-0.legacy").unwrap().id(),
+        "sleep-0.legacy"
+    );
+    assert!(insight::find_client(world, "deploy/nothing.legacy").is_err());
+    let svc = insight::find_service(world, "httpbin.full").unwrap();
+    let r = insight::explain(world, client, svc, Some(8000)).unwrap();
+    assert_eq!(r.len(), 1);
+    let e = &r[0].endpoints[0];
+    assert_eq!(e.verdict, Verdict::Refused);
+    assert_eq!(e.decided_by, ["PeerAuthentication full/httpbin"]);
+    let err = insight::explain(world, client, svc, Some(9)).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service httpbin.full has no port 9 (it has 8000)"
+    );
+}
