@@ -21,15 +21,17 @@ use crate::table::Table;
 pub struct Ctx {
     pub state_dir: PathBuf,
     pub namespace: Option<String>,
+    /// Every `-n` given (verbs that take several).
+    pub namespaces: Vec<String>,
 }
 
 impl Ctx {
-    fn client(&self) -> ApiClient {
+    pub fn client(&self) -> ApiClient {
         ApiClient::new(&self.state_dir)
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -37,7 +39,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Prints a refusal the way kubectl does (each reason on its own line) and exits 1.
-fn fail(e: ClientError) -> ExitCode {
+pub fn fail(e: ClientError) -> ExitCode {
     match e {
         ClientError::Refused {
             errors, partial, ..
@@ -56,7 +58,7 @@ fn fail(e: ClientError) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn read_documents(files: &[PathBuf]) -> Result<Vec<Document>, String> {
+pub fn read_documents(files: &[PathBuf]) -> Result<Vec<Document>, String> {
     let mut out = Vec::new();
     for f in files {
         if f.as_os_str() == "-" {

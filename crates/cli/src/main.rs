@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod ca;
+mod insight;
 mod jsonpath;
 mod kubectl;
 mod objects;
@@ -39,9 +40,10 @@ pub struct GlobalArgs {
     /// $XDG_STATE_HOME/tessera.
     #[arg(long, global = true, env = "TESSERA_STATE_DIR", value_name = "DIR")]
     state_dir: Option<PathBuf>,
-    /// The namespace to work in (default: default), as kubectl's -n; may come before the verb
-    #[arg(short = 'n', long, global = true, value_name = "NS")]
-    namespace: Option<String>,
+    /// The namespace to work in (default: default), as kubectl's -n; may come before the
+    /// verb. `check reachability` and `edges` take several (-n a -n b, or -n a,b)
+    #[arg(short = 'n', long, global = true, value_name = "NS", value_delimiter = ',', action = clap::ArgAction::Append)]
+    namespace: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -96,6 +98,21 @@ enum Command {
     /// Every proxy: identity, last pushed and acknowledged version, SYNCED / STALE /
     /// NACKED / DISCONNECTED
     ProxyStatus,
+
+    // Operator insight (answered by the compiler that configures the proxies).
+    /// Why FROM's requests to TO are mTLS, plaintext, refused or 503, per endpoint, and
+    /// which resources decided: explain deploy/sleep.legacy httpbin.full:8000
+    Explain(insight::ExplainArgs),
+    /// Checks: `check reachability [-n NS...] [--probe]`, every client workload × service
+    /// port predicted (and measured with --probe; exit 1 when they disagree)
+    #[command(subcommand)]
+    Check(insight::CheckCommand),
+    /// Ignored or conflicting configuration, each with the resource and a fix (exit 79 on
+    /// errors); --what-if FILE: the working connections a change would break, before it is
+    /// applied (exit 79 when it breaks any)
+    Analyze(insight::AnalyzeArgs),
+    /// Connections the proxies have seen: source, destination, identities, SECURED
+    Edges(insight::EdgesArgs),
     /// The mesh certificate authority: create it, print its roots, issue certificates
     #[command(subcommand)]
     Ca(ca::CaCommand),
@@ -155,9 +172,9 @@ fn main() -> ExitCode {
         Command::Ca(cmd) => ca::run(
             &state_dir::resolve(cli.global.state_dir.as_deref()),
             &cmd,
-            cli.global.namespace.as_deref(),
+            cli.global.namespace.last().map(String::as_str),
         ),
-        Command::Validate(args) => validate::run(&args, cli.global.namespace.clone()),
+        Command::Validate(args) => validate::run(&args, cli.global.namespace.last().cloned()),
         Command::Apply(args) => kubectl::apply(&ctx(&cli.global), &args),
         Command::Create(args) => kubectl::create(&ctx(&cli.global), &args),
         Command::Get(args) => kubectl::get(&ctx(&cli.global), &args),
@@ -165,6 +182,10 @@ fn main() -> ExitCode {
         Command::Describe(args) => kubectl::describe(&ctx(&cli.global), &args),
         Command::Label(args) => kubectl::label(&ctx(&cli.global), &args),
         Command::ProxyStatus => kubectl::proxy_status(&ctx(&cli.global)),
+        Command::Explain(args) => insight::explain(&ctx(&cli.global), &args),
+        Command::Check(cmd) => insight::check(&ctx(&cli.global), &cmd),
+        Command::Analyze(args) => insight::analyze(&ctx(&cli.global), &args),
+        Command::Edges(args) => insight::edges(&ctx(&cli.global), &args),
         Command::X509(cmd) => x509::run(&cmd),
         Command::Version => {
             println!("tessera {}", env!("CARGO_PKG_VERSION"));
@@ -176,7 +197,8 @@ fn main() -> ExitCode {
 fn ctx(global: &GlobalArgs) -> kubectl::Ctx {
     kubectl::Ctx {
         state_dir: state_dir::resolve(global.state_dir.as_deref()),
-        namespace: global.namespace.clone(),
+        namespace: global.namespace.last().cloned(),
+        namespaces: global.namespace.clone(),
     }
 }
 

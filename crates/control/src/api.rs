@@ -148,3 +148,53 @@ pub struct Health {
     pub state_dir: String,
     pub trust_domain: String,
 }
+
+/// `tessera explain FROM TO[:PORT]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExplainRequest {
+    /// `pod.ns`, `pod/pod.ns` or `deploy/name.ns`.
+    pub from: String,
+    /// `name.ns` (or the service's host).
+    pub to: String,
+    #[serde(default)]
+    pub port: Option<u16>,
+}
+
+/// `tessera check reachability`: the namespaces (all but the mesh's own when empty).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReachabilityRequest {
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReachabilityResponse {
+    pub revision: u64,
+    pub namespaces: Vec<String>,
+    pub reach: Vec<crate::insight::PortReach>,
+}
+
+/// `tessera analyze [--what-if FILE...]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AnalyzeRequest {
+    /// The change to evaluate without applying it; empty: analyze what is stored.
+    #[serde(default)]
+    pub documents: Vec<Document>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalyzeResponse {
+    pub revision: u64,
+    /// What is stored now (or, with a change, what it would be).
+    pub findings: Vec<crate::insight::Finding>,
+    /// With a change: the hops it alters, and the objects it would create or update.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub what_if: Option<crate::insight::WhatIf>,
+    #[serde(default)]
+    pub planned: Vec<Outcome>,
+    /// Findings the change would add.
+    #[serde(default)]
+    pub new_findings: Vec<crate::insight::Finding>,
+}

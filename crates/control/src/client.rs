@@ -152,6 +152,24 @@ impl ApiClient {
         .await
     }
 
+    pub async fn explain(
+        &self,
+        r: &ExplainRequest,
+    ) -> Result<Vec<crate::insight::PortReach>, ClientError> {
+        self.call(Method::POST, "/explain", Some(r)).await
+    }
+
+    pub async fn reachability(
+        &self,
+        r: &ReachabilityRequest,
+    ) -> Result<ReachabilityResponse, ClientError> {
+        self.call(Method::POST, "/reachability", Some(r)).await
+    }
+
+    pub async fn analyze(&self, r: &AnalyzeRequest) -> Result<AnalyzeResponse, ClientError> {
+        self.call(Method::POST, "/analyze", Some(r)).await
+    }
+
     pub async fn proxies(&self) -> Result<Vec<ProxyStatusRow>, ClientError> {
         self.call::<(), _>(Method::GET, "/proxies", None).await
     }

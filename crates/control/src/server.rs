@@ -29,6 +29,7 @@ use tokio::task::JoinSet;
 
 use crate::api::*;
 use crate::compile::{compile, World};
+use crate::insight;
 use crate::objects::{ObjectKey, Objects, Op, Outcome};
 use crate::push::{unix_now, ProxyTable, PushService, DEBOUNCE};
 use crate::store::{SqliteStore, Store, StoreError};
@@ -598,6 +599,18 @@ async fn handle(control: &Control, req: Request<Incoming>) -> Reply {
             }),
             Err(e) => Err(e),
         },
+        (&Method::POST, "/explain") => match body::<ExplainRequest>(req).await {
+            Ok(r) => Ok(explain(control, r)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/reachability") => match body::<ReachabilityRequest>(req).await {
+            Ok(r) => Ok(reachability(control, r)),
+            Err(e) => Err(e),
+        },
+        (&Method::POST, "/analyze") => match body::<AnalyzeRequest>(req).await {
+            Ok(r) => Ok(analyze(control, r)),
+            Err(e) => Err(e),
+        },
         _ => Ok(refused(
             StatusCode::NOT_FOUND,
             vec![format!("error: no API {} {}", route.0, route.1)],
@@ -684,6 +697,91 @@ async fn apply(control: &Control, r: ApplyRequest) -> Reply {
         })
         .collect();
     changed(control.submit(ops).await, warnings)
+}
+
+fn explain(control: &Control, r: ExplainRequest) -> Reply {
+    let world = control.current_world();
+    let result = insight::find_client(&world, &r.from).and_then(|client| {
+        let svc = insight::find_service(&world, &r.to)?;
+        insight::explain(&world, client, svc, r.port)
+    });
+    match result {
+        Ok(reach) => json(StatusCode::OK, &reach),
+        Err(e) => refused(StatusCode::NOT_FOUND, vec![format!("error: {e}")]),
+    }
+}
+
+fn reachability(control: &Control, r: ReachabilityRequest) -> Reply {
+    let world = control.current_world();
+    let namespaces = if r.namespaces.is_empty() {
+        insight::reach::default_namespaces(&world)
+    } else {
+        r.namespaces
+    };
+    json(
+        StatusCode::OK,
+        &ReachabilityResponse {
+            revision: world.revision,
+            reach: insight::matrix(&world, &namespaces),
+            namespaces,
+        },
+    )
+}
+
+/// Analysis of what is stored, or of a change planned on it (never committed).
+fn analyze(control: &Control, r: AnalyzeRequest) -> Reply {
+    let world = control.current_world();
+    let findings = insight::analyze(&world);
+    if r.documents.is_empty() {
+        return json(
+            StatusCode::OK,
+            &AnalyzeResponse {
+                revision: world.revision,
+                findings,
+                what_if: None,
+                planned: vec![],
+                new_findings: vec![],
+            },
+        );
+    }
+    let (resources, errors, _) = read_documents(control, &r.documents, r.namespace);
+    if !errors.is_empty() {
+        return refused(StatusCode::UNPROCESSABLE_ENTITY, errors);
+    }
+    let objects = control.objects();
+    let mut ops: Vec<Op> = resources
+        .into_iter()
+        .map(|(origin, resource)| Op::Apply { origin, resource })
+        .collect();
+    if let Some(admission) = &control.admission {
+        ops = match admit(admission.as_ref(), &objects, ops) {
+            Ok(ops) => ops,
+            Err(errors) => return refused(StatusCode::CONFLICT, errors),
+        };
+    }
+    let plan = match objects.plan(ops, time::OffsetDateTime::now_utc()) {
+        Ok(plan) => plan,
+        Err(errors) => return refused(StatusCode::CONFLICT, errors),
+    };
+    // The world as the objects stand now (not the debounced one), before and after.
+    let before = World::build(&objects, &control.options);
+    let after = World::build(&plan.next, &control.options);
+    let after_findings = insight::analyze(&after);
+    let new_findings = after_findings
+        .iter()
+        .filter(|f| !findings.contains(f))
+        .cloned()
+        .collect();
+    json(
+        StatusCode::OK,
+        &AnalyzeResponse {
+            revision: objects.revision(),
+            what_if: Some(insight::what_if(&before, &after, &[])),
+            findings: after_findings,
+            planned: plan.outcomes,
+            new_findings,
+        },
+    )
 }
 
 /// A refusal before any change: the status and the reasons.

@@ -58,6 +58,12 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             "application/json",
             serde_json::to_string_pretty(&config_dump(shared)).unwrap_or_default(),
         ),
+        "/edges" => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&shared.edges.report(shared.node_id(), shared.identity()))
+                .unwrap_or_default(),
+        ),
         "/stats/prometheus" | "/stats" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",

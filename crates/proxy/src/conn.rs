@@ -1,6 +1,7 @@
 //! One downstream connection, inbound or outbound: detect, decide, act.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::chain::{self, InboundAction, Payload, Refusal};
 use crate::detect::{self, Detected, MAX_PEEK};
+use crate::edges::Connection;
 use crate::http::{self as l7, InboundConn};
 use crate::io::Prefixed;
 use crate::snapshot::{EndpointRoute, Flavor, InboundRule, Origination, Upstream};
@@ -22,6 +24,7 @@ use crate::terminate::Termination;
 use crate::upstream;
 use crate::Shared;
 use tessera_proto::config::PortProtocol;
+use tessera_proto::edges::EdgeDirection;
 
 /// Reads until the first bytes tell what the connection is, the client is silent for
 /// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
@@ -120,8 +123,27 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     } else {
         Flavor::Http1
     };
+    let edge = |tls, peer_identity, failure| Connection {
+        direction: EdgeDirection::Inbound,
+        peer: peer.ip(),
+        port,
+        tls,
+        peer_identity,
+        failure,
+    };
+    let accepted_by = || format!("accepted by port {port} ({})", mode_name(rule.mode));
     match action {
         InboundAction::Reset(refusal) => {
+            let tls = if refusal == Refusal::NonMeshTlsOnHttpPort {
+                TlsUsed::AppTls
+            } else {
+                TlsUsed::Plaintext
+            };
+            shared
+                .edges
+                .record(edge(tls, None, Some(refusal.label())), || {
+                    refusal.explain().to_string()
+                });
             shared.stats.refusal(refusal);
             tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = refusal.explain(), "connection refused (reset)");
             reset(tcp);
@@ -136,6 +158,9 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                 app,
                 flavor,
                 operation: rule.operation.clone(),
+                // Counted at its first request: bytes that are not HTTP count as refused.
+                edge_pending: AtomicBool::new(true),
+                accepted_by: accepted_by(),
             });
             serve_inbound_http(shared, Prefixed::new(prefix, tcp), conn, replaced).await;
         }
@@ -145,6 +170,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             } else {
                 TlsUsed::Plaintext
             };
+            shared.edges.record(edge(tls, None, None), accepted_by);
             match upstream::connect_tcp(app.address).await {
                 Ok(up) => {
                     let (sent, received, result) = copy_until(tcp, &prefix, up, replaced).await;
@@ -189,6 +215,10 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         .stats
                         .handshake(Direction::Inbound, TlsUsed::Mesh, false);
                     shared.stats.refusal(Refusal::Handshake);
+                    shared.edges.record(
+                        edge(TlsUsed::Mesh, None, Some(Refusal::Handshake.label())),
+                        || reason.clone(),
+                    );
                     tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = %reason, "mesh mTLS handshake refused");
                     if let Some(io) = io {
                         close_after_alert(io).await;
@@ -206,6 +236,10 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                 .map(|c| c.to_vec());
             let peer_identity =
                 tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
+            shared.edges.record(
+                edge(TlsUsed::Mesh, peer_identity.as_deref(), None),
+                accepted_by,
+            );
             match payload {
                 Payload::Http => {
                     let own = vec![shared.identity()];
@@ -221,6 +255,8 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         app,
                         flavor,
                         operation: rule.operation.clone(),
+                        edge_pending: AtomicBool::new(false),
+                        accepted_by: String::new(),
                     });
                     serve_inbound_http(shared, tls, conn, replaced).await;
                 }
@@ -289,6 +325,7 @@ async fn serve_inbound_http<S>(
 {
     let svc_shared = shared.clone();
     let (peer, port, tls) = (conn.peer, conn.port, conn.tls);
+    let pending = conn.clone();
     let svc = service_fn(move |req| l7::inbound(svc_shared.clone(), conn.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = builder.serve_connection(TokioIo::new(io), svc);
@@ -300,6 +337,19 @@ async fn serve_inbound_http<S>(
     if unparsable {
         // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
         // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
+        if pending.edge_pending.swap(false, Ordering::Relaxed) {
+            shared.edges.record(
+                Connection {
+                    direction: EdgeDirection::Inbound,
+                    peer: peer.ip(),
+                    port,
+                    tls,
+                    peer_identity: None,
+                    failure: Some(Refusal::NotHttp.label()),
+                },
+                || Refusal::NotHttp.explain().to_string(),
+            );
+        }
         shared.stats.refusal(Refusal::NotHttp);
         tracing::warn!(direction = "inbound", src = %peer, port, tls = tls.label(), reason = Refusal::NotHttp.explain(), "request refused (400)");
     }
@@ -345,7 +395,19 @@ async fn inbound_user_tls(
 ) {
     let started = Instant::now();
     let (prefix, detected, _) = read_detect(&mut tcp, shared.detection_wait()).await;
+    let edge = |tls, failure| Connection {
+        direction: EdgeDirection::Inbound,
+        peer: peer.ip(),
+        port,
+        tls,
+        peer_identity: None,
+        failure,
+    };
     if !matches!(detected, Detected::Tls(_)) {
+        shared.edges.record(
+            edge(TlsUsed::Plaintext, Some(Refusal::NoTlsChain.label())),
+            || Refusal::NoTlsChain.explain().to_string(),
+        );
         shared.stats.refusal(Refusal::NoTlsChain);
         tracing::warn!(direction = "inbound", src = %peer, port, reason = Refusal::NoTlsChain.explain(), "connection refused (reset)");
         reset(tcp);
@@ -360,6 +422,9 @@ async fn inbound_user_tls(
     } else {
         TlsUsed::Simple
     };
+    shared.edges.record(edge(used, None), || {
+        format!("TLS with the user's certificate on port {port} (Sidecar ingress)")
+    });
     let subject = leaf
         .as_deref()
         .and_then(|der| {
@@ -380,6 +445,8 @@ async fn inbound_user_tls(
                 app,
                 flavor: Flavor::Http1,
                 operation: rule.operation.clone(),
+                edge_pending: AtomicBool::new(false),
+                accepted_by: String::new(),
             });
             serve_inbound_http(shared, tls, conn, replaced).await;
         }
@@ -581,7 +648,7 @@ where
 {
     let mut reasons = Vec::new();
     for ep in upstream.pick_order() {
-        match upstream::connect(ep, Flavor::Tcp).await {
+        match upstream::connect(ep, Flavor::Tcp, &shared.edges).await {
             Ok((up, _)) => {
                 let tls = ep.origination.used();
                 if matches!(ep.origination, Origination::Tls { .. }) {
@@ -618,4 +685,12 @@ where
         tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, "no endpoints: connection closed");
     }
     false
+}
+
+fn mode_name(mode: tessera_proto::config::InboundMode) -> &'static str {
+    match mode {
+        tessera_proto::config::InboundMode::Strict => "STRICT",
+        tessera_proto::config::InboundMode::Permissive => "PERMISSIVE",
+        tessera_proto::config::InboundMode::Disable => "DISABLE",
+    }
 }

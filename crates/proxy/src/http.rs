@@ -107,6 +107,11 @@ pub struct InboundConn {
     pub flavor: Flavor,
     /// `x-envoy-decorator-operation` on responses (Sidecar ingress listeners).
     pub operation: Option<HeaderValue>,
+    /// A plaintext HTTP connection is counted as an edge at its first request (before
+    /// that it may turn out not to be HTTP at all).
+    pub edge_pending: std::sync::atomic::AtomicBool,
+    /// Why the port took it, for that edge.
+    pub accepted_by: String,
 }
 
 /// A text answer from the proxy itself.
@@ -206,6 +211,22 @@ pub async fn inbound(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
+    if conn
+        .edge_pending
+        .swap(false, std::sync::atomic::Ordering::Relaxed)
+    {
+        shared.edges.record(
+            crate::edges::Connection {
+                direction: tessera_proto::edges::EdgeDirection::Inbound,
+                peer: conn.peer.ip(),
+                port: conn.port,
+                tls: conn.tls,
+                peer_identity: None,
+                failure: None,
+            },
+            || conn.accepted_by.clone(),
+        );
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match &conn.xfcc {
@@ -241,8 +262,13 @@ pub async fn inbound(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "istio-envoy",
                 format!(
-                    "upstream connect error or disconnect/reset before headers. hop: inbound {} -> app {}; phase: {}; reason: {}\n",
+                    "upstream connect error or disconnect/reset before headers. hop: inbound {} (from {} over {}{}) -> app {}; phase: {}; reason: {}\n",
                     shared.node_id(),
+                    conn.peer.ip(),
+                    conn.tls.label(),
+                    conn.peer_identity
+                        .as_deref()
+                        .map_or(String::new(), |id| format!(" as {id}")),
                     conn.app.address,
                     e.phase.label(),
                     e.reason

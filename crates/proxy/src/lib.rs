@@ -14,6 +14,7 @@ pub mod certs;
 pub mod chain;
 pub mod conn;
 pub mod detect;
+pub mod edges;
 pub mod gateway;
 pub mod http;
 pub mod io;
@@ -67,6 +68,8 @@ pub struct Shared {
     pub store: CredentialStore,
     pub stats: Stats,
     pub pools: Arc<HttpPool>,
+    /// Connections seen, per peer and outcome (admin `/edges`).
+    pub edges: Arc<edges::Edges>,
     inbound_tls: TlsAcceptor,
     /// Set once when a drain starts; open HTTP connections are asked to finish.
     drain: tokio::sync::watch::Sender<bool>,
@@ -426,11 +429,13 @@ pub async fn start(
             message: e.to_string(),
         }
     })?;
+    let edges = Arc::new(edges::Edges::default());
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         store,
         stats: Stats::default(),
-        pools: Arc::new(HttpPool::default()),
+        pools: Arc::new(HttpPool::new(edges.clone())),
+        edges,
         inbound_tls: TlsAcceptor::from(Arc::new(server_config)),
         drain: tokio::sync::watch::channel(false).0,
         draining: AtomicBool::new(false),

@@ -25,7 +25,7 @@ impl Direction {
 }
 
 /// TLS on a connection, as logged and counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum TlsUsed {
     /// Mesh mTLS (ISTIO_MUTUAL).
     Mesh,

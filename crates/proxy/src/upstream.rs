@@ -14,10 +14,12 @@ use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tessera_proto::config::{EndpointTls, TlsMode};
+use tessera_proto::edges::EdgeDirection;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+use crate::edges::{Connection, Edges};
 use crate::io::EitherIo;
 use crate::snapshot::{invalid_config, ConfigError, EndpointRoute, Flavor, Origination};
 
@@ -170,7 +172,41 @@ impl rustls::client::danger::ServerCertVerifier for NoServerVerification {
 
 /// Connects to `addr` with the endpoint's TLS for `flavor`. Returns the stream and the
 /// ALPN protocol negotiated.
+/// Each attempt is counted in `edges`.
 pub async fn connect(
+    ep: &EndpointRoute,
+    flavor: Flavor,
+    edges: &Edges,
+) -> Result<(UpstreamIo, Option<Vec<u8>>), UpstreamError> {
+    let result = connect_endpoint(ep, flavor).await;
+    let edge = |failure, peer_identity| Connection {
+        direction: EdgeDirection::Outbound,
+        peer: ep.address.ip(),
+        port: ep.address.port(),
+        tls: ep.origination.used(),
+        peer_identity,
+        failure,
+    };
+    match &result {
+        Ok((EitherIo::Right(tls), _)) => {
+            let id = tessera_ca::tls::peer_identity(tls.get_ref().1.peer_certificates())
+                .map(|i| i.to_string());
+            edges.record(edge(None, id.as_deref()), || ep.reason.clone());
+        }
+        Ok(_) => edges.record(edge(None, None), || ep.reason.clone()),
+        Err(e) => {
+            let failure = match e.phase {
+                Phase::Connect => "connect_failed",
+                Phase::TlsHandshake => "tls_handshake_failed",
+                _ => "failed",
+            };
+            edges.record(edge(Some(failure), None), || e.reason.clone());
+        }
+    }
+    result
+}
+
+async fn connect_endpoint(
     ep: &EndpointRoute,
     flavor: Flavor,
 ) -> Result<(UpstreamIo, Option<Vec<u8>>), UpstreamError> {
@@ -254,10 +290,11 @@ fn upstream_tls_reason(e: &std::io::Error) -> String {
 }
 
 /// Keep-alive HTTP connections per pool key.
-#[derive(Default)]
 pub struct HttpPool {
     h1: Mutex<HashMap<u64, Vec<http1::SendRequest<Incoming>>>>,
     h2: Mutex<HashMap<u64, http2::SendRequest<Incoming>>>,
+    /// New connections are counted here.
+    edges: Arc<Edges>,
 }
 
 /// A connection ready for one request.
@@ -272,6 +309,14 @@ pub enum Sender {
 }
 
 impl HttpPool {
+    pub fn new(edges: Arc<Edges>) -> HttpPool {
+        HttpPool {
+            h1: Mutex::default(),
+            h2: Mutex::default(),
+            edges,
+        }
+    }
+
     /// A pooled connection to `ep`, or a new one. Connect and TLS failures surface here,
     /// before the request is committed, so the caller can try another endpoint.
     pub async fn acquire(
@@ -287,7 +332,7 @@ impl HttpPool {
             if let Some(s) = existing {
                 return Ok(Sender::H2(s));
             }
-            let (io, _) = connect(ep, Flavor::Http2).await?;
+            let (io, _) = connect(ep, Flavor::Http2, &self.edges).await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(TokioIo::new(io))
                 .await
@@ -319,7 +364,7 @@ impl HttpPool {
         &self,
         ep: &EndpointRoute,
     ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
-        let (io, _) = connect(ep, Flavor::Http1).await?;
+        let (io, _) = connect(ep, Flavor::Http1, &self.edges).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await

@@ -16,6 +16,7 @@ pub mod inject;
 pub mod install;
 pub mod netns;
 pub mod network;
+pub mod observe;
 pub mod programs;
 pub mod publish;
 pub mod runtime;

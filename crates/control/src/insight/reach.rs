@@ -63,6 +63,8 @@ pub struct PortReach {
     /// `pod.namespace`.
     pub client: String,
     pub client_sidecar: bool,
+    /// The client's SPIFFE identity (what its sidecar presents).
+    pub client_identity: String,
     /// `name.namespace`.
     pub service: String,
     pub host: String,
@@ -386,6 +388,7 @@ fn port_reach(
     Some(PortReach {
         client: client.id(),
         client_sidecar: client.has_sidecar,
+        client_identity: world.identity_of(client),
         service: format!("{}.{}", svc.name, svc.namespace),
         host: svc.host.clone(),
         port: port.port,
