@@ -199,6 +199,12 @@ pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
         Err(e) => return fail(e),
     };
     let mut addresses = BTreeMap::new();
+    // Connections made through a Service address are masqueraded to the cluster
+    // network's gateway by the runtime's service NAT: the client pod cannot be named.
+    addresses.insert(
+        IpAddr::V4(tessera_runtime::cluster::GATEWAY),
+        "(via service NAT)".to_string(),
+    );
     let mut sidecars = Vec::new();
     for p in &pods {
         let (Some(name), Some(ns)) = (

@@ -179,6 +179,10 @@ pub async fn connect(
     edges: &Edges,
 ) -> Result<(UpstreamIo, Option<Vec<u8>>), UpstreamError> {
     let result = connect_endpoint(ep, flavor).await;
+    if ep.address.ip().is_loopback() {
+        // The inbound side's hop to its own app: not a mesh edge.
+        return result;
+    }
     let edge = |failure, peer_identity| Connection {
         direction: EdgeDirection::Outbound,
         peer: ep.address.ip(),

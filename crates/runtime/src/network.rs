@@ -71,6 +71,20 @@ impl ClusterNetwork {
             vec![
                 "ip", "-n", &cluster, "link", "set", veth, "master", "br0", "up",
             ],
+            // Hairpin (kubelet's hairpin-veth): a pod reaching its own Service is DNATed
+            // back to itself, through the port it came in on.
+            vec![
+                "ip",
+                "-n",
+                &cluster,
+                "link",
+                "set",
+                veth,
+                "type",
+                "bridge_slave",
+                "hairpin",
+                "on",
+            ],
             vec!["ip", "-n", pod_ns, "addr", "add", &addr, "dev", "eth0"],
             vec!["ip", "-n", pod_ns, "link", "set", "eth0", "up"],
             vec![

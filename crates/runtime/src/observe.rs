@@ -41,7 +41,7 @@ pub fn classify(exit: i32, stdout: &str) -> Observation {
         };
     }
     if code == "503" && stdout.contains("hop: outbound") {
-        if stdout.contains("phase: connect") && stdout.contains("nothing listens there") {
+        if stdout.contains("nothing listens there") {
             return seen(None, "503: nothing listens at the endpoint".into());
         }
         return seen(
@@ -193,7 +193,7 @@ mod tests {
             ("plaintext", 0, "{\"headers\": {\"Host\": \"httpbin.legacy:8000\"}}\nresponse code: 200\n", Some(Plaintext)),
             ("STRICT reset", 56, "\nresponse code: 000\n", Some(Refused)),
             ("client sidecar 503", 0, "upstream connect error or disconnect/reset before headers. hop: outbound sleep-0.full -> httpbin.full:8000 endpoint 10.0.0.2:80 using mesh mTLS (ISTIO_MUTUAL); phase: tls handshake; reason: x.\nresponse code: 503\n", Some(Unavailable)),
-            ("no app behind a plaintext endpoint", 0, "upstream connect error or disconnect/reset before headers. hop: outbound sleep-0.full -> sleep.legacy:80 endpoint 10.0.0.9:80 using plaintext; phase: connect; reason: connection refused by 10.0.0.9:80 (nothing listens there).\nresponse code: 503\n", None),
+            ("no app behind a plaintext endpoint", 0, "upstream connect error or disconnect/reset before headers. hop: outbound sleep-0.full -> sleep.legacy:80 endpoint 10.0.0.9:80 using plaintext; phase: TCP connect; reason: connection refused by 10.0.0.9:80 (nothing listens there).\nresponse code: 503\n", None),
             ("no app behind the server sidecar", 0, "upstream connect error or disconnect/reset before headers. hop: inbound sleep-0.full (from 10.0.0.1 over mtls as spiffe://cluster.local/ns/full/sa/sleep) -> app 127.0.0.1:80; phase: connect; reason: refused\nresponse code: 503\n", Some(Mtls)),
             ("no app, no sidecars", 7, "\nresponse code: 000\n", None),
             ("an app that does not echo", 0, "<html>hello</html>\nresponse code: 200\n", None),
