@@ -1,6 +1,6 @@
 //! Test helpers kept in the library so every crate's tests share one fixture: seed 002's
 //! topology ("automatic mutual TLS") as the store holds it after `kube-inject` and the
-//! runtime have run, and its policy steps.
+//! runtime have run, and its policy steps (whose manifests `tessera demo` applies too).
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -28,16 +28,9 @@ const NGINX_CONF: &str = include_str!("../../../samples/https/default.conf");
 /// The seed's extra deployment in `partial`: httpbin without a sidecar.
 const HTTPBIN_NOSIDECAR: &str = include_str!("../../../samples/httpbin/httpbin-nosidecar.yaml");
 
-const DR_ISTIO_MUTUAL: &str = "apiVersion: networking.istio.io/v1alpha3
-kind: DestinationRule
-metadata:
-  name: httpbin-full-mtls
-spec:
-  host: httpbin.full.svc.cluster.local
-  trafficPolicy:
-    tls:
-      mode: ISTIO_MUTUAL
-";
+use tessera_control::testing::{
+    BETA_PLAINTEXT, BETA_STRICT, DR_ISTIO_MUTUAL, LEGACY_PLAINTEXT, LEGACY_STRICT,
+};
 
 /// Which API the policy steps use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,43 +42,15 @@ pub enum PolicyApi {
 }
 
 impl PolicyApi {
+    /// The seed's manifests (shared with the compiler's golden tests).
     fn policy(self, strict: bool) -> String {
         match (self, strict) {
-            (PolicyApi::V1alpha1, true) => "apiVersion: authentication.istio.io/v1alpha1
-kind: Policy
-metadata:
-  name: httpbin
-spec:
-  targets:
-  - name: httpbin
-  peers:
-  - mtls: {}
-"
-            .into(),
-            (PolicyApi::V1alpha1, false) => "apiVersion: authentication.istio.io/v1alpha1
-kind: Policy
-metadata:
-  name: httpbin
-spec:
-  targets:
-  - name: httpbin
-"
-            .into(),
-            (PolicyApi::V1beta1, strict) => format!(
-                "apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
-metadata:
-  name: httpbin
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: {}
-",
-                if strict { "STRICT" } else { "DISABLE" }
-            ),
+            (PolicyApi::V1alpha1, true) => LEGACY_STRICT,
+            (PolicyApi::V1alpha1, false) => LEGACY_PLAINTEXT,
+            (PolicyApi::V1beta1, true) => BETA_STRICT,
+            (PolicyApi::V1beta1, false) => BETA_PLAINTEXT,
         }
+        .into()
     }
 
     fn describe(self, strict: bool) -> &'static str {
