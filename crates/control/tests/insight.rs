@@ -175,3 +175,132 @@ fn explain_finds_clients_by_deployment_and_services_by_name() {
         "service httpbin.full has no port 9 (it has 8000)"
     );
 }
+
+/// seed 002's store with each `(namespace, manifests)` applied.
+fn world_with(manifests: &[(&str, &str)]) -> World {
+    use tessera_control::objects::Op;
+    use tessera_control::testing::{at, load, seed_002_objects, seed_002_options};
+    let ops = manifests
+        .iter()
+        .flat_map(|(ns, text)| load("extra.yaml", text, ns))
+        .map(|resource| Op::Apply {
+            origin: "extra.yaml".into(),
+            resource,
+        })
+        .collect();
+    let objects = seed_002_objects().plan(ops, at(1)).unwrap().next;
+    World::build(&objects, &seed_002_options())
+}
+
+#[test]
+fn analyze_names_each_ignored_or_conflicting_resource_and_a_fix() {
+    // (portLevelMtls without a selector is refused by validation before it is stored.)
+    let rooted = r#"
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: rooted}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  mtls: {mode: STRICT}
+"#;
+    let younger = r#"
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: a-default}
+spec: {mtls: {mode: PERMISSIVE}}
+"#;
+    let older = r#"
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: z-default}
+spec: {mtls: {mode: STRICT}}
+"#;
+    let full = r#"
+apiVersion: security.istio.io/v1beta1
+kind: PeerAuthentication
+metadata: {name: httpbin}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  mtls: {mode: STRICT}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata: {name: plain}
+spec:
+  host: httpbin.full.svc.cluster.local
+  trafficPolicy: {tls: {mode: DISABLE}}
+---
+apiVersion: networking.istio.io/v1beta1
+kind: Sidecar
+metadata: {name: ingress}
+spec:
+  workloadSelector: {labels: {app: httpbin}}
+  ingress:
+  - port: {number: 9080, protocol: HTTPS, name: external}
+    defaultEndpoint: 0.0.0.0:80
+    tls: {mode: SIMPLE, privateKey: /etc/istio/tls.key, serverCertificate: /etc/istio/tls.crt}
+"#;
+    let world = world_with(&[
+        ("istio-system", rooted),
+        ("partial", older),
+        ("partial", younger),
+        ("full", full),
+    ]);
+    let findings = insight::analyze(&world);
+    let find = |code: &str, resource: &str| {
+        findings
+            .iter()
+            .find(|f| f.code == code && f.resource == resource)
+            .unwrap_or_else(|| panic!("no {code} for {resource} in {findings:#?}"))
+    };
+    let rooted = find(
+        code::POLICY_IGNORED,
+        "PeerAuthentication istio-system/rooted",
+    );
+    assert!(rooted.message.contains("root namespace"), "{rooted:?}");
+    assert!(
+        rooted.fix.contains("move it to the workloads' namespace"),
+        "{rooted:?}"
+    );
+    // Two namespace-wide policies in partial (applied in one batch): one applies, the
+    // other is reported with the one that wins.
+    let second = findings
+        .iter()
+        .find(|f| {
+            f.code == code::POLICY_IGNORED && f.resource.starts_with("PeerAuthentication partial/")
+        })
+        .unwrap_or_else(|| panic!("{findings:#?}"));
+    assert!(
+        second.message.contains("only the oldest applies"),
+        "{second:?}"
+    );
+    assert!(
+        second.fix.contains("delete the younger policy"),
+        "{second:?}"
+    );
+    let plain = find(code::PLAINTEXT_TO_STRICT, "DestinationRule full/plain");
+    assert_eq!(plain.level, insight::Level::Error);
+    assert!(
+        plain
+            .message
+            .contains("port 80 of httpbin-0.full is STRICT"),
+        "{plain:?}"
+    );
+    assert!(plain.message.contains("sleep-0.full"), "{plain:?}");
+    assert!(
+        plain
+            .fix
+            .contains("remove tls mode DISABLE from DestinationRule full/plain"),
+        "{plain:?}"
+    );
+    let tls = find(code::INGRESS_TLS_IGNORED, "Sidecar full/ingress ingress[0]");
+    assert!(
+        tls.message.contains("ENABLE_TLS_ON_SIDECAR_INGRESS"),
+        "{tls:?}"
+    );
+    assert!(
+        tls.fix
+            .contains("--set values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true"),
+        "{tls:?}"
+    );
+}
