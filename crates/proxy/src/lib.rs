@@ -138,6 +138,7 @@ impl Shared {
             origination: Origination::Plaintext,
             pool_key: h.finish(),
             reason: String::new(),
+            local_app: true,
         })
     }
 

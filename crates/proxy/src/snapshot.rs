@@ -88,6 +88,8 @@ pub struct EndpointRoute {
     /// snapshots, so a config reload keeps the warm connections.
     pub pool_key: u64,
     pub reason: String,
+    /// The inbound side's own app: its connections are not mesh edges.
+    pub local_app: bool,
 }
 
 #[derive(Debug)]
@@ -204,6 +206,7 @@ impl Snapshot {
                         origination,
                         pool_key: pool_key(ep.address, &ep.tls),
                         reason: ep.tls.reason.clone(),
+                        local_app: false,
                     }));
                 }
                 let upstream = Arc::new(Upstream {

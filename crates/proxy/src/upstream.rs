@@ -179,32 +179,29 @@ pub async fn connect(
     edges: &Edges,
 ) -> Result<(UpstreamIo, Option<Vec<u8>>), UpstreamError> {
     let result = connect_endpoint(ep, flavor).await;
-    if ep.address.ip().is_loopback() {
-        // The inbound side's hop to its own app: not a mesh edge.
+    if ep.local_app {
         return result;
     }
-    let edge = |failure, peer_identity| Connection {
+    let edge = |failure| Connection {
         direction: EdgeDirection::Outbound,
         peer: ep.address.ip(),
         port: ep.address.port(),
         tls: ep.origination.used(),
-        peer_identity,
+        peer_identity: None,
         failure,
     };
+    // The server's identity is not parsed out of its certificate here (a cost per
+    // connection): the verifier already held it to the endpoint's SANs, and the server's
+    // own sidecar reports it for the same edge.
     match &result {
-        Ok((EitherIo::Right(tls), _)) => {
-            let id = tessera_ca::tls::peer_identity(tls.get_ref().1.peer_certificates())
-                .map(|i| i.to_string());
-            edges.record(edge(None, id.as_deref()), || ep.reason.clone());
-        }
-        Ok(_) => edges.record(edge(None, None), || ep.reason.clone()),
+        Ok(_) => edges.record(edge(None), || ep.reason.clone()),
         Err(e) => {
             let failure = match e.phase {
                 Phase::Connect => "connect_failed",
                 Phase::TlsHandshake => "tls_handshake_failed",
                 _ => "failed",
             };
-            edges.record(edge(Some(failure), None), || e.reason.clone());
+            edges.record(edge(Some(failure)), || e.reason.clone());
         }
     }
     result

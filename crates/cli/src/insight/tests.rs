@@ -73,7 +73,8 @@ fn seed_edges(world: &World) -> (Vec<EdgeReport>, BTreeMap<IpAddr, String>) {
                         peer: ip_of(&e.workload),
                         port: e.target_port,
                         tls: tls.into(),
-                        peer_identity: e.server_identity.clone(),
+                        // The client's sidecar leaves the server's identity to the server.
+                        peer_identity: None,
                         failure: handshake_fails.then(|| "tls_handshake_failed".to_string()),
                         reason: e.client_reason.clone(),
                         connections: 1,
