@@ -382,12 +382,21 @@ fn a_local_mesh_runs_pods_with_sidecars_and_leaves_nothing_behind() {
     assert_eq!(code, 2, "unknown names do not resolve");
 
     // Capture and mesh mTLS: the server's sidecar adds XFCC with the client's identity.
-    let (code, out) = a.exec(
-        "full",
-        "deploy/sleep",
-        "sleep",
-        &["curl", "-sS", "http://httpbin.full:8000/headers"],
-    );
+    // Pods are Ready before every sidecar has the push that lists them as endpoints (a
+    // debounce later), so the first request may meet "no healthy upstream" for a moment.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (code, out) = loop {
+        let (code, out) = a.exec(
+            "full",
+            "deploy/sleep",
+            "sleep",
+            &["curl", "-sS", "-f", "http://httpbin.full:8000/headers"],
+        );
+        if code == 0 || std::time::Instant::now() > deadline {
+            break (code, out);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     assert_eq!(code, 0, "{out}");
     assert!(
         out.contains("URI=spiffe://cluster.local/ns/full/sa/sleep"),
