@@ -730,14 +730,13 @@ fn reachability(control: &Control, r: ReachabilityRequest) -> Reply {
 
 /// Analysis of what is stored, or of a change planned on it (never committed).
 fn analyze(control: &Control, r: AnalyzeRequest) -> Reply {
-    let world = control.current_world();
-    let findings = insight::analyze(&world);
     if r.documents.is_empty() {
+        let world = control.current_world();
         return json(
             StatusCode::OK,
             &AnalyzeResponse {
                 revision: world.revision,
-                findings,
+                findings: insight::analyze(&world),
                 what_if: None,
                 planned: vec![],
                 new_findings: vec![],
@@ -766,6 +765,7 @@ fn analyze(control: &Control, r: AnalyzeRequest) -> Reply {
     // The world as the objects stand now (not the debounced one), before and after.
     let before = World::build(&objects, &control.options);
     let after = World::build(&plan.next, &control.options);
+    let findings = insight::analyze(&before);
     let after_findings = insight::analyze(&after);
     let new_findings = after_findings
         .iter()

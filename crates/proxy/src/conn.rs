@@ -1,7 +1,7 @@
 //! One downstream connection, inbound or outbound: detect, decide, act.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,7 +24,6 @@ use crate::terminate::Termination;
 use crate::upstream;
 use crate::Shared;
 use tessera_proto::config::PortProtocol;
-use tessera_proto::edges::EdgeDirection;
 
 /// Reads until the first bytes tell what the connection is, the client is silent for
 /// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
@@ -123,14 +122,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     } else {
         Flavor::Http1
     };
-    let edge = |tls, peer_identity, failure| Connection {
-        direction: EdgeDirection::Inbound,
-        peer: peer.ip(),
-        port,
-        tls,
-        peer_identity,
-        failure,
-    };
+    let edge = |tls| Connection::inbound(peer, port, tls);
     let accepted_by = || format!("accepted by port {port} ({})", mode_name(rule.mode));
     match action {
         InboundAction::Reset(refusal) => {
@@ -139,11 +131,9 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             } else {
                 TlsUsed::Plaintext
             };
-            shared
-                .edges
-                .record(edge(tls, None, Some(refusal.label())), || {
-                    refusal.explain().to_string()
-                });
+            shared.edges.record(edge(tls).failed(refusal.label()), || {
+                refusal.explain().to_string()
+            });
             shared.stats.refusal(refusal);
             tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = refusal.explain(), "connection refused (reset)");
             reset(tcp);
@@ -170,7 +160,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             } else {
                 TlsUsed::Plaintext
             };
-            shared.edges.record(edge(tls, None, None), accepted_by);
+            shared.edges.record(edge(tls), accepted_by);
             match upstream::connect_tcp(app.address).await {
                 Ok(up) => {
                     let (sent, received, result) = copy_until(tcp, &prefix, up, replaced).await;
@@ -216,7 +206,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
                         .handshake(Direction::Inbound, TlsUsed::Mesh, false);
                     shared.stats.refusal(Refusal::Handshake);
                     shared.edges.record(
-                        edge(TlsUsed::Mesh, None, Some(Refusal::Handshake.label())),
+                        edge(TlsUsed::Mesh).failed(Refusal::Handshake.label()),
                         || reason.clone(),
                     );
                     tracing::warn!(direction = "inbound", src = %peer, port, mode = ?rule.mode, reason = %reason, "mesh mTLS handshake refused");
@@ -237,7 +227,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             let peer_identity =
                 tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
             shared.edges.record(
-                edge(TlsUsed::Mesh, peer_identity.as_deref(), None),
+                edge(TlsUsed::Mesh).identified(peer_identity.as_deref()),
                 accepted_by,
             );
             match payload {
@@ -337,19 +327,7 @@ async fn serve_inbound_http<S>(
     if unparsable {
         // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
         // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
-        if pending.edge_pending.swap(false, Ordering::Relaxed) {
-            shared.edges.record(
-                Connection {
-                    direction: EdgeDirection::Inbound,
-                    peer: peer.ip(),
-                    port,
-                    tls,
-                    peer_identity: None,
-                    failure: Some(Refusal::NotHttp.label()),
-                },
-                || Refusal::NotHttp.explain().to_string(),
-            );
-        }
+        pending.record_pending_edge(&shared.edges, Some(Refusal::NotHttp));
         shared.stats.refusal(Refusal::NotHttp);
         tracing::warn!(direction = "inbound", src = %peer, port, tls = tls.label(), reason = Refusal::NotHttp.explain(), "request refused (400)");
     }
@@ -395,17 +373,10 @@ async fn inbound_user_tls(
 ) {
     let started = Instant::now();
     let (prefix, detected, _) = read_detect(&mut tcp, shared.detection_wait()).await;
-    let edge = |tls, failure| Connection {
-        direction: EdgeDirection::Inbound,
-        peer: peer.ip(),
-        port,
-        tls,
-        peer_identity: None,
-        failure,
-    };
+    let edge = |tls| Connection::inbound(peer, port, tls);
     if !matches!(detected, Detected::Tls(_)) {
         shared.edges.record(
-            edge(TlsUsed::Plaintext, Some(Refusal::NoTlsChain.label())),
+            edge(TlsUsed::Plaintext).failed(Refusal::NoTlsChain.label()),
             || Refusal::NoTlsChain.explain().to_string(),
         );
         shared.stats.refusal(Refusal::NoTlsChain);
@@ -422,7 +393,7 @@ async fn inbound_user_tls(
     } else {
         TlsUsed::Simple
     };
-    shared.edges.record(edge(used, None), || {
+    shared.edges.record(edge(used), || {
         format!("TLS with the user's certificate on port {port} (Sidecar ingress)")
     });
     let subject = leaf

@@ -3,7 +3,7 @@
 //! bounded, and what does not fit is counted as dropped.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,6 +47,48 @@ pub struct Connection<'a> {
     pub peer_identity: Option<&'a str>,
     /// The refusal or failure label; `None` when it went through.
     pub failure: Option<&'static str>,
+}
+
+impl<'a> Connection<'a> {
+    /// Accepted from `peer` on the local `port`, went through.
+    pub fn inbound(peer: SocketAddr, port: u16, tls: TlsUsed) -> Self {
+        Connection {
+            direction: EdgeDirection::Inbound,
+            peer: peer.ip(),
+            port,
+            tls,
+            peer_identity: None,
+            failure: None,
+        }
+    }
+
+    /// Opened to `endpoint`, went through.
+    pub fn outbound(endpoint: SocketAddr, tls: TlsUsed) -> Self {
+        Connection {
+            direction: EdgeDirection::Outbound,
+            peer: endpoint.ip(),
+            port: endpoint.port(),
+            tls,
+            peer_identity: None,
+            failure: None,
+        }
+    }
+
+    /// Refused or failed, with its label.
+    pub fn failed(self, label: &'static str) -> Self {
+        Connection {
+            failure: Some(label),
+            ..self
+        }
+    }
+
+    /// The peer's verified identity.
+    pub fn identified(self, identity: Option<&'a str>) -> Self {
+        Connection {
+            peer_identity: identity,
+            ..self
+        }
+    }
 }
 
 impl Edges {

@@ -114,6 +114,28 @@ pub struct InboundConn {
     pub accepted_by: String,
 }
 
+impl InboundConn {
+    /// Counts a plaintext HTTP connection once: at its first request, or as refused when
+    /// its bytes turned out not to be HTTP.
+    pub fn record_pending_edge(
+        &self,
+        edges: &crate::edges::Edges,
+        refused: Option<crate::chain::Refusal>,
+    ) {
+        if !self
+            .edge_pending
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            return;
+        }
+        let edge = crate::edges::Connection::inbound(self.peer, self.port, self.tls);
+        match refused {
+            Some(r) => edges.record(edge.failed(r.label()), || r.explain().to_string()),
+            None => edges.record(edge, || self.accepted_by.clone()),
+        }
+    }
+}
+
 /// A text answer from the proxy itself.
 pub fn answer(code: StatusCode, server: &'static str, body: String) -> Response<Body> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from(body))));
@@ -211,22 +233,7 @@ pub async fn inbound(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
     let started = Instant::now();
-    if conn
-        .edge_pending
-        .swap(false, std::sync::atomic::Ordering::Relaxed)
-    {
-        shared.edges.record(
-            crate::edges::Connection {
-                direction: tessera_proto::edges::EdgeDirection::Inbound,
-                peer: conn.peer.ip(),
-                port: conn.port,
-                tls: conn.tls,
-                peer_identity: None,
-                failure: None,
-            },
-            || conn.accepted_by.clone(),
-        );
-    }
+    conn.record_pending_edge(&shared.edges, None);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     match &conn.xfcc {

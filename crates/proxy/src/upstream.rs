@@ -14,7 +14,6 @@ use rustls::ClientConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tessera_proto::config::{EndpointTls, TlsMode};
-use tessera_proto::edges::EdgeDirection;
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -182,26 +181,19 @@ pub async fn connect(
     if ep.local_app {
         return result;
     }
-    let edge = |failure| Connection {
-        direction: EdgeDirection::Outbound,
-        peer: ep.address.ip(),
-        port: ep.address.port(),
-        tls: ep.origination.used(),
-        peer_identity: None,
-        failure,
-    };
+    let edge = Connection::outbound(ep.address, ep.origination.used());
     // The server's identity is not parsed out of its certificate here (a cost per
     // connection): the verifier already held it to the endpoint's SANs, and the server's
     // own sidecar reports it for the same edge.
     match &result {
-        Ok(_) => edges.record(edge(None), || ep.reason.clone()),
+        Ok(_) => edges.record(edge, || ep.reason.clone()),
         Err(e) => {
             let failure = match e.phase {
                 Phase::Connect => "connect_failed",
                 Phase::TlsHandshake => "tls_handshake_failed",
                 _ => "failed",
             };
-            edges.record(edge(Some(failure)), || e.reason.clone());
+            edges.record(edge.failed(failure), || e.reason.clone());
         }
     }
     result
