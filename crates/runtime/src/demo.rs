@@ -242,6 +242,16 @@ impl Mesh {
 
     /// Waits until every proxy runs what store revision `revision` implies.
     async fn wait_synced(&self, revision: u64) -> Result<(), String> {
+        // Everything stored by now counts: pods report Ready (and their addresses) in
+        // revisions after the apply that created them, and a client's sidecar only
+        // reaches a new endpoint once it has evaluated those.
+        let stored = self
+            .client
+            .health()
+            .await
+            .map_err(|e| format!("health: {e}"))?
+            .revision;
+        let revision = revision.max(stored);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let rows = self
