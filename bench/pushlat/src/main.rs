@@ -9,11 +9,11 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
-use tessera_api::policy::MeshOptions;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
+use tessera_model::policy::MeshOptions;
 use tessera_proto::config::*;
 
 #[derive(Parser)]

@@ -93,7 +93,7 @@ fn issue(dir: &Path, args: &IssueArgs) -> ExitCode {
     };
     let ttl = match &args.ttl {
         None => None,
-        Some(t) => match tessera_api::duration::parse(t) {
+        Some(t) => match tessera_model::duration::parse(t) {
             Some(d) => Some(d),
             None => {
                 return fail(format!(
@@ -151,7 +151,7 @@ fn token(dir: &Path, args: &TokenArgs, namespace: Option<&str>) -> ExitCode {
     }
     let ttl = match &args.ttl {
         None => DEFAULT_TOKEN_TTL,
-        Some(t) => match tessera_api::duration::parse(t) {
+        Some(t) => match tessera_model::duration::parse(t) {
             Some(d) if !d.is_zero() && d <= MAX_TOKEN_TTL => d,
             _ => {
                 return fail(format!(

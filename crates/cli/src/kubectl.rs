@@ -67,13 +67,13 @@ pub fn read_documents(files: &[PathBuf]) -> Result<Vec<Document>, String> {
                 .read_to_string(&mut text)
                 .map_err(|e| format!("error: reading standard input: {e}"))?;
             out.push(Document {
-                name: tessera_api::load::STDIN_NAME.into(),
+                name: tessera_model::load::STDIN_NAME.into(),
                 text,
             });
             continue;
         }
         let paths = if f.is_dir() {
-            tessera_api::load::manifest_files(f).map_err(|e| format!("error: {e}"))?
+            tessera_model::load::manifest_files(f).map_err(|e| format!("error: {e}"))?
         } else {
             vec![f.clone()]
         };
@@ -428,7 +428,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> ExitCode {
                 println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
             }
             Some(Format::Name) => {
-                let kind = tessera_api::Kind::from_manifest(&resp.kind);
+                let kind = tessera_model::Kind::from_manifest(&resp.kind);
                 for i in &items {
                     let name = i["metadata"]["name"].as_str().unwrap_or("");
                     match kind {

@@ -6,9 +6,9 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
-use tessera_api::{load_paths, LoadOptions};
 use tessera_control::api::GetRequest;
 use tessera_control::client::ApiClient;
+use tessera_model::{load_paths, LoadOptions};
 
 use crate::kubectl::Ctx;
 
@@ -272,7 +272,7 @@ pub fn wait(ctx: &Ctx, args: &WaitArgs) -> ExitCode {
             }
         },
     };
-    let Some(timeout) = tessera_api::duration::parse(&args.timeout) else {
+    let Some(timeout) = tessera_model::duration::parse(&args.timeout) else {
         eprintln!(
             "error: --timeout {:?}: not a duration (e.g. 30s, 2m, 1h)",
             args.timeout

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Args;
-use tessera_api::{load_paths, LoadOptions};
+use tessera_model::{load_paths, LoadOptions};
 
 #[derive(Args)]
 pub struct ValidateArgs {

@@ -93,7 +93,7 @@ fn validate_samples_exits_zero() {
 fn validate_reports_the_broken_seed_service_and_exits_one() {
     let out = tessera()
         .args(["validate", "-f"])
-        .arg(repo("crates/api/tests/fixtures/seeds"))
+        .arg(repo("crates/model/tests/fixtures/seeds"))
         .output()
         .unwrap();
     let (stdout, stderr) = text(&out);
@@ -111,7 +111,7 @@ fn warnings_alone_keep_exit_zero() {
     let out = tessera()
         .args(["validate", "-f"])
         .arg(repo(
-            "crates/api/tests/fixtures/invalid/pa-selector-in-root-namespace.yaml",
+            "crates/model/tests/fixtures/invalid/pa-selector-in-root-namespace.yaml",
         ))
         .output()
         .unwrap();

@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use tessera_api::istio::{ClientTlsMode, ClientTlsSettings, TrafficPolicy};
-use tessera_api::policy::{
+use tessera_model::istio::{ClientTlsMode, ClientTlsSettings, TrafficPolicy};
+use tessera_model::policy::{
     ignored, namespace_mode, to_peer_authn, EffectiveMode, LegacyPolicy, MeshOptions, MtlsMode,
     PeerAuthn, PolicyRef, Protocol, ServiceInfo, ServicePortInfo, TargetPort,
 };
-use tessera_api::{meta::IntOrString, Resource};
+use tessera_model::{meta::IntOrString, Resource};
 use tessera_proto::config::{
     CertificateSource, Endpoint, EndpointTls, Inbound, InboundMode, InboundPort, Listeners, Node,
     PortProtocol, ProxyConfig, Service, ServicePort, TlsMode,
@@ -194,7 +194,7 @@ impl World {
 
     /// The server-side mode of `w` receiving on `port` (§3.2, §3.3, §3.4).
     pub fn effective_mode(&self, w: &WorkloadEntry, port: u16) -> EffectiveMode {
-        let workload = tessera_api::policy::Workload {
+        let workload = tessera_model::policy::Workload {
             namespace: &w.namespace,
             labels: &w.labels,
         };
@@ -243,7 +243,7 @@ impl World {
                 // own namespace only.
                 .filter(|r| {
                     r.selector.as_ref().is_none_or(|sel| {
-                        r.namespace == client_ns && tessera_api::meta::subset(sel, &client.labels)
+                        r.namespace == client_ns && tessera_model::meta::subset(sel, &client.labels)
                     })
                 })
                 .filter_map(|r| host_match(&r.host, &svc.host).map(|spec| (spec, r)))
@@ -644,10 +644,10 @@ mod tests {
     use crate::objects::Op;
 
     fn world(manifests: &str) -> World {
-        let report = tessera_api::load_str(
+        let report = tessera_model::load_str(
             std::path::Path::new("t.yaml"),
             manifests,
-            &tessera_api::LoadOptions::default(),
+            &tessera_model::LoadOptions::default(),
         );
         assert!(!report.has_errors(), "{:?}", report.problems);
         let objects = Objects::default();

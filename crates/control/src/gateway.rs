@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
-use tessera_api::istio::{
+use tessera_model::istio::{
     GatewaySpec, HttpMatchRequest, HttpRoute, Server, ServerTlsMode as ApiMode, StringMatch,
     VirtualServiceSpec,
 };
-use tessera_api::kube::Secret;
-use tessera_api::policy::{classify, Protocol};
+use tessera_model::kube::Secret;
+use tessera_model::policy::{classify, Protocol};
 use tessera_proto::config::{
     CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
     RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, ServerTlsMode,
@@ -68,7 +68,7 @@ pub fn compile_gateway(world: &World, me: &WorkloadEntry) -> Compiled {
     let mut gateways: Vec<&GatewayRule> = world
         .gateways
         .iter()
-        .filter(|g| tessera_api::meta::subset(&g.spec.selector, &me.labels))
+        .filter(|g| tessera_model::meta::subset(&g.spec.selector, &me.labels))
         .collect();
     gateways.sort_by_key(|g| g.created);
     // (pod port) → listener under construction, with the hosts already taken.
@@ -388,7 +388,7 @@ fn service_host(host: &str, namespace: &str) -> String {
 }
 
 /// `host:port` of a destination: the named port, else the service's only port.
-fn destination(world: &World, vs_ns: &str, d: &tessera_api::istio::Destination) -> String {
+fn destination(world: &World, vs_ns: &str, d: &tessera_model::istio::Destination) -> String {
     let host = service_host(&d.host, vs_ns);
     let port = d.port.as_ref().map(|p| p.number as u16).or_else(|| {
         let svc = world.registry.services.iter().find(|s| s.host == host)?;
@@ -403,7 +403,7 @@ fn destination(world: &World, vs_ns: &str, d: &tessera_api::istio::Destination) 
 fn weighted(
     world: &World,
     vs_ns: &str,
-    dests: &[(Option<&tessera_api::istio::Destination>, Option<i32>)],
+    dests: &[(Option<&tessera_model::istio::Destination>, Option<i32>)],
 ) -> Vec<WeightedDestination> {
     let all_unset = dests.iter().all(|(_, w)| w.unwrap_or(0) == 0);
     dests
@@ -458,7 +458,7 @@ fn request_match(m: &HttpMatchRequest) -> RequestMatch {
 }
 
 fn millis(d: Option<&String>) -> Option<u64> {
-    d.and_then(|t| tessera_api::duration::parse(t))
+    d.and_then(|t| tessera_model::duration::parse(t))
         .map(|d| d.as_millis() as u64)
 }
 
@@ -473,7 +473,7 @@ fn http_rule(
 ) -> Option<HttpRouteRule> {
     let applies = |m: &&HttpMatchRequest| {
         (m.gateways.is_empty() || names_gateway(&m.gateways, &vs.namespace, gw))
-            && tessera_api::meta::subset(&m.source_labels, &me.labels)
+            && tessera_model::meta::subset(&m.source_labels, &me.labels)
             && m.port.is_none_or(|p| p == u32::from(number))
     };
     let matches: Vec<RequestMatch> = r
@@ -619,7 +619,7 @@ fn tcp_routes(
 fn server_tls(
     world: &World,
     me: &WorkloadEntry,
-    t: &tessera_api::istio::ServerTlsSettings,
+    t: &tessera_model::istio::ServerTlsSettings,
     out: &mut Compiled,
 ) -> Result<ServerTls, String> {
     let mode = match t.effective_mode() {

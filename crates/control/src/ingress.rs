@@ -5,8 +5,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use tessera_api::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
-use tessera_api::policy::{classify, MtlsMode, Protocol};
+use tessera_model::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
+use tessera_model::policy::{classify, MtlsMode, Protocol};
 use tessera_proto::config::{
     CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode, TlsVersion,
 };
@@ -39,7 +39,7 @@ impl World {
             .find(|s| {
                 s.selector
                     .as_ref()
-                    .is_some_and(|sel| tessera_api::meta::subset(sel, &w.labels))
+                    .is_some_and(|sel| tessera_model::meta::subset(sel, &w.labels))
             })
             .or_else(|| in_ns.iter().find(|s| s.selector.is_none()))
             .copied()
@@ -192,8 +192,8 @@ pub fn server_tls(t: &ServerTlsSettings) -> Result<ServerTls, String> {
 }
 
 /// TLS 1.0 and 1.1 are not offered by this proxy; a minimum of either means 1.2.
-pub fn version(v: Option<tessera_api::istio::TlsProtocol>) -> Option<TlsVersion> {
-    use tessera_api::istio::TlsProtocol as P;
+pub fn version(v: Option<tessera_model::istio::TlsProtocol>) -> Option<TlsVersion> {
+    use tessera_model::istio::TlsProtocol as P;
     match v? {
         P::Auto => None,
         P::V1_0 | P::V1_1 | P::V1_2 => Some(TlsVersion::V1_2),

@@ -13,8 +13,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tessera_api::meta::LabelQuery;
-use tessera_api::{Kind, LoadOptions, Resource};
+use tessera_model::meta::LabelQuery;
+use tessera_model::{Kind, LoadOptions, Resource};
 
 use crate::store::{Row, Write};
 
@@ -223,7 +223,7 @@ impl Objects {
         let mut map = BTreeMap::new();
         for row in rows {
             let report =
-                tessera_api::load_str(Path::new("store"), &row.body, &LoadOptions::default());
+                tessera_model::load_str(Path::new("store"), &row.body, &LoadOptions::default());
             let Some(doc) = report.documents.into_iter().next() else {
                 let why = report
                     .problems
@@ -433,9 +433,9 @@ impl Objects {
                 let labels = &mut stored.resource.metadata_mut().labels;
                 let mut changed = false;
                 for (k, v) in &set {
-                    tessera_api::meta::validate_label_key(k)
+                    tessera_model::meta::validate_label_key(k)
                         .map_err(|e| format!("error: invalid label key {k:?}: {e}"))?;
-                    tessera_api::meta::validate_label_value(v)
+                    tessera_model::meta::validate_label_value(v)
                         .map_err(|e| format!("error: invalid label value {v:?}: {e}"))?;
                     match labels.get(k) {
                         Some(old) if old == v => {}
@@ -714,8 +714,8 @@ impl Objects {
     fn node_ports(
         &self,
         key: &ObjectKey,
-        svc: &mut tessera_api::kube::Service,
-        old: Option<&tessera_api::kube::Service>,
+        svc: &mut tessera_model::kube::Service,
+        old: Option<&tessera_model::kube::Service>,
     ) -> Result<(), String> {
         let published = matches!(
             svc.spec.r#type.as_deref(),
@@ -822,7 +822,7 @@ fn last_applied(r: &Resource) -> String {
 
 /// A Namespace object with only a name.
 pub fn namespace_resource(name: &str) -> Resource {
-    let mut ns = tessera_api::kube::Namespace {
+    let mut ns = tessera_model::kube::Namespace {
         api_version: "v1".into(),
         kind: "Namespace".into(),
         ..Default::default()
@@ -891,7 +891,7 @@ mod tests {
     use super::*;
 
     fn load(text: &str) -> Resource {
-        let report = tessera_api::load_str(Path::new("t.yaml"), text, &LoadOptions::default());
+        let report = tessera_model::load_str(Path::new("t.yaml"), text, &LoadOptions::default());
         assert!(!report.has_errors(), "{:?}", report.problems);
         report.documents.into_iter().next().unwrap().resource
     }

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use tessera_api::kube::Pod;
-use tessera_api::meta::{subset, IntOrString, Labels};
-use tessera_api::policy::{classify, Protocol};
-use tessera_api::{Kind, Resource};
+use tessera_model::kube::Pod;
+use tessera_model::meta::{subset, IntOrString, Labels};
+use tessera_model::policy::{classify, Protocol};
+use tessera_model::{Kind, Resource};
 
 use crate::objects::Objects;
 

@@ -15,14 +15,14 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tessera_api::meta::LabelQuery;
-use tessera_api::policy::MeshOptions;
-use tessera_api::validate::ValidateOptions;
-use tessera_api::{Kind, LoadOptions, Resource};
 use tessera_ca::issuance::Issuer;
 use tessera_ca::service::CaService;
 use tessera_ca::token::{TokenKey, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 use tessera_ca::{Authority, CaError};
+use tessera_model::meta::LabelQuery;
+use tessera_model::policy::MeshOptions;
+use tessera_model::validate::ValidateOptions;
+use tessera_model::{Kind, LoadOptions, Resource};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -153,7 +153,7 @@ impl Control {
             node_id.rsplit_once('.').is_some_and(|(pod, ns)| {
                 objects
                     .get(&crate::objects::ObjectKey::new(
-                        tessera_api::Kind::Pod,
+                        tessera_model::Kind::Pod,
                         ns,
                         pod,
                     ))
@@ -640,7 +640,7 @@ fn read_documents(
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     for doc in documents {
-        let report = tessera_api::load_str(Path::new(&doc.name), &doc.text, &opts);
+        let report = tessera_model::load_str(Path::new(&doc.name), &doc.text, &opts);
         for p in &report.problems {
             if p.is_error() {
                 errors.push(p.to_string());

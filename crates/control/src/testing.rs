@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::json;
-use tessera_api::policy::MeshOptions;
-use tessera_api::{LoadOptions, Resource};
+use tessera_model::policy::MeshOptions;
+use tessera_model::{LoadOptions, Resource};
 
 use crate::compile::World;
 use crate::objects::{Objects, Op};
@@ -27,7 +27,7 @@ pub fn seed_002_options() -> MeshOptions {
 
 /// Loads manifests into resources, in namespace `ns` unless they name one.
 pub fn load(name: &str, text: &str, ns: &str) -> Vec<Resource> {
-    let report = tessera_api::load_str(
+    let report = tessera_model::load_str(
         Path::new(name),
         text,
         &LoadOptions {

@@ -14,11 +14,11 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tessera_api::policy::MeshOptions;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
+use tessera_model::policy::MeshOptions;
 use tessera_proto::config::*;
 use tessera_proxy::ProxyHandle;
 

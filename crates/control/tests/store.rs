@@ -3,10 +3,10 @@
 
 use std::path::Path;
 
-use tessera_api::policy::MeshOptions;
 use tessera_control::api::*;
 use tessera_control::client::{ApiClient, ClientError};
 use tessera_control::{ControlOptions, ControlPlane};
+use tessera_model::policy::MeshOptions;
 
 async fn start(dir: &Path) -> ControlPlane {
     ControlPlane::start(ControlOptions::new(

@@ -74,7 +74,8 @@ pub async fn load(
             let ttl = match ttl {
                 None => None,
                 Some(t) => Some(
-                    tessera_api::duration::parse(t).ok_or_else(|| CertError::BadTtl(t.clone()))?,
+                    tessera_model::duration::parse(t)
+                        .ok_or_else(|| CertError::BadTtl(t.clone()))?,
                 ),
             };
             let (store, renewal) = client::start(

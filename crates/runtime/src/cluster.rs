@@ -6,9 +6,9 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
-use tessera_api::Resource;
 use tessera_control::registry::{Registry, CLUSTER_DOMAIN};
 use tessera_control::Objects;
+use tessera_model::Resource;
 
 /// The pod network (the bridge has the first address).
 pub const POD_CIDR: &str = "10.244.0.0/16";
@@ -216,8 +216,8 @@ pub fn published(objects: &Objects, ingress_ip: Ipv4Addr) -> Vec<Published> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_api::{load_str, LoadOptions};
     use tessera_control::Op;
+    use tessera_model::{load_str, LoadOptions};
 
     const MESH: &str = "
 apiVersion: v1

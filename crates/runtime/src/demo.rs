@@ -311,7 +311,7 @@ impl Mesh {
 }
 
 fn injected(name: &str, text: &str) -> Result<String, String> {
-    let report = tessera_api::load_str(Path::new(name), text, &Default::default());
+    let report = tessera_model::load_str(Path::new(name), text, &Default::default());
     if report.has_errors() {
         let problems: Vec<String> = report.errors().map(|p| p.to_string()).collect();
         return Err(problems.join("\n"));

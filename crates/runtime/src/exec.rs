@@ -29,7 +29,7 @@ pub fn resolve_target(pods: &[Value], target: &str) -> Result<String, String> {
             ))
         }
     };
-    let meta = |p: &Value| -> Option<tessera_api::meta::ObjectMeta> {
+    let meta = |p: &Value| -> Option<tessera_model::meta::ObjectMeta> {
         serde_json::from_value(p["metadata"].clone()).ok()
     };
     match controller {

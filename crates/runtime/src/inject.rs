@@ -6,9 +6,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::json;
-use tessera_api::kube::{Container, ContainerPort, PodSpec, Volume, VolumeMount};
-use tessera_api::meta::{Labels, ObjectMeta};
-use tessera_api::Resource;
+use tessera_model::kube::{Container, ContainerPort, PodSpec, Volume, VolumeMount};
+use tessera_model::meta::{Labels, ObjectMeta};
+use tessera_model::Resource;
 
 /// The sidecar container's name, as in Istio (the seeds exec into it by this name).
 pub const PROXY_CONTAINER: &str = "istio-proxy";
@@ -268,7 +268,7 @@ pub fn kube_inject(resources: Vec<Resource>) -> Result<Vec<Resource>, (String, I
 
 /// `istioctl kube-inject` on loaded manifests, as YAML for `apply -f -`. Objects keep no
 /// namespace they did not name, so `apply -n NS` places them.
-pub fn kube_inject_yaml(documents: Vec<tessera_api::Loaded>) -> Result<String, String> {
+pub fn kube_inject_yaml(documents: Vec<tessera_model::Loaded>) -> Result<String, String> {
     let resources: Vec<Resource> = documents
         .into_iter()
         .map(|d| {

@@ -64,10 +64,10 @@ spec:
 
 /// The operations that install the gateway (apply: unchanged objects stay unchanged).
 pub fn ingress_gateway_ops(ns: &str) -> Vec<Op> {
-    let report = tessera_api::load_str(
+    let report = tessera_model::load_str(
         std::path::Path::new("installer: istio-ingressgateway"),
         &ingress_gateway_yaml(ns),
-        &tessera_api::LoadOptions::default(),
+        &tessera_model::LoadOptions::default(),
     );
     debug_assert!(!report.has_errors(), "{:?}", report.problems);
     report
@@ -84,10 +84,10 @@ pub fn ingress_gateway_ops(ns: &str) -> Vec<Op> {
 mod tests {
     #[test]
     fn the_gateway_manifests_load() {
-        let report = tessera_api::load_str(
+        let report = tessera_model::load_str(
             std::path::Path::new("gw.yaml"),
             &super::ingress_gateway_yaml("istio-system"),
-            &tessera_api::LoadOptions::default(),
+            &tessera_model::LoadOptions::default(),
         );
         assert!(!report.has_errors(), "{:?}", report.problems);
         assert_eq!(report.documents.len(), 3);

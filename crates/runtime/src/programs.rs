@@ -2,8 +2,8 @@
 //! map to built-in apps, the sidecar to the proxy role, and any other image needs an
 //! annotation that names a real program on this host.
 
-use tessera_api::kube::Container;
-use tessera_api::meta::ObjectMeta;
+use tessera_model::kube::Container;
+use tessera_model::meta::ObjectMeta;
 
 use crate::inject::{INIT_CONTAINER, PROXY_CONTAINER};
 
@@ -91,7 +91,7 @@ pub fn program_for(pod: &ObjectMeta, c: &Container) -> Result<Program, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_api::kube::ContainerPort;
+    use tessera_model::kube::ContainerPort;
 
     fn container(name: &str, image: &str, port: Option<i32>) -> Container {
         Container {

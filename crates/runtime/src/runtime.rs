@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tessera_api::kube::Pod;
-use tessera_api::{Kind, Resource};
 use tessera_control::registry::Registry;
 use tessera_control::{Control, ObjectKey, Objects, Op};
+use tessera_model::kube::Pod;
+use tessera_model::{Kind, Resource};
 use tokio::sync::{watch, Notify};
 
 use crate::cluster;

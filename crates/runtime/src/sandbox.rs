@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tessera_api::kube::{Container, Pod};
-use tessera_api::Resource;
 use tessera_control::{ObjectKey, Objects};
+use tessera_model::kube::{Container, Pod};
+use tessera_model::Resource;
 use tessera_proto::config::{self as pc, ProxyConfig, VolumeTable};
 use tokio::sync::{watch, Notify};
 
@@ -744,7 +744,7 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), Prepare
         std::fs::create_dir_all(&dir).map_err(io(&dir))?;
         set_mode(&dir, 0o755)?;
         let (files, optional, what) = if let Some(s) = &v.secret {
-            let key = ObjectKey::new(tessera_api::Kind::Secret, ns, &s.secret_name);
+            let key = ObjectKey::new(tessera_model::Kind::Secret, ns, &s.secret_name);
             let files = objects.get(&key).and_then(|o| match &o.resource {
                 Resource::Secret(secret) => {
                     let mut m: BTreeMap<String, Vec<u8>> = secret
@@ -772,7 +772,7 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), Prepare
                 format!("secret {:?}", s.secret_name),
             )
         } else if let Some(cm) = &v.config_map {
-            let key = ObjectKey::new(tessera_api::Kind::ConfigMap, ns, &cm.name);
+            let key = ObjectKey::new(tessera_model::Kind::ConfigMap, ns, &cm.name);
             let files = objects.get(&key).and_then(|o| match &o.resource {
                 Resource::ConfigMap(map) => {
                     let mut m: BTreeMap<String, Vec<u8>> = map
@@ -821,7 +821,7 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), Prepare
 
 fn select(
     all: BTreeMap<String, Vec<u8>>,
-    items: &[tessera_api::kube::KeyToPath],
+    items: &[tessera_model::kube::KeyToPath],
 ) -> BTreeMap<String, Vec<u8>> {
     if items.is_empty() {
         return all;

@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use tessera_api::policy::MeshOptions;
-use tessera_api::Resource;
 use tessera_control::{Admission, ControlOptions, ControlPlane, Objects};
+use tessera_model::policy::MeshOptions;
+use tessera_model::Resource;
 use tokio::sync::watch;
 
 use crate::inject::{inject, wants_sidecar};
@@ -39,7 +39,7 @@ impl Admission for Injector {
             let ns = p.metadata.namespace.clone().unwrap_or_default();
             let labels = objects
                 .get(&tessera_control::ObjectKey::new(
-                    tessera_api::Kind::Namespace,
+                    tessera_model::Kind::Namespace,
                     "",
                     &ns,
                 ))

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use tessera_api::kube::{Pod, PodTemplateSpec};
-use tessera_api::meta::ObjectMeta;
-use tessera_api::{Kind, Resource};
 use tessera_control::{ObjectKey, Objects, Op};
+use tessera_model::kube::{Pod, PodTemplateSpec};
+use tessera_model::meta::ObjectMeta;
+use tessera_model::{Kind, Resource};
 
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 
@@ -256,7 +256,7 @@ pub fn pod_ready(p: &Pod) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_api::{load_str, LoadOptions};
+    use tessera_model::{load_str, LoadOptions};
 
     const APPS: &str = "
 apiVersion: apps/v1

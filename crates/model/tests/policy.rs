@@ -4,13 +4,13 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tessera_api::kube::Service;
-use tessera_api::meta::IntOrString;
-use tessera_api::policy::{
+use tessera_model::kube::Service;
+use tessera_model::meta::IntOrString;
+use tessera_model::policy::{
     effective_mode, effective_mode_with_legacy, to_peer_authn, LegacyPolicy, MeshOptions, MtlsMode,
     PeerAuthn, ServiceInfo, ServicePortInfo, TargetPort, Workload,
 };
-use tessera_api::{load_paths, LoadOptions, Resource};
+use tessera_model::{load_paths, LoadOptions, Resource};
 
 fn path(p: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(p)

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tessera_api::{load_paths, LoadOptions, Problem, Resource};
+use tessera_model::{load_paths, LoadOptions, Problem, Resource};
 
 fn fixtures(dir: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,7 +24,7 @@ fn lines(problems: &[Problem]) -> Vec<String> {
         .collect()
 }
 
-fn load(dir: &str, file: &str) -> tessera_api::LoadReport {
+fn load(dir: &str, file: &str) -> tessera_model::LoadReport {
     load_paths(&[fixtures(dir).join(file)], &LoadOptions::default())
 }
 
@@ -111,7 +111,7 @@ fn seed_fixtures_mean_what_the_seeds_say() {
     let ports = pa.spec.port_level_mtls.as_ref().unwrap();
     assert_eq!(
         ports.get(&9080).map(|m| m.mode),
-        Some(tessera_api::istio::MtlsModeSpec::Disable)
+        Some(tessera_model::istio::MtlsModeSpec::Disable)
     );
     let Resource::Sidecar(sc) = find("Sidecar", "ingress-sidecar") else {
         panic!()
@@ -180,9 +180,9 @@ fn user_volume_annotations_of_seed_003_are_checked() {
             .unwrap();
     let annotations: std::collections::BTreeMap<String, String> =
         serde_norway::from_str(&text).unwrap();
-    let findings = tessera_api::validate::check_sidecar_annotations(
+    let findings = tessera_model::validate::check_sidecar_annotations(
         &annotations,
-        &tessera_api::FieldPath::parse("metadata.annotations"),
+        &tessera_model::FieldPath::parse("metadata.annotations"),
     );
     assert!(findings.is_empty(), "{findings:?}");
     let mut broken = annotations.clone();
@@ -190,9 +190,9 @@ fn user_volume_annotations_of_seed_003_are_checked() {
         "sidecar.istio.io/userVolumeMount".into(),
         r#"{"tls-secret":{"mountPath":"etc/istio"},"other":{"mountPath":"/x"}}"#.into(),
     );
-    let messages: Vec<String> = tessera_api::validate::check_sidecar_annotations(
+    let messages: Vec<String> = tessera_model::validate::check_sidecar_annotations(
         &broken,
-        &tessera_api::FieldPath::parse("metadata.annotations"),
+        &tessera_model::FieldPath::parse("metadata.annotations"),
     )
     .iter()
     .map(|f| format!("{}: {}", f.path, f.message))
