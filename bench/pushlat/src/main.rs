@@ -9,12 +9,12 @@ use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
+use tessera_contract::config::*;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
 use tessera_model::policy::MeshOptions;
-use tessera_proto::config::*;
 
 #[derive(Parser)]
 #[command(about = "Push latency from apply to every proxy's ACK")]
@@ -73,7 +73,7 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
         listeners: Listeners::default(),
         services: vec![],
         inbound: Inbound::default(),
-        control_plane: Some(tessera_proto::config::ControlPlane {
+        control_plane: Some(tessera_contract::config::ControlPlane {
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),

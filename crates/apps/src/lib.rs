@@ -13,7 +13,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use tessera_proto::config::VolumeTable;
+use tessera_contract::config::VolumeTable;
 use tokio::net::TcpListener;
 
 pub mod httpbin;

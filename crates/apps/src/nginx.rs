@@ -15,7 +15,7 @@ use hyper::{Request, Response};
 use rustls::ServerConfig;
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tessera_proto::config::VolumeTable;
+use tessera_contract::config::VolumeTable;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

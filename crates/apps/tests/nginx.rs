@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rcgen::{CertificateParams, KeyPair};
 use support::{curl, Running};
 use tessera_apps::{nginx, AppError, NginxOptions};
-use tessera_proto::config::{VolumeMount, VolumeTable};
+use tessera_contract::config::{VolumeMount, VolumeTable};
 
 /// Writes a self-signed certificate for `localhost` as `dir/tls.crt` and `dir/tls.key`.
 fn write_cert(dir: &Path, alg: &'static rcgen::SignatureAlgorithm) {

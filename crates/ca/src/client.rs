@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DistinguishedName, SanType};
-use tessera_proto::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
-use tessera_proto::istio_ca::IstioCertificateRequest;
+use tessera_contract::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
+use tessera_contract::istio_ca::IstioCertificateRequest;
 use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 

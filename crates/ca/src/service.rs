@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tessera_proto::istio_ca::istio_certificate_service_server::{
+use tessera_contract::istio_ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
-use tessera_proto::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
+use tessera_contract::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
 use tokio::net::UnixListener;
 use tonic::codegen::Service;
 use tonic::{Request, Response, Status};

@@ -230,8 +230,8 @@ async fn raw_request(
     validity: i64,
     token: &str,
 ) -> Result<Vec<String>, ClientError> {
-    use tessera_proto::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
-    use tessera_proto::istio_ca::IstioCertificateRequest;
+    use tessera_contract::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
+    use tessera_contract::istio_ca::IstioCertificateRequest;
     let path = ca.socket.clone();
     let channel = tonic::transport::Endpoint::from_static("http://ca")
         .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {

@@ -1,7 +1,7 @@
 //! kubectl's printing of objects: the table columns of each kind, ages, and `describe`.
 
 use serde_json::Value;
-use tessera_proto::config::ProxyConfig;
+use tessera_contract::config::ProxyConfig;
 
 use crate::table::Table;
 

@@ -141,7 +141,7 @@ impl ApiClient {
     pub async fn config(
         &self,
         node_id: &str,
-    ) -> Result<tessera_proto::config::ProxyConfig, ClientError> {
+    ) -> Result<tessera_contract::config::ProxyConfig, ClientError> {
         self.call(
             Method::POST,
             "/config",

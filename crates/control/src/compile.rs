@@ -7,16 +7,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use tessera_contract::config::{
+    CertificateSource, Endpoint, EndpointTls, Inbound, InboundMode, InboundPort, Listeners, Node,
+    PortProtocol, ProxyConfig, Service, ServicePort, TlsMode,
+};
 use tessera_model::istio::{ClientTlsMode, ClientTlsSettings, TrafficPolicy};
 use tessera_model::policy::{
     ignored, namespace_mode, to_peer_authn, EffectiveMode, LegacyPolicy, MeshOptions, MtlsMode,
     PeerAuthn, PolicyRef, Protocol, ServiceInfo, ServicePortInfo, TargetPort,
 };
 use tessera_model::{meta::IntOrString, Resource};
-use tessera_proto::config::{
-    CertificateSource, Endpoint, EndpointTls, Inbound, InboundMode, InboundPort, Listeners, Node,
-    PortProtocol, ProxyConfig, Service, ServicePort, TlsMode,
-};
 
 use crate::objects::Objects;
 use crate::registry::{Registry, ServiceEntry, ServicePortEntry, WorkloadEntry, CLUSTER_DOMAIN};

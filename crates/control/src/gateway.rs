@@ -5,17 +5,17 @@
 use std::collections::BTreeMap;
 
 use base64::Engine;
+use tessera_contract::config::{
+    CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
+    RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, ServerTlsMode,
+    ValueMatch, VirtualHost, WeightedDestination,
+};
 use tessera_model::istio::{
     GatewaySpec, HttpMatchRequest, HttpRoute, Server, ServerTlsMode as ApiMode, StringMatch,
     VirtualServiceSpec,
 };
 use tessera_model::kube::Secret;
 use tessera_model::policy::{classify, Protocol};
-use tessera_proto::config::{
-    CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
-    RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, ServerTlsMode,
-    ValueMatch, VirtualHost, WeightedDestination,
-};
 
 use crate::compile::World;
 use crate::registry::{WorkloadEntry, CLUSTER_DOMAIN};

@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::Value;
+use tessera_contract::config::{InboundMode, ProxyConfig, TlsMode};
 use tessera_control::compile;
 use tessera_control::testing::{seed_002_worlds, PolicyApi};
-use tessera_proto::config::{InboundMode, ProxyConfig, TlsMode};
 
 /// The proxies of the seed: every injected pod.
 const PROXIES: &[&str] = &["httpbin-0.full", "sleep-0.full", "httpbin-0.partial"];

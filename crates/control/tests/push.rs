@@ -14,12 +14,12 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use tessera_contract::config::*;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
 use tessera_model::policy::MeshOptions;
-use tessera_proto::config::*;
 use tessera_proxy::ProxyHandle;
 
 async fn start_plane(dir: &Path) -> ControlPlane {
@@ -139,7 +139,7 @@ fn bootstrap(
         },
         services: vec![],
         inbound: Inbound::default(),
-        control_plane: Some(tessera_proto::config::ControlPlane {
+        control_plane: Some(tessera_contract::config::ControlPlane {
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),
@@ -420,8 +420,8 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
 
 /// Opens a config stream as `node` with `token`; the first thing the server says.
 async fn first_answer(dir: &Path, node: &str, token: &str) -> Result<ProxyConfig, tonic::Status> {
-    use tessera_proto::push::config_discovery_client::ConfigDiscoveryClient;
-    use tessera_proto::push::ConfigRequest;
+    use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
+    use tessera_contract::push::ConfigRequest;
     let channel = tessera_ca::client::unix_channel(dir.join(PUSH_SOCKET), None);
     let mut client = ConfigDiscoveryClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(1);

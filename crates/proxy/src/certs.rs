@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use tessera_ca::client::{self, CaClient, IdentityOptions, Renewal, TokenFile};
 use tessera_ca::verify::TrustBundle;
 use tessera_ca::{CredentialStore, Credentials, KeyAlgorithm, SpiffeId};
-use tessera_proto::config::{CaSource, CertificateFiles, CertificateSource};
+use tessera_contract::config::{CaSource, CertificateFiles, CertificateSource};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {

@@ -2,7 +2,7 @@
 //! its effective mTLS mode and what the connection's first bytes are, decide what to do.
 //! Pure; `inbound` acts on the answer.
 
-use tessera_proto::config::{InboundMode, PortProtocol};
+use tessera_contract::config::{InboundMode, PortProtocol};
 
 use crate::detect::Detected;
 

@@ -23,7 +23,7 @@ use crate::stats::{Direction, TlsUsed};
 use crate::terminate::Termination;
 use crate::upstream;
 use crate::Shared;
-use tessera_proto::config::PortProtocol;
+use tessera_contract::config::PortProtocol;
 
 /// Reads until the first bytes tell what the connection is, the client is silent for
 /// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
@@ -109,15 +109,15 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
         let termination = termination.clone();
         return inbound_user_tls(shared, tcp, peer, port, rule, termination, app, replaced).await;
     }
-    let inspect = !(rule.mode == tessera_proto::config::InboundMode::Disable
-        && rule.protocol != tessera_proto::config::PortProtocol::Auto);
+    let inspect = !(rule.mode == tessera_contract::config::InboundMode::Disable
+        && rule.protocol != tessera_contract::config::PortProtocol::Auto);
     let (prefix, detected, silent) = if inspect {
         read_detect(&mut tcp, shared.detection_wait()).await
     } else {
         (Bytes::new(), Detected::Opaque, false)
     };
     let action = chain::select(rule.protocol, rule.mode, &detected, silent);
-    let flavor = if rule.protocol == tessera_proto::config::PortProtocol::Http2 {
+    let flavor = if rule.protocol == tessera_contract::config::PortProtocol::Http2 {
         Flavor::Http2
     } else {
         Flavor::Http1
@@ -568,7 +568,7 @@ pub async fn outbound(
         }
         return;
     };
-    use tessera_proto::config::PortProtocol;
+    use tessera_contract::config::PortProtocol;
     let (prefix, is_http) = match upstream.protocol {
         PortProtocol::Http | PortProtocol::Http2 => (Bytes::new(), true),
         PortProtocol::Tcp => (Bytes::new(), false),
@@ -658,10 +658,10 @@ where
     false
 }
 
-fn mode_name(mode: tessera_proto::config::InboundMode) -> &'static str {
+fn mode_name(mode: tessera_contract::config::InboundMode) -> &'static str {
     match mode {
-        tessera_proto::config::InboundMode::Strict => "STRICT",
-        tessera_proto::config::InboundMode::Permissive => "PERMISSIVE",
-        tessera_proto::config::InboundMode::Disable => "DISABLE",
+        tessera_contract::config::InboundMode::Strict => "STRICT",
+        tessera_contract::config::InboundMode::Permissive => "PERMISSIVE",
+        tessera_contract::config::InboundMode::Disable => "DISABLE",
     }
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use tessera_proto::edges::{EdgeDirection, EdgeRecord, EdgeReport};
+use tessera_contract::edges::{EdgeDirection, EdgeRecord, EdgeReport};
 
 use crate::stats::TlsUsed;
 

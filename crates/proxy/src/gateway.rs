@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use tessera_proto::config::{GatewayListener, RouteAction, ServerKind};
+use tessera_contract::config::{GatewayListener, RouteAction, ServerKind};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
@@ -40,7 +40,7 @@ pub struct ServerChain {
     pub server_names: Vec<String>,
     pub termination: Option<Termination>,
     pub vhosts: Vec<CompiledVhost>,
-    pub l4: Vec<tessera_proto::config::L4Route>,
+    pub l4: Vec<tessera_contract::config::L4Route>,
 }
 
 /// A gateway listener's chains.
@@ -423,7 +423,7 @@ async fn forward(
     else {
         return empty(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let flavor = if upstream.protocol == tessera_proto::config::PortProtocol::Http2 {
+    let flavor = if upstream.protocol == tessera_contract::config::PortProtocol::Http2 {
         Flavor::Http2
     } else {
         Flavor::Http1

@@ -320,7 +320,7 @@ pub async fn outbound(
     let path = req.uri().path().to_string();
     // SANITIZE: an XFCC the app set never leaves the pod.
     req.headers_mut().remove(XFCC);
-    let flavor = if upstream.protocol == tessera_proto::config::PortProtocol::Http2 {
+    let flavor = if upstream.protocol == tessera_contract::config::PortProtocol::Http2 {
         Flavor::Http2
     } else {
         Flavor::Http1

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant, SystemTime};
 use arc_swap::ArcSwap;
 use hyper_util::server::graceful::GracefulConnection;
 use tessera_ca::CredentialStore;
-use tessera_proto::config::ProxyConfig;
+use tessera_contract::config::ProxyConfig;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 

@@ -8,9 +8,9 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tessera_ca::client::{unix_channel, TokenFile, TokenSource};
-use tessera_proto::config::{ControlPlane, ProxyConfig};
-use tessera_proto::push::config_discovery_client::ConfigDiscoveryClient;
-use tessera_proto::push::{ConfigRequest, ConfigResponse};
+use tessera_contract::config::{ControlPlane, ProxyConfig};
+use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
+use tessera_contract::push::{ConfigRequest, ConfigResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

@@ -3,7 +3,7 @@
 //! Pure: built once per snapshot (regexes compiled there), looked up per request.
 
 use http::HeaderMap;
-use tessera_proto::config::{RouteAction, ValueMatch, VirtualHost, WeightedDestination};
+use tessera_contract::config::{RouteAction, ValueMatch, VirtualHost, WeightedDestination};
 
 #[derive(Debug)]
 pub enum Matcher {
@@ -296,7 +296,7 @@ pub fn redirect_location(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::config::{HttpRouteRule, RequestMatch, RetryPolicy};
+    use tessera_contract::config::{HttpRouteRule, RequestMatch, RetryPolicy};
 
     fn forward(service: &str) -> RouteAction {
         RouteAction::Forward {

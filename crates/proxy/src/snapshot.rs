@@ -13,7 +13,7 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use rustls_pki_types::ServerName;
 use tessera_ca::{CredentialStore, SpiffeId};
-use tessera_proto::config::{EndpointTls, InboundMode, PortProtocol, ProxyConfig, TlsMode};
+use tessera_contract::config::{EndpointTls, InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
 use crate::stats::TlsUsed;
 use crate::terminate::{self, SecretInUse, Termination};
@@ -365,7 +365,7 @@ impl Snapshot {
 
 /// The user certificate files a config names (Sidecar ingress and Gateway TLS).
 fn watched_files(config: &ProxyConfig) -> Vec<std::path::PathBuf> {
-    use tessera_proto::config::{CaBundleSource, KeyPairSource};
+    use tessera_contract::config::{CaBundleSource, KeyPairSource};
     let mut out = Vec::new();
     let tls = config
         .inbound

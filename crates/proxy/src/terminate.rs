@@ -14,7 +14,7 @@ use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tessera_ca::external::ExternalClientVerifier;
 use tessera_ca::tls::{provider, MeshClientVerifier, StoreResolver};
 use tessera_ca::CredentialStore;
-use tessera_proto::config::{
+use tessera_contract::config::{
     CaBundleSource, KeyPairSource, SecretMaterial, ServerTls, ServerTlsMode, TlsVersion,
     VolumeTable,
 };

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::mpsc;
 
 use support::*;
-use tessera_proto::config::{
+use tessera_contract::config::{
     InboundMode, InboundPort, PortProtocol, Service, ServicePort, TlsMode,
 };
 

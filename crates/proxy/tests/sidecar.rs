@@ -7,7 +7,7 @@ mod support;
 use std::time::Duration;
 
 use support::*;
-use tessera_proto::config::{InboundMode, PortProtocol, TlsMode};
+use tessera_contract::config::{InboundMode, PortProtocol, TlsMode};
 
 const HTTPBIN: &str = "httpbin.full.svc.cluster.local";
 
@@ -692,9 +692,9 @@ async fn certificates_from_the_ca() {
         PortProtocol::Http,
         InboundMode::Strict,
     );
-    config.certificates = tessera_proto::config::CertificateSource {
+    config.certificates = tessera_contract::config::CertificateSource {
         files: None,
-        ca: Some(tessera_proto::config::CaSource {
+        ca: Some(tessera_contract::config::CaSource {
             socket: ca.socket.clone(),
             token_file: token_file.clone(),
             ttl: Some("1h".into()),

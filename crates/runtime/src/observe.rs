@@ -166,7 +166,7 @@ pub fn probe(state_dir: &Path, reach: &PortReach) -> Result<Probed, String> {
 pub fn edge_reports(
     state_dir: &Path,
     pods: &[(String, String)],
-) -> (Vec<tessera_proto::edges::EdgeReport>, Vec<String>) {
+) -> (Vec<tessera_contract::edges::EdgeReport>, Vec<String>) {
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for (ns, pod) in pods {

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+use tessera_contract::config::{self as pc, ProxyConfig, VolumeTable};
 use tessera_control::{ObjectKey, Objects};
 use tessera_model::kube::{Container, Pod};
 use tessera_model::Resource;
-use tessera_proto::config::{self as pc, ProxyConfig, VolumeTable};
 use tokio::sync::{watch, Notify};
 
 use crate::capture::Capture;

@@ -7,12 +7,12 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use tessera_contract::edges::{EdgeDirection, EdgeRecord, EdgeReport};
 use tessera_control::api::{AnalyzeResponse, ReachabilityResponse};
 use tessera_control::insight::{self, ClientSends, ServerTakes, Verdict};
 use tessera_control::objects::Op;
 use tessera_control::testing::{at, load, seed_002_options, seed_002_worlds, PolicyApi};
 use tessera_control::World;
-use tessera_proto::edges::{EdgeDirection, EdgeRecord, EdgeReport};
 
 use super::*;
 

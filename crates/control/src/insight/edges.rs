@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::edges::{EdgeDirection, EdgeReport};
+use tessera_contract::edges::{EdgeDirection, EdgeReport};
 
 /// One row of `tessera edges`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +103,7 @@ pub fn join(reports: &[EdgeReport], pods: &BTreeMap<IpAddr, String>) -> Vec<Edge
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tessera_proto::edges::EdgeRecord;
+    use tessera_contract::edges::EdgeRecord;
 
     fn record(
         direction: EdgeDirection,

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
-use tessera_proto::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
+use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
 use crate::compile::{compile, World};
 use crate::insight::verdict::{decide, ClientSends, ServerTakes, Verdict};

@@ -14,7 +14,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tessera_ca::{Authority, KeyAlgorithm, SpiffeId};
-use tessera_proto::config::*;
+use tessera_contract::config::*;
 use tessera_proxy::ProxyHandle;
 use tokio::net::TcpListener;
 

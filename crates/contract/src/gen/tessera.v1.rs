@@ -27,7 +27,7 @@ pub struct ConfigResponse {
     pub version_info: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub nonce: ::prost::alloc::string::String,
-    /// `tessera_proto::config::ProxyConfig` as JSON. The proxy keeps its local sections
+    /// `tessera_contract::config::ProxyConfig` as JSON. The proxy keeps its local sections
     /// (certificates, admin, runtime, listeners, controlPlane) from its bootstrap file.
     #[prost(bytes = "vec", tag = "3")]
     pub config_json: ::prost::alloc::vec::Vec<u8>,
