@@ -12,9 +12,9 @@ use clap::Parser;
 use tessera_contract::config::*;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
+use tessera_control::policy::MeshOptions;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
-use tessera_model::policy::MeshOptions;
 
 #[derive(Parser)]
 #[command(about = "Push latency from apply to every proxy's ACK")]

@@ -222,8 +222,8 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
 pub(crate) fn mesh_options(
     role: &str,
     sets: &[String],
-) -> Option<tessera_model::policy::MeshOptions> {
-    tessera_model::policy::MeshOptions::from_sets(sets.iter().map(String::as_str))
+) -> Option<tessera_control::policy::MeshOptions> {
+    tessera_control::policy::MeshOptions::from_sets(sets.iter().map(String::as_str))
         .map_err(|e| eprintln!("tessera {role}: --set: {e}"))
         .ok()
 }

@@ -7,15 +7,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::policy::{
+    ignored, namespace_mode, to_peer_authn, EffectiveMode, LegacyPolicy, MeshOptions, MtlsMode,
+    PeerAuthn, PolicyRef, Protocol, ServiceInfo, ServicePortInfo, TargetPort,
+};
 use tessera_contract::config::{
     CertificateSource, Endpoint, EndpointTls, Inbound, InboundMode, InboundPort, Listeners, Node,
     PortProtocol, ProxyConfig, Service, ServicePort, TlsMode,
 };
 use tessera_model::istio::{ClientTlsMode, ClientTlsSettings, TrafficPolicy};
-use tessera_model::policy::{
-    ignored, namespace_mode, to_peer_authn, EffectiveMode, LegacyPolicy, MeshOptions, MtlsMode,
-    PeerAuthn, PolicyRef, Protocol, ServiceInfo, ServicePortInfo, TargetPort,
-};
 use tessera_model::{meta::IntOrString, Resource};
 
 use crate::objects::Objects;
@@ -194,7 +194,7 @@ impl World {
 
     /// The server-side mode of `w` receiving on `port` (§3.2, §3.3, §3.4).
     pub fn effective_mode(&self, w: &WorkloadEntry, port: u16) -> EffectiveMode {
-        let workload = tessera_model::policy::Workload {
+        let workload = crate::policy::Workload {
             namespace: &w.namespace,
             labels: &w.labels,
         };

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::policy::{classify, Protocol};
 use base64::Engine;
 use tessera_contract::config::{
     CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
@@ -15,7 +16,6 @@ use tessera_model::istio::{
     VirtualServiceSpec,
 };
 use tessera_model::kube::Secret;
-use tessera_model::policy::{classify, Protocol};
 
 use crate::compile::World;
 use crate::registry::{WorkloadEntry, CLUSTER_DOMAIN};

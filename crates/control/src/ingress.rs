@@ -5,11 +5,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use crate::policy::{classify, MtlsMode, Protocol};
 use tessera_contract::config::{
     CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode, TlsVersion,
 };
 use tessera_model::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
-use tessera_model::policy::{classify, MtlsMode, Protocol};
 
 use crate::compile::{inbound_mode, port_protocol, World};
 use crate::registry::WorkloadEntry;

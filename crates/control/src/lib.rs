@@ -9,6 +9,7 @@ pub mod gateway;
 pub mod ingress;
 pub mod insight;
 pub mod objects;
+pub mod policy;
 pub mod push;
 pub mod registry;
 pub mod server;

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use crate::policy::{classify, Protocol};
 use tessera_model::kube::Pod;
 use tessera_model::meta::{subset, IntOrString, Labels};
-use tessera_model::policy::{classify, Protocol};
 use tessera_model::{Kind, Resource};
 
 use crate::objects::Objects;

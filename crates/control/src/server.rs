@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::policy::MeshOptions;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -20,7 +21,6 @@ use tessera_ca::service::CaService;
 use tessera_ca::token::{TokenKey, DEFAULT_TOKEN_TTL, MAX_TOKEN_TTL};
 use tessera_ca::{Authority, CaError};
 use tessera_model::meta::LabelQuery;
-use tessera_model::policy::MeshOptions;
 use tessera_model::validate::ValidateOptions;
 use tessera_model::{Kind, LoadOptions, Resource};
 use tokio::net::{UnixListener, UnixStream};

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::policy::MeshOptions;
 use serde_json::json;
-use tessera_model::policy::MeshOptions;
 use tessera_model::{LoadOptions, Resource};
 
 use crate::compile::World;

@@ -17,9 +17,9 @@ use hyper_util::rt::TokioIo;
 use tessera_contract::config::*;
 use tessera_control::api::*;
 use tessera_control::client::ApiClient;
+use tessera_control::policy::MeshOptions;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
-use tessera_model::policy::MeshOptions;
 use tessera_proxy::ProxyHandle;
 
 async fn start_plane(dir: &Path) -> ControlPlane {

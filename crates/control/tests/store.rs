@@ -5,8 +5,8 @@ use std::path::Path;
 
 use tessera_control::api::*;
 use tessera_control::client::{ApiClient, ClientError};
+use tessera_control::policy::MeshOptions;
 use tessera_control::{ControlOptions, ControlPlane};
-use tessera_model::policy::MeshOptions;
 
 async fn start(dir: &Path) -> ControlPlane {
     ControlPlane::start(ControlOptions::new(

@@ -8,7 +8,6 @@ pub mod istio;
 pub mod kube;
 pub mod load;
 pub mod meta;
-pub mod policy;
 pub mod problem;
 pub mod resource;
 pub mod validate;

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tessera_control::policy::MeshOptions;
 use tessera_control::{Admission, ControlOptions, ControlPlane, Objects};
-use tessera_model::policy::MeshOptions;
 use tessera_model::Resource;
 use tokio::sync::watch;
 

@@ -98,9 +98,9 @@ impl fmt::Display for PolicyRef {
     }
 }
 
-impl From<crate::istio::MtlsModeSpec> for MtlsMode {
-    fn from(m: crate::istio::MtlsModeSpec) -> Self {
-        use crate::istio::MtlsModeSpec as S;
+impl From<tessera_model::istio::MtlsModeSpec> for MtlsMode {
+    fn from(m: tessera_model::istio::MtlsModeSpec) -> Self {
+        use tessera_model::istio::MtlsModeSpec as S;
         match m {
             S::Unset => MtlsMode::Unset,
             S::Disable => MtlsMode::Disable,
@@ -128,7 +128,10 @@ pub struct PeerAuthn {
 
 impl PeerAuthn {
     /// Reads a PeerAuthentication model; `created` is the "oldest wins" ordering key.
-    pub fn from_model(pa: &crate::istio::PeerAuthentication, created: (i64, u64)) -> PeerAuthn {
+    pub fn from_model(
+        pa: &tessera_model::istio::PeerAuthentication,
+        created: (i64, u64),
+    ) -> PeerAuthn {
         let namespace = pa.metadata.namespace.clone().unwrap_or_default();
         PeerAuthn {
             source: PolicyRef {

@@ -180,7 +180,7 @@ impl MeshOptions {
                 self.trust_domain = value.to_string();
             }
             K_ROOT_NAMESPACE => {
-                if !legacy::is_dns1123_label(value) {
+                if tessera_model::meta::validate_dns_label(value).is_err() {
                     return Err(bad(EXPECT_NAMESPACE));
                 }
                 self.root_namespace = value.to_string();
@@ -294,17 +294,20 @@ fn parse_duration_secs(s: &str) -> Option<u64> {
     if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
         return s.parse().ok();
     }
-    crate::duration::parse(s).map(|d| d.as_secs())
+    tessera_model::duration::parse(s).map(|d| d.as_secs())
 }
 
 /// Lowercase DNS-like name: dot-separated RFC 1123 labels, ≤253 characters.
 fn is_valid_trust_domain(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(legacy::is_dns1123_label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(|l| tessera_model::meta::validate_dns_label(l).is_ok())
 }
 
 /// The closest accepted key, for a "did you mean" hint.
 fn suggest(key: &str) -> Option<&'static str> {
-    crate::problem::closest(key, ACCEPTED_KEYS.iter().copied())
+    tessera_model::problem::closest(key, ACCEPTED_KEYS.iter().copied())
 }
 
 #[cfg(test)]

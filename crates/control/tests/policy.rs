@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use tessera_model::kube::Service;
-use tessera_model::meta::IntOrString;
-use tessera_model::policy::{
+use tessera_control::policy::{
     effective_mode, effective_mode_with_legacy, to_peer_authn, LegacyPolicy, MeshOptions, MtlsMode,
     PeerAuthn, ServiceInfo, ServicePortInfo, TargetPort, Workload,
 };
+use tessera_model::kube::Service;
+use tessera_model::meta::IntOrString;
 use tessera_model::{load_paths, LoadOptions, Resource};
 
 fn path(p: &str) -> PathBuf {
@@ -83,11 +83,11 @@ fn seed_002_legacy_policy_steps() {
     let sleep = labels(&[("app", "sleep")]);
     for (fixture, httpbin_full) in [
         (
-            "tests/fixtures/seeds/002-policy-httpbin-strict.yaml",
+            "../model/tests/fixtures/seeds/002-policy-httpbin-strict.yaml",
             MtlsMode::Strict,
         ),
         (
-            "tests/fixtures/seeds/002-policy-httpbin-plaintext.yaml",
+            "../model/tests/fixtures/seeds/002-policy-httpbin-plaintext.yaml",
             MtlsMode::Disable,
         ),
     ] {
@@ -141,8 +141,8 @@ fn seed_002_legacy_policy_steps() {
 fn seed_003_peer_authentications() {
     let docs = load(
         &[
-            "tests/fixtures/seeds/003-peerauthentication-default-strict.yaml",
-            "tests/fixtures/seeds/003-peerauthentication-port-disable.yaml",
+            "../model/tests/fixtures/seeds/003-peerauthentication-default-strict.yaml",
+            "../model/tests/fixtures/seeds/003-peerauthentication-port-disable.yaml",
         ],
         "test",
     );

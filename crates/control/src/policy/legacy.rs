@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::problem::FieldPath;
+use tessera_model::istio::{LegacyPortSelector as SpecPort, LegacyTargetSelector};
+use tessera_model::problem::FieldPath;
+use tessera_model::validate::legacy_policy_errors;
 
 use super::mtls::{
     applicable, effective_mode, EffectiveMode, MtlsMode, PeerAuthn, PolicyKind, PolicyRef, Workload,
@@ -35,12 +37,8 @@ pub struct LegacyTarget {
     pub ports: Vec<LegacyPortSelector>,
 }
 
-/// `peers[].mtls.mode`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum LegacyMtlsMode {
-    Strict,
-    Permissive,
-}
+/// `peers[].mtls.mode`, as the model reads it.
+pub use tessera_model::istio::LegacyMtlsMode;
 
 /// The peer-authentication part of a legacy policy.
 ///
@@ -108,13 +106,12 @@ impl LegacyPolicy {
     /// Reads a `Policy` or `MeshPolicy` model. A MeshPolicy lives in the mesh root namespace;
     /// `created` is the "oldest wins" ordering key (see [`PeerAuthn::created`]).
     pub fn from_model(
-        meta: &crate::meta::ObjectMeta,
-        spec: &crate::istio::LegacyPolicySpec,
+        meta: &tessera_model::meta::ObjectMeta,
+        spec: &tessera_model::istio::LegacyPolicySpec,
         is_mesh_policy: bool,
         root_namespace: &str,
         created: (i64, u64),
     ) -> LegacyPolicy {
-        use crate::istio::LegacyMtlsMode as Spec;
         let namespace = if is_mesh_policy {
             root_namespace.to_string()
         } else {
@@ -125,10 +122,7 @@ impl LegacyPolicy {
             .iter()
             .find_map(|peer| peer.mtls.as_ref())
             .map(|mtls| LegacyPeers::Mtls {
-                mode: mtls.as_ref().and_then(|m| m.mode).map(|m| match m {
-                    Spec::Strict => LegacyMtlsMode::Strict,
-                    Spec::Permissive => LegacyMtlsMode::Permissive,
-                }),
+                mode: mtls.as_ref().and_then(|m| m.mode),
                 allow_tls: mtls.as_ref().is_some_and(|m| m.allow_tls),
             })
             .unwrap_or(LegacyPeers::None);
@@ -198,84 +192,32 @@ pub struct ServiceInfo {
     pub container_ports: BTreeMap<String, u32>,
 }
 
-const DEFAULT_NAME: &str = "default";
-
-pub(crate) fn is_dns1123_label(s: &str) -> bool {
-    crate::meta::validate_dns_label(s).is_ok()
-}
-
-/// The 1.4 admission checks for a legacy policy; empty when valid. Texts match
-/// Istio 1.4 byte for byte (including the double space in the first one).
+/// The admission checks for a legacy policy (Istio 1.4's wording); empty when valid. The
+/// rules live with the validator, which runs them on `tessera validate` and `apply`.
 pub fn validate_legacy(p: &LegacyPolicy) -> Vec<(FieldPath, String)> {
-    let mut errs = Vec::new();
-    if p.is_mesh_policy {
-        if p.name != DEFAULT_NAME {
-            errs.push((
-                FieldPath::parse("metadata.name"),
-                format!(
-                    "cluster-scoped authentication policy name must be {DEFAULT_NAME:?}, found {:?}",
-                    p.name
-                ),
-            ));
-        }
-        if !p.targets.is_empty() {
-            errs.push((
-                FieldPath::parse("spec.targets"),
-                "cluster-scoped authentication policy must not have targets".to_string(),
-            ));
-        }
-        return errs;
-    }
-    if p.targets.is_empty() && p.name != DEFAULT_NAME {
-        errs.push((
-            FieldPath::parse("metadata.name"),
-            format!(
-                "authentication policy with no target rules  must be named {DEFAULT_NAME:?}, found {:?}",
-                p.name
-            ),
-        ));
-    }
-    if !p.targets.is_empty() && p.name == DEFAULT_NAME {
-        errs.push((
-            FieldPath::parse("spec.targets"),
-            format!(
-                "authentication policy with name {:?} must not have any target rules",
-                p.name
-            ),
-        ));
-    }
-    for (i, t) in p.targets.iter().enumerate() {
-        let target = FieldPath::parse("spec.targets").index(i);
-        if !is_dns1123_label(&t.name) {
-            errs.push((
-                target.field("name"),
-                format!("target name {:?} must be a valid label", t.name),
-            ));
-        }
-        for (j, sel) in t.ports.iter().enumerate() {
-            let port = target.field("ports").index(j);
-            match sel {
-                LegacyPortSelector::Number(n) if *n == 0 || *n > 65535 => {
-                    errs.push((
-                        port.field("number"),
-                        format!("port number {n} must be in the range 1..65535"),
-                    ));
-                }
-                // 1.4 reused the DestinationRule subset-name check here, hence the wording.
-                LegacyPortSelector::Name(n) if n.is_empty() => {
-                    errs.push((
-                        port.field("name"),
-                        "subset name cannot be empty".to_string(),
-                    ));
-                }
-                LegacyPortSelector::Name(n) if !is_dns1123_label(n) => {
-                    errs.push((port.field("name"), format!("subset name is invalid: {n}")));
-                }
-                _ => {}
-            }
-        }
-    }
-    errs
+    let targets: Vec<LegacyTargetSelector> = p
+        .targets
+        .iter()
+        .map(|t| LegacyTargetSelector {
+            name: t.name.clone(),
+            ports: t
+                .ports
+                .iter()
+                .map(|sel| match sel {
+                    LegacyPortSelector::Number(n) => SpecPort {
+                        number: Some(*n),
+                        name: None,
+                    },
+                    LegacyPortSelector::Name(n) => SpecPort {
+                        number: None,
+                        name: Some(n.clone()),
+                    },
+                })
+                .collect(),
+            labels: Default::default(),
+        })
+        .collect();
+    legacy_policy_errors(&p.name, p.is_mesh_policy, &targets)
 }
 
 /// Per-Service accumulation of targeted policies, oldest first.
