@@ -1,6 +1,7 @@
 //! What the control plane and the proxies agree on: the configuration snapshot a proxy
-//! runs ([`config`], serde, pushed or read from a file), the connection records both sides
-//! report ([`edges`]), and the gRPC protocols between them (config push, certificate
+//! runs ([`config`], serde, pushed or read from a file), the inbound decision the proxy
+//! makes and `explain` predicts ([`inbound`]), the connection records both sides report
+//! ([`edges`]), and the gRPC protocols between them (config push, certificate
 //! issuance).
 //!
 //! The gRPC code in `src/gen` is generated from `proto/` and checked in, so a build needs
@@ -9,6 +10,7 @@
 
 pub mod config;
 pub mod edges;
+pub mod inbound;
 
 /// Certificate issuance: Istio's `istio.v1.auth.IstioCertificateService`.
 pub mod istio_ca {

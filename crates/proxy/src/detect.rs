@@ -2,6 +2,10 @@
 //! HTTP/1.x, the HTTP/2 prior-knowledge preface, or something else. Pure: the caller reads
 //! bytes and asks again while the answer is `NeedMore`.
 
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
 /// The outcome of looking at a connection's first bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Detected {
@@ -49,6 +53,7 @@ pub fn is_mesh_alpn(p: &str) -> bool {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
 const METHODS: &[&[u8]] = &[
     b"GET ",
     b"POST ",
@@ -60,6 +65,7 @@ const METHODS: &[&[u8]] = &[
     b"CONNECT ",
     b"TRACE ",
 ];
+
 /// A ClientHello record is at most 2^14 bytes plus its header; more is not TLS.
 pub const MAX_PEEK: usize = 16 * 1024 + 5;
 
@@ -198,6 +204,33 @@ fn parse_client_hello(record: &[u8]) -> Option<ClientHello> {
         }
     }
     Some(hello)
+}
+
+/// Reads until the first bytes tell what the connection is, the client is silent for
+/// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
+pub async fn read_detect<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    wait: Duration,
+) -> (Bytes, Detected, bool) {
+    let mut buf = BytesMut::with_capacity(2048);
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let found = detect(&buf);
+        if found != Detected::NeedMore {
+            return (buf.freeze(), found, false);
+        }
+        if buf.len() >= MAX_PEEK {
+            return (buf.freeze(), Detected::Opaque, false);
+        }
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (buf.freeze(), Detected::Opaque, false),
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                let silent = buf.is_empty();
+                return (buf.freeze(), Detected::Opaque, silent);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

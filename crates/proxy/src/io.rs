@@ -1,12 +1,14 @@
 //! A stream whose first bytes were already read (for protocol detection) and are replayed
 //! before the rest, so TLS, HTTP and TCP handlers see the connection from its start.
 
+use bytes::{Buf, Bytes};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use bytes::{Buf, Bytes};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 pub struct Prefixed<S> {
     prefix: Bytes,
@@ -130,6 +132,63 @@ impl<A: AsyncWrite + Unpin, B: AsyncWrite + Unpin> AsyncWrite for EitherIo<A, B>
             EitherIo::Left(a) => Pin::new(a).poll_shutdown(cx),
             EitherIo::Right(b) => Pin::new(b).poll_shutdown(cx),
         }
+    }
+}
+
+/// After a refused handshake the alert (e.g. `certificate required`) has been written;
+/// closing at once with the client's next bytes unread would turn it into a reset that
+/// hides the alert. Half-close, then read what is in flight for a moment.
+pub(crate) async fn close_after_alert<S: AsyncRead + AsyncWrite + Unpin>(mut io: S) {
+    let _ = io.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(n) = io.read(&mut sink).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// Closes with a TCP reset, as Envoy does when no filter chain matches.
+pub fn reset_connection(tcp: TcpStream) {
+    reset(tcp)
+}
+
+pub(crate) fn reset(tcp: TcpStream) {
+    let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+    drop(tcp);
+}
+
+pub(crate) async fn copy<D, U>(mut down: D, prefix: &[u8], mut up: U) -> (u64, u64)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    if !prefix.is_empty() && up.write_all(prefix).await.is_err() {
+        return (0, 0);
+    }
+    match tokio::io::copy_bidirectional_with_sizes(&mut down, &mut up, 16 * 1024, 16 * 1024).await {
+        Ok((a, b)) => (a + prefix.len() as u64, b),
+        Err(_) => (prefix.len() as u64, 0),
+    }
+}
+
+/// [`copy`], cut short when `stop` resolves; the result names which ended it.
+pub(crate) async fn copy_until<D, U>(
+    down: D,
+    prefix: &[u8],
+    up: U,
+    stop: impl std::future::Future<Output = ()>,
+) -> (u64, u64, &'static str)
+where
+    D: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::select! {
+        (sent, received) = copy(down, prefix, up) => (sent, received, "ok"),
+        _ = stop => (0, 0, "closed: the port's policy changed"),
     }
 }
 

@@ -3,6 +3,7 @@
 //! serving); when the control plane is away the proxy keeps serving and reconnects with
 //! backoff.
 
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -13,8 +14,6 @@ use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
 use tessera_contract::push::{ConfigRequest, ConfigResponse};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-
-use crate::Control;
 
 /// What `/config_dump` shows of the link to the control plane.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -38,6 +37,16 @@ pub struct PushStatus {
 
 pub type SharedPushStatus = Arc<Mutex<PushStatus>>;
 
+/// The proxy pushed mode feeds.
+pub trait ConfigTarget: Send + Sync + 'static {
+    /// The version of the snapshot in force.
+    fn current_version(&self) -> String;
+    /// Applies a snapshot whole, or refuses it whole (recording and logging why).
+    fn apply(&self, config: ProxyConfig) -> impl Future<Output = Result<(), String>> + Send;
+    /// Records a snapshot refused before it could be applied.
+    fn refused(&self, reason: &str);
+}
+
 const BACKOFF_START: Duration = Duration::from_millis(200);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 
@@ -49,8 +58,8 @@ fn unix_now() -> u64 {
 
 /// Runs forever: connect, follow the stream, reconnect after a pause that doubles up to
 /// [`BACKOFF_MAX`] and resets once a stream delivered a snapshot.
-pub(crate) async fn run(
-    control: Arc<Control>,
+pub async fn run<T: ConfigTarget>(
+    control: Arc<T>,
     bootstrap: ProxyConfig,
     plane: ControlPlane,
     status: SharedPushStatus,
@@ -59,7 +68,14 @@ pub(crate) async fn run(
     let tokens = TokenFile(plane.token_file.clone());
     let mut backoff = BACKOFF_START;
     loop {
-        let outcome = follow(&control, &bootstrap, client.clone(), &tokens, &status).await;
+        let outcome = follow(
+            control.as_ref(),
+            &bootstrap,
+            client.clone(),
+            &tokens,
+            &status,
+        )
+        .await;
         let delivered = matches!(outcome, Ok(true));
         let reason = match outcome {
             Ok(_) => "the control plane closed the stream".to_string(),
@@ -85,8 +101,8 @@ pub(crate) async fn run(
 }
 
 /// One stream. `Ok(true)` when at least one snapshot arrived before it ended.
-async fn follow(
-    control: &Control,
+async fn follow<T: ConfigTarget>(
+    control: &T,
     bootstrap: &ProxyConfig,
     mut client: ConfigDiscoveryClient<tonic::transport::Channel>,
     tokens: &TokenFile,
@@ -97,7 +113,7 @@ async fn follow(
     let (tx, rx) = mpsc::channel::<ConfigRequest>(4);
     let first = ConfigRequest {
         node_id: node_id.clone(),
-        version_info: control.shared.snapshot().config.version.clone(),
+        version_info: control.current_version(),
         proxy_version: env!("CARGO_PKG_VERSION").to_string(),
         ..Default::default()
     };
@@ -129,7 +145,7 @@ async fn follow(
         let answer = apply(control, bootstrap, &response, status).await;
         let reply = ConfigRequest {
             node_id: node_id.clone(),
-            version_info: control.shared.snapshot().config.version.clone(),
+            version_info: control.current_version(),
             response_nonce: response.nonce.clone(),
             error_detail: answer.err().unwrap_or_default(),
             proxy_version: String::new(),
@@ -141,8 +157,8 @@ async fn follow(
 }
 
 /// Applies one pushed snapshot; `Err` holds the NACK reason.
-async fn apply(
-    control: &Control,
+async fn apply<T: ConfigTarget>(
+    control: &T,
     bootstrap: &ProxyConfig,
     response: &ConfigResponse,
     status: &SharedPushStatus,
@@ -168,12 +184,11 @@ async fn apply(
     let result = match checked {
         // `update` records and logs its own refusals.
         Ok(config) => control
-            .update(config)
+            .apply(config)
             .await
             .map_err(|e| format!("version {version}: {e}")),
         Err(e) => {
-            control.shared.stats.config(false);
-            *control.shared.last_rejected.lock().unwrap() = Some(e.clone());
+            control.refused(&e);
             tracing::warn!(reason = %e, "pushed configuration refused; keeping the last good one");
             Err(e)
         }

@@ -136,7 +136,7 @@ async fn modes_per_port() {
             let refused = server
                 .shared()
                 .stats
-                .refusals_of(tessera_proxy::chain::Refusal::StrictPlaintext);
+                .refusals_of(tessera_contract::inbound::Refusal::StrictPlaintext);
             assert_eq!(refused, 1, "the refusal is counted on the refusing side");
             let metrics = curl(&[&format!(
                 "http://{}/stats/prometheus",

@@ -1,22 +1,30 @@
 //! A [`ProxyConfig`] turned into lookup tables: VIP:port and endpoint address → upstream,
-//! `host:port` → upstream, workload port → inbound rule, and per-endpoint TLS with its
-//! rustls config built once. Building one checks everything, so a bad config is refused as
-//! a whole and the proxy keeps its last good one.
+//! `host:port` → upstream, workload port → inbound rule, gateway port → filter chains, and
+//! per-endpoint TLS with its rustls config built once. Building one checks everything, so a
+//! bad config is refused as a whole and the proxy keeps its last good one. Serving code
+//! only looks things up here.
+
+pub mod gateway;
+pub mod origination;
+pub mod route;
+pub mod termination;
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rustls::ClientConfig;
-use rustls_pki_types::ServerName;
-use tessera_ca::{CredentialStore, SpiffeId};
-use tessera_contract::config::{EndpointTls, InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
-use crate::stats::TlsUsed;
-use crate::terminate::{self, SecretInUse, Termination};
+use tessera_ca::{CredentialStore, SpiffeId};
+use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig};
+use tessera_contract::inbound::InboundPort;
+
+use self::gateway::GatewayTable;
+use self::origination::{origination, pool_key};
+pub use self::origination::{Flavor, Origination, ALPN_SERVER};
+use self::termination::{SecretInUse, Termination};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -48,35 +56,6 @@ pub fn read_config(path: &Path) -> Result<ProxyConfig, ConfigError> {
     let config: ProxyConfig = parsed.map_err(|message| ConfigError::Parse { file, message })?;
     let volumes = config.volumes.clone();
     Ok(config.resolved_through(&volumes))
-}
-
-/// What kind of bytes go over an upstream connection; chooses the ALPN offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Flavor {
-    Http1,
-    Http2,
-    Tcp,
-}
-
-/// TLS toward one endpoint, ready to use.
-#[derive(Debug, Clone)]
-pub enum Origination {
-    Plaintext,
-    Tls {
-        used: TlsUsed,
-        server_name: ServerName<'static>,
-        /// Indexed by [`Flavor`].
-        configs: [Arc<ClientConfig>; 3],
-    },
-}
-
-impl Origination {
-    pub fn used(&self) -> TlsUsed {
-        match self {
-            Origination::Plaintext => TlsUsed::Plaintext,
-            Origination::Tls { used, .. } => *used,
-        }
-    }
 }
 
 #[derive(Debug)]
@@ -128,6 +107,15 @@ pub struct InboundRule {
 }
 
 impl InboundRule {
+    /// The port as the inbound decision reads it.
+    pub fn port(&self) -> InboundPort {
+        InboundPort {
+            protocol: self.protocol,
+            mode: self.mode,
+            user_tls: self.termination.is_some(),
+        }
+    }
+
     /// Whether a connection accepted under `self` may go on under `now`.
     pub fn same_chain(&self, now: &InboundRule) -> bool {
         self.protocol == now.protocol
@@ -150,7 +138,7 @@ pub struct Snapshot {
     /// Files the snapshot read; a change rebuilds it (certificates rotate in place).
     pub watched_files: Vec<std::path::PathBuf>,
     /// Gateway mode: the chains of each listener, by pod port.
-    gateway: HashMap<u16, Arc<crate::gateway::GatewayTable>>,
+    gateway: HashMap<u16, Arc<GatewayTable>>,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -160,12 +148,6 @@ impl std::fmt::Debug for Snapshot {
             .finish_non_exhaustive()
     }
 }
-
-pub const ALPN_HTTP1: &[&[u8]] = &[b"istio-http/1.1", b"istio", b"http/1.1"];
-pub const ALPN_HTTP2: &[&[u8]] = &[b"istio-h2", b"istio", b"h2"];
-pub const ALPN_TCP: &[&[u8]] = &[b"istio-peer-exchange", b"istio"];
-/// The server never selects `istio`: those tokens only tell mesh TLS from app TLS.
-pub const ALPN_SERVER: &[&[u8]] = &[b"h2", b"http/1.1", b"istio-peer-exchange"];
 
 impl Snapshot {
     pub fn build(config: ProxyConfig, store: &CredentialStore) -> Result<Snapshot, ConfigError> {
@@ -252,15 +234,15 @@ impl Snapshot {
         for (i, port) in config.inbound.ports.iter().enumerate() {
             let termination = port.tls.as_ref().map(|tls| {
                 let alpn: &[&[u8]] = match port.protocol {
-                    PortProtocol::Http | PortProtocol::Http2 => terminate::ALPN_HTTP,
+                    PortProtocol::Http | PortProtocol::Http2 => termination::ALPN_HTTP,
                     _ => &[],
                 };
-                let material = terminate::Material {
+                let material = termination::Material {
                     secrets: &config.secrets,
                     store,
                     volumes: &config.volumes,
                 };
-                terminate::build(tls, &material, alpn, &mut secrets_in_use)
+                termination::build(tls, &material, alpn, &mut secrets_in_use)
             });
             let operation = match &port.operation {
                 Some(op) => Some(http::HeaderValue::from_str(op).map_err(|_| {
@@ -288,13 +270,13 @@ impl Snapshot {
         }
         let mut gateway = HashMap::new();
         {
-            let material = terminate::Material {
+            let material = termination::Material {
                 secrets: &config.secrets,
                 store,
                 volumes: &config.volumes,
             };
             for (i, l) in config.gateway.iter().enumerate() {
-                let table = crate::gateway::GatewayTable::build(l, &material, &mut secrets_in_use)
+                let table = GatewayTable::build(l, &material, &mut secrets_in_use)
                     .map_err(|e| invalid_config(format!("gateway[{i}]"), e))?;
                 if gateway.insert(l.port, Arc::new(table)).is_some() {
                     return Err(invalid_config(
@@ -354,7 +336,7 @@ impl Snapshot {
         self.by_name.get(name)
     }
 
-    pub fn gateway_table(&self, port: u16) -> Option<Arc<crate::gateway::GatewayTable>> {
+    pub fn gateway_table(&self, port: u16) -> Option<Arc<GatewayTable>> {
         self.gateway.get(&port).cloned()
     }
 
@@ -396,91 +378,4 @@ fn watched_files(config: &ProxyConfig) -> Vec<std::path::PathBuf> {
     out.sort();
     out.dedup();
     out
-}
-
-fn pool_key(addr: SocketAddr, tls: &EndpointTls) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    addr.hash(&mut h);
-    tls.mode.hash(&mut h);
-    tls.subject_alt_names.hash(&mut h);
-    tls.sni.hash(&mut h);
-    tls.ca_certificates.hash(&mut h);
-    tls.client_certificate.hash(&mut h);
-    tls.private_key.hash(&mut h);
-    h.finish()
-}
-
-fn origination(
-    tls: &EndpointTls,
-    host: &str,
-    port: u16,
-    store: &CredentialStore,
-    mesh_configs: &mut HashMap<Vec<String>, [Arc<ClientConfig>; 3]>,
-    path: &str,
-) -> Result<Origination, ConfigError> {
-    let sni = tls
-        .sni
-        .clone()
-        .unwrap_or_else(|| format!("outbound_.{port}_._.{host}"));
-    let server_name = ServerName::try_from(sni.clone())
-        .or_else(|_| ServerName::try_from(host.to_string()))
-        .map_err(|_| {
-            invalid_config(
-                format!("{path}.sni"),
-                format!("{sni:?} is not a valid server name"),
-            )
-        })?;
-    match tls.mode {
-        TlsMode::Disable => Ok(Origination::Plaintext),
-        TlsMode::IstioMutual => {
-            let sans = tls.subject_alt_names.clone();
-            if !mesh_configs.contains_key(&sans) {
-                let expected = if sans.is_empty() {
-                    None
-                } else {
-                    Some(
-                        sans.iter()
-                            .map(|s| {
-                                s.parse::<SpiffeId>().map_err(|e| {
-                                    invalid_config(format!("{path}.subjectAltNames"), e.to_string())
-                                })
-                            })
-                            .collect::<Result<Vec<_>, _>>()?,
-                    )
-                };
-                let build = |alpn: &[&[u8]]| {
-                    tessera_ca::tls::client_config(store, expected.clone(), alpn)
-                        .map(Arc::new)
-                        .map_err(|e| invalid_config(path, e.to_string()))
-                };
-                let configs = [build(ALPN_HTTP1)?, build(ALPN_HTTP2)?, build(ALPN_TCP)?];
-                mesh_configs.insert(sans.clone(), configs);
-            }
-            Ok(Origination::Tls {
-                used: TlsUsed::Mesh,
-                server_name: server_name.to_owned(),
-                configs: mesh_configs[&sans].clone(),
-            })
-        }
-        TlsMode::Simple | TlsMode::Mutual => {
-            let config = crate::upstream::user_tls_config(tls, path)?;
-            let with_alpn = |alpn: &[&[u8]]| {
-                let mut c = config.clone();
-                c.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-                Arc::new(c)
-            };
-            Ok(Origination::Tls {
-                used: if tls.mode == TlsMode::Simple {
-                    TlsUsed::Simple
-                } else {
-                    TlsUsed::Mutual
-                },
-                server_name: ServerName::try_from(
-                    tls.sni.clone().unwrap_or_else(|| host.to_string()),
-                )
-                .map_err(|_| invalid_config(format!("{path}.sni"), "not a valid server name"))?,
-                configs: [with_alpn(&[]), with_alpn(&[b"h2"]), with_alpn(&[])],
-            })
-        }
-    }
 }

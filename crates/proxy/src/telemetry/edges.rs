@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tessera_contract::edges::{EdgeDirection, EdgeRecord, EdgeReport};
 
-use crate::stats::TlsUsed;
+use super::TlsUsed;
 
 /// More distinct edges than this are counted, not kept.
 const MAX_EDGES: usize = 4096;

@@ -1,0 +1,157 @@
+//! Gateway mode: a listener per gateway pod port. A connection's first bytes choose the
+//! filter chain (Envoy's order: exact SNI, then the longest `*.suffix`, then a chain
+//! without names; plaintext goes to the port's HTTP server), then TLS is terminated with
+//! the server's certificate, passed through by SNI, or not used; HTTP is routed by the
+//! server's VirtualService table and forwarded over the mesh (auto mTLS per endpoint).
+
+mod http;
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::HeaderValue;
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tessera_contract::config::ServerKind;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use self::http::{request, DRAW};
+use crate::config::gateway::{sni_matches, ServerChain};
+use crate::config::route;
+use crate::detect::{read_detect, Detected};
+use crate::http as l7;
+use crate::inbound::user_tls::{accept_user_tls, peer_leaf};
+use crate::io::{reset_connection, Prefixed};
+use crate::outbound::forward_tcp;
+use crate::shared::Shared;
+use crate::telemetry::Direction;
+use tessera_contract::inbound::Refusal;
+
+/// A connection on gateway pod port `port`.
+pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
+    let started = Instant::now();
+    let guard_owner = shared.clone();
+    let _active = guard_owner.stats.connection(Direction::Inbound);
+    let Some(table) = shared.snapshot().gateway_table(port) else {
+        tracing::warn!(direction = "gateway", src = %peer, port, "no Gateway server on this port; closed");
+        reset_connection(tcp);
+        return;
+    };
+    let (prefix, detected, _) = read_detect(&mut tcp, shared.detection_wait()).await;
+    let (chain, sni) = match &detected {
+        Detected::Tls(hello) => (table.tls_chain(hello.sni.as_deref()), hello.sni.clone()),
+        Detected::Http1 | Detected::H2c => (table.plain_chain(ServerKind::Http), None),
+        _ => (table.plain_chain(ServerKind::Tcp), None),
+    };
+    let Some(chain) = chain.cloned() else {
+        shared.stats.refusal(Refusal::NoTlsChain);
+        tracing::warn!(direction = "gateway", src = %peer, port, sni = sni.as_deref().unwrap_or("-"), tls = matches!(detected, Detected::Tls(_)), reason = Refusal::NoTlsChain.explain(), "connection refused (reset): filter_chain_not_found");
+        reset_connection(tcp);
+        return;
+    };
+    let server_port = table.server_port;
+    match chain.kind {
+        ServerKind::Http => {
+            serve_http(
+                shared,
+                Prefixed::new(prefix, tcp),
+                peer,
+                chain,
+                server_port,
+                "http",
+                None,
+            )
+            .await
+        }
+        ServerKind::Tcp => forward_l4(shared, tcp, prefix, peer, &chain, None, started).await,
+        ServerKind::Passthrough => {
+            forward_l4(shared, tcp, prefix, peer, &chain, sni.as_deref(), started).await
+        }
+        ServerKind::TerminateHttp | ServerKind::TerminateTcp => {
+            let Some(termination) = chain.termination.clone() else {
+                reset_connection(tcp);
+                return;
+            };
+            let Some(tls) = accept_user_tls(&shared, &termination, prefix, tcp, peer, port).await
+            else {
+                return;
+            };
+            let leaf = peer_leaf(&tls);
+            if chain.kind == ServerKind::TerminateHttp {
+                let own: Vec<String> = Vec::new();
+                let xfcc = leaf
+                    .as_deref()
+                    .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
+                serve_http(shared, tls, peer, chain, server_port, "https", xfcc).await
+            } else {
+                forward_l4(shared, tls, Bytes::new(), peer, &chain, None, started).await
+            }
+        }
+    }
+}
+
+async fn serve_http<S>(
+    shared: Arc<Shared>,
+    io: S,
+    peer: SocketAddr,
+    chain: Arc<ServerChain>,
+    server_port: u16,
+    scheme: &'static str,
+    xfcc: Option<HeaderValue>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let svc = service_fn(move |req| {
+        request(
+            svc_shared.clone(),
+            chain.clone(),
+            peer,
+            server_port,
+            scheme,
+            xfcc.clone(),
+            req,
+        )
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    let _ = shared
+        .serve_graceful(served, std::future::pending::<()>())
+        .await;
+}
+
+/// L4 at a gateway: the route (by SNI for passthrough), then the bytes to a destination
+/// endpoint with the TLS the mesh decided for it.
+async fn forward_l4<D>(
+    shared: Arc<Shared>,
+    down: D,
+    prefix: Bytes,
+    peer: SocketAddr,
+    chain: &ServerChain,
+    sni: Option<&str>,
+    started: Instant,
+) where
+    D: AsyncRead + AsyncWrite + Unpin,
+{
+    let route = chain.l4.iter().find(|r| match sni {
+        Some(sni) => r.sni_hosts.iter().any(|h| sni_matches(h, sni)),
+        None => true,
+    });
+    let Some(dest) = route.and_then(|r| {
+        let i = route::pick(&r.destinations, DRAW.fetch_add(1, Ordering::Relaxed))?;
+        r.destinations.get(i)
+    }) else {
+        tracing::warn!(direction = "gateway", src = %peer, server = %chain.name, sni = sni.unwrap_or("-"), "no route for this connection; closed");
+        return;
+    };
+    let Some(upstream) = shared.snapshot().upstream_named(&dest.service).cloned() else {
+        tracing::warn!(direction = "gateway", src = %peer, dst = %dest.service, "the route's destination is not a service port of the mesh; closed");
+        return;
+    };
+    forward_tcp(shared, down, peer, &upstream, prefix, started).await;
+}

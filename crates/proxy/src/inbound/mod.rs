@@ -1,0 +1,331 @@
+//! The inbound stage: a connection toward a workload port. Detect what arrives, decide
+//! with the port's protocol and mode (`chain`), then act: terminate mesh mTLS, pass the
+//! app's TLS through, forward plaintext, or reset. Ports with Sidecar ingress TLS are
+//! served by `user_tls`; HTTP requests by `http`.
+
+pub mod chain;
+pub mod http;
+pub mod user_tls;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Instant;
+
+use ::http::header::HeaderValue;
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tessera_contract::config::{InboundMode, PortProtocol};
+use tessera_contract::inbound::{decide, InboundAction, Payload, Refusal};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use self::chain::arrival;
+use self::http::InboundConn;
+use crate::config::{EndpointRoute, Flavor, InboundRule};
+use crate::connect::{connect_tcp, HANDSHAKE_TIMEOUT};
+use crate::detect::{read_detect, Detected};
+use crate::http as l7;
+use crate::io::{close_after_alert, copy_until, reset, Prefixed};
+use crate::shared::Shared;
+use crate::telemetry::access_log::tcp_log;
+use crate::telemetry::edges::Connection;
+use crate::telemetry::{Direction, TlsUsed};
+
+/// An inbound connection toward workload port `port`: detect what arrives, decide with the
+/// port's rule, act.
+pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
+    let started = Instant::now();
+    let guard_owner = shared.clone();
+    let _active = guard_owner.stats.connection(Direction::Inbound);
+    // Subscribed before the rule is read, so no change between the two is missed.
+    let updates = shared.config_updates();
+    let snap = shared.snapshot();
+    let rule = snap.inbound_rule(port).clone();
+    let replaced = rule_replaced(shared.clone(), updates, port, rule.clone());
+    let app = rule
+        .forward_to
+        .unwrap_or(SocketAddr::new(snap.app_host, port));
+    drop(snap);
+    let decided = rule.port();
+    let (prefix, detected, silent) = if decided.inspects() {
+        read_detect(&mut tcp, shared.detection_wait()).await
+    } else {
+        (Bytes::new(), Detected::Opaque, false)
+    };
+    let conn = Accepted {
+        app: shared.app_route(app),
+        shared,
+        peer,
+        port,
+        rule,
+        started,
+    };
+    match decide(decided, arrival(&detected, silent)) {
+        InboundAction::Reset(refusal) => conn.refuse(tcp, refusal),
+        InboundAction::Plain(Payload::Http) => {
+            let http = conn.http(None, None, TlsUsed::Plaintext, true);
+            serve_inbound_http(conn.shared, Prefixed::new(prefix, tcp), http, replaced).await;
+        }
+        InboundAction::Plain(Payload::Tcp) => {
+            conn.record_accepted(TlsUsed::Plaintext, None);
+            conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)
+                .await;
+        }
+        InboundAction::Passthrough => {
+            conn.record_accepted(TlsUsed::AppTls, None);
+            conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)
+                .await;
+        }
+        InboundAction::TerminateMesh(payload) => {
+            conn.terminate_mesh(tcp, prefix, payload, replaced).await
+        }
+        InboundAction::TerminateUser(payload) => {
+            user_tls::serve(conn, tcp, prefix, payload, replaced).await
+        }
+    }
+}
+
+/// An inbound connection once its port's rule is known.
+pub(crate) struct Accepted {
+    pub shared: Arc<Shared>,
+    pub peer: SocketAddr,
+    pub port: u16,
+    pub rule: InboundRule,
+    /// The app behind the port.
+    pub app: Arc<EndpointRoute>,
+    pub started: Instant,
+}
+
+impl Accepted {
+    fn edge(&self, tls: TlsUsed) -> Connection<'static> {
+        Connection::inbound(self.peer, self.port, tls)
+    }
+
+    /// Counts the connection as an edge that went through.
+    pub fn record_accepted(&self, tls: TlsUsed, identity: Option<&str>) {
+        let port = self.port;
+        let mode = mode_name(self.rule.mode);
+        self.shared
+            .edges
+            .record(self.edge(tls).identified(identity), || {
+                format!("accepted by port {port} ({mode})")
+            });
+    }
+
+    /// Closes with a reset; counted and logged with the reason.
+    pub fn refuse(self, tcp: TcpStream, refusal: Refusal) {
+        let tls = if refusal == Refusal::NonMeshTlsOnHttpPort {
+            TlsUsed::AppTls
+        } else {
+            TlsUsed::Plaintext
+        };
+        self.shared
+            .edges
+            .record(self.edge(tls).failed(refusal.label()), || {
+                refusal.explain().to_string()
+            });
+        self.shared.stats.refusal(refusal);
+        tracing::warn!(direction = "inbound", src = %self.peer, port = self.port, mode = ?self.rule.mode, reason = refusal.explain(), "connection refused (reset)");
+        reset(tcp);
+    }
+
+    /// What HTTP requests on this connection carry. A plaintext connection's edge is
+    /// counted at its first request (`edge_pending`): bytes that are not HTTP count as
+    /// refused instead.
+    pub fn http(
+        &self,
+        xfcc: Option<HeaderValue>,
+        peer_identity: Option<String>,
+        tls: TlsUsed,
+        edge_pending: bool,
+    ) -> Arc<InboundConn> {
+        let flavor = match (self.rule.protocol, self.rule.termination.is_some()) {
+            (PortProtocol::Http2, false) => Flavor::Http2,
+            _ => Flavor::Http1,
+        };
+        Arc::new(InboundConn {
+            peer: self.peer,
+            port: self.port,
+            xfcc,
+            peer_identity,
+            tls,
+            app: self.app.clone(),
+            flavor,
+            operation: self.rule.operation.clone(),
+            edge_pending: AtomicBool::new(edge_pending),
+            accepted_by: format!(
+                "accepted by port {} ({})",
+                self.port,
+                mode_name(self.rule.mode)
+            ),
+        })
+    }
+
+    /// Opaque bytes to the app until either side closes or the port's policy changes.
+    pub async fn forward<D>(
+        &self,
+        down: D,
+        prefix: Bytes,
+        tls: TlsUsed,
+        peer_identity: Option<&str>,
+        replaced: impl Future<Output = ()>,
+    ) where
+        D: AsyncRead + AsyncWrite + Unpin,
+    {
+        match connect_tcp(self.app.address).await {
+            Ok(up) => {
+                let (sent, received, result) = copy_until(down, &prefix, up, replaced).await;
+                tcp_log(
+                    self.shared.access_log(),
+                    Direction::Inbound,
+                    self.peer,
+                    peer_identity,
+                    &self.app.address.to_string(),
+                    tls,
+                    result,
+                    sent,
+                    received,
+                    self.started,
+                );
+            }
+            Err(e) => {
+                tracing::warn!(direction = "inbound", src = %self.peer, app = %self.app.address, error = %e, "the app could not be reached");
+            }
+        }
+    }
+
+    /// Mesh mTLS: the handshake with the workload's certificate (a mesh client certificate
+    /// required), then HTTP with XFCC or opaque bytes to the app.
+    async fn terminate_mesh(
+        self,
+        tcp: TcpStream,
+        prefix: Bytes,
+        payload: Payload,
+        replaced: impl Future<Output = ()>,
+    ) {
+        let acceptor = self.shared.inbound_tls();
+        let accepted = tokio::time::timeout(
+            HANDSHAKE_TIMEOUT,
+            acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
+        )
+        .await;
+        let refused = match accepted {
+            Ok(Ok(tls)) => Ok(tls),
+            Ok(Err((e, io))) => Err((tessera_ca::tls::handshake_reason(&e), Some(io))),
+            Err(_) => Err((
+                "the client did not finish the TLS handshake in time".to_string(),
+                None,
+            )),
+        };
+        let stats = &self.shared.stats;
+        let tls = match refused {
+            Ok(tls) => tls,
+            Err((reason, io)) => {
+                stats.handshake(Direction::Inbound, TlsUsed::Mesh, false);
+                stats.refusal(Refusal::Handshake);
+                self.shared.edges.record(
+                    self.edge(TlsUsed::Mesh).failed(Refusal::Handshake.label()),
+                    || reason.clone(),
+                );
+                tracing::warn!(direction = "inbound", src = %self.peer, port = self.port, mode = ?self.rule.mode, reason = %reason, "mesh mTLS handshake refused");
+                if let Some(io) = io {
+                    close_after_alert(io).await;
+                }
+                return;
+            }
+        };
+        stats.handshake(Direction::Inbound, TlsUsed::Mesh, true);
+        let (_, session) = tls.get_ref();
+        let leaf = session
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|c| c.to_vec());
+        let peer_identity =
+            tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
+        self.record_accepted(TlsUsed::Mesh, peer_identity.as_deref());
+        match payload {
+            Payload::Http => {
+                let own = vec![self.shared.identity()];
+                let xfcc = leaf
+                    .as_deref()
+                    .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
+                let http = self.http(xfcc, peer_identity, TlsUsed::Mesh, false);
+                serve_inbound_http(self.shared, tls, http, replaced).await;
+            }
+            Payload::Tcp => {
+                self.forward(
+                    tls,
+                    Bytes::new(),
+                    TlsUsed::Mesh,
+                    peer_identity.as_deref(),
+                    replaced,
+                )
+                .await
+            }
+        }
+    }
+}
+
+pub(crate) async fn serve_inbound_http<S>(
+    shared: Arc<Shared>,
+    io: S,
+    conn: Arc<InboundConn>,
+    replaced: impl std::future::Future<Output = ()>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc_shared = shared.clone();
+    let (peer, port, tls) = (conn.peer, conn.port, conn.tls);
+    let pending = conn.clone();
+    let svc = service_fn(move |req| http::request(svc_shared.clone(), conn.clone(), req));
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let served = builder.serve_connection(TokioIo::new(io), svc);
+    let result = shared.serve_graceful(served, replaced).await;
+    let unparsable = result.as_ref().err().is_some_and(|e| {
+        e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_parse)
+    });
+    if unparsable {
+        // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
+        // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
+        pending.record_pending_edge(&shared.edges, Some(Refusal::NotHttp));
+        shared.stats.refusal(Refusal::NotHttp);
+        tracing::warn!(direction = "inbound", src = %peer, port, tls = tls.label(), reason = Refusal::NotHttp.explain(), "request refused (400)");
+    }
+}
+
+/// Resolves when the configuration no longer serves `port` with the protocol and mode an
+/// inbound connection was accepted under. Istio's listeners drain the connections of a
+/// replaced filter chain; here the connection itself notices: a keep-alive connection
+/// let in under PERMISSIVE must not keep working once the port is STRICT (and one
+/// terminated as mesh mTLS must not outlive a switch to DISABLE).
+async fn rule_replaced(
+    shared: Arc<Shared>,
+    mut updates: tokio::sync::watch::Receiver<u64>,
+    port: u16,
+    accepted: InboundRule,
+) {
+    loop {
+        if updates.changed().await.is_err() {
+            return std::future::pending().await;
+        }
+        let snap = shared.snapshot();
+        let now = snap.inbound_rule(port);
+        if !accepted.same_chain(now) {
+            tracing::info!(direction = "inbound", port, was = ?accepted.mode, now = ?now.mode, reason = %now.reason, "the port's policy changed; closing a connection accepted under the old one");
+            return;
+        }
+    }
+}
+
+fn mode_name(mode: InboundMode) -> &'static str {
+    match mode {
+        InboundMode::Strict => "STRICT",
+        InboundMode::Permissive => "PERMISSIVE",
+        InboundMode::Disable => "DISABLE",
+    }
+}

@@ -1,0 +1,128 @@
+//! TLS terminated with the user's certificate on an inbound port (Sidecar ingress `tls`),
+//! and the handshake it shares with gateway servers: a refusal is counted and logged with
+//! its reason on this side, and the client gets the alert.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use tessera_contract::inbound::{Payload, Refusal};
+use tokio::net::TcpStream;
+
+use super::{serve_inbound_http, Accepted};
+use crate::config::termination::Termination;
+use crate::connect::HANDSHAKE_TIMEOUT;
+use crate::http as l7;
+use crate::io::{close_after_alert, reset, Prefixed};
+use crate::shared::Shared;
+use crate::telemetry::edges::Connection;
+use crate::telemetry::{Direction, TlsUsed};
+
+/// A port with Sidecar ingress TLS: the TLS is terminated with the user's certificate
+/// (client certificate verified against the user's CA under MUTUAL), then HTTP or TCP to
+/// the app. XFCC carries the external client's certificate.
+pub(crate) async fn serve(
+    conn: Accepted,
+    tcp: TcpStream,
+    prefix: Bytes,
+    payload: Payload,
+    replaced: impl Future<Output = ()>,
+) {
+    let Some(termination) = conn.rule.termination.clone() else {
+        return conn.refuse(tcp, Refusal::NoTlsChain);
+    };
+    let shared = &conn.shared;
+    let Some(tls) = accept_user_tls(shared, &termination, prefix, tcp, conn.peer, conn.port).await
+    else {
+        return;
+    };
+    let leaf = peer_leaf(&tls);
+    let used = if leaf.is_some() {
+        TlsUsed::Mutual
+    } else {
+        TlsUsed::Simple
+    };
+    let port = conn.port;
+    shared
+        .edges
+        .record(Connection::inbound(conn.peer, port, used), || {
+            format!("TLS with the user's certificate on port {port} (Sidecar ingress)")
+        });
+    let subject = leaf
+        .as_deref()
+        .and_then(|der| {
+            tessera_ca::inspect::describe_der(der, time::OffsetDateTime::now_utc()).ok()
+        })
+        .map(|row| row.subject);
+    match payload {
+        Payload::Http => {
+            let xfcc = leaf
+                .as_deref()
+                .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&[], der)).ok());
+            let http = conn.http(xfcc, subject, used, false);
+            serve_inbound_http(conn.shared, tls, http, replaced).await;
+        }
+        Payload::Tcp => {
+            conn.forward(tls, Bytes::new(), used, subject.as_deref(), replaced)
+                .await
+        }
+    }
+}
+
+/// The DER of the client's leaf certificate, when it sent one.
+pub(crate) fn peer_leaf<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option<Vec<u8>> {
+    let (_, session) = tls.get_ref();
+    session
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.to_vec())
+}
+
+/// The TLS handshake with a user certificate; a refusal is counted and logged with its
+/// reason on this side, and the client gets the alert.
+pub(crate) async fn accept_user_tls(
+    shared: &Shared,
+    termination: &Termination,
+    prefix: Bytes,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
+    let acceptor = match termination {
+        Termination::Ready(a) => a.clone(),
+        Termination::Unavailable(why) => {
+            shared.stats.refusal(Refusal::TlsUnavailable);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = %why, "TLS refused: {}", Refusal::TlsUnavailable.explain());
+            reset(tcp);
+            return None;
+        }
+    };
+    let accepted = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
+    )
+    .await;
+    match accepted {
+        Ok(Ok(tls)) => {
+            shared
+                .stats
+                .handshake(Direction::Inbound, TlsUsed::Simple, true);
+            Some(tls)
+        }
+        Ok(Err((e, io))) => {
+            shared
+                .stats
+                .handshake(Direction::Inbound, TlsUsed::Simple, false);
+            shared.stats.refusal(Refusal::TlsHandshake);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = %tessera_ca::tls::handshake_reason(&e), "TLS handshake refused");
+            close_after_alert(io).await;
+            None
+        }
+        Err(_) => {
+            shared.stats.refusal(Refusal::TlsHandshake);
+            tracing::warn!(direction = "inbound", src = %peer, port, reason = "the client did not finish the TLS handshake in time", "TLS handshake refused");
+            None
+        }
+    }
+}

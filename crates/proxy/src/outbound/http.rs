@@ -1,0 +1,153 @@
+//! Outbound HTTP: round robin over the endpoints; a connect or TLS failure tries the next
+//! one, and when none answers, a 503 that says where and why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::config::{EndpointRoute, Flavor, Upstream};
+use crate::connect::{Phase, UpstreamError};
+use crate::http::{answer, finish, prepare, Body, XFCC};
+use crate::shared::Shared;
+use crate::telemetry::{Direction, TlsUsed};
+
+/// Outbound: round-robin over the endpoints; a connect or TLS failure tries the next one,
+/// and when none answers, a 503 that says where and why.
+pub async fn request(
+    shared: Arc<Shared>,
+    upstream: Arc<Upstream>,
+    src: SocketAddr,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    // SANITIZE: an XFCC the app set never leaves the pod.
+    req.headers_mut().remove(XFCC);
+    let flavor = if upstream.protocol == tessera_contract::config::PortProtocol::Http2 {
+        Flavor::Http2
+    } else {
+        Flavor::Http1
+    };
+    prepare(&mut req, flavor);
+    let mut failures: Vec<(Arc<EndpointRoute>, UpstreamError)> = Vec::new();
+    let mut chosen = None;
+    let upstream_started = Instant::now();
+    for ep in upstream.pick_order() {
+        match shared.pools.acquire(ep, flavor).await {
+            Ok(sender) => {
+                chosen = Some((ep.clone(), sender));
+                break;
+            }
+            Err(e) => {
+                shared.stats.upstream_failure();
+                if e.phase == Phase::TlsHandshake {
+                    shared
+                        .stats
+                        .handshake(Direction::Outbound, ep.origination.used(), false);
+                }
+                failures.push((ep.clone(), e));
+            }
+        }
+    }
+    let (resp, endpoint, tls) = match chosen {
+        Some((ep, sender)) => match shared.pools.send(sender, &ep, req).await {
+            Ok(resp) => (
+                finish(resp, "envoy", upstream_started),
+                Some(ep.address),
+                ep.origination.used(),
+            ),
+            Err(e) => {
+                shared.stats.upstream_failure();
+                let tls = ep.origination.used();
+                failures.push((ep.clone(), e));
+                (
+                    unavailable(&shared, &upstream, &failures, "outbound", "envoy"),
+                    Some(ep.address),
+                    tls,
+                )
+            }
+        },
+        None => (
+            unavailable(&shared, &upstream, &failures, "outbound", "envoy"),
+            failures.last().map(|(ep, _)| ep.address),
+            failures
+                .last()
+                .map_or(TlsUsed::Plaintext, |(ep, _)| ep.origination.used()),
+        ),
+    };
+    shared
+        .stats
+        .request(Direction::Outbound, resp.status().as_u16());
+    for (ep, e) in &failures {
+        tracing::warn!(direction = "outbound", src = %src, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
+    }
+    if shared.access_log() {
+        tracing::info!(
+            target: "tessera::access",
+            direction = "outbound",
+            src = %src,
+            src_identity = %shared.identity(),
+            dst = %upstream.name,
+            endpoint = %endpoint.map_or("-".to_string(), |a| a.to_string()),
+            tls = tls.label(),
+            method = %method,
+            path = %path,
+            code = resp.status().as_u16(),
+            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+        );
+    }
+    Ok(resp)
+}
+
+/// The 503 when no endpoint answered: each attempt's hop, TLS, phase and reason.
+/// `hop` names this proxy's side (`outbound`, `gateway`), `server` its `server` header.
+pub(crate) fn unavailable(
+    shared: &Shared,
+    upstream: &Upstream,
+    failures: &[(Arc<EndpointRoute>, UpstreamError)],
+    hop: &str,
+    server: &'static str,
+) -> Response<Body> {
+    if failures.is_empty() {
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            server,
+            format!(
+                "no healthy upstream. hop: {hop} {} -> {}; reason: the service has no endpoints\n",
+                shared.node_id(),
+                upstream.name
+            ),
+        );
+    }
+    let mut body = String::from("upstream connect error or disconnect/reset before headers.");
+    for (ep, e) in failures {
+        let tls = match ep.origination.used() {
+            TlsUsed::Mesh => "mesh mTLS (ISTIO_MUTUAL)",
+            TlsUsed::Simple => "TLS (SIMPLE)",
+            TlsUsed::Mutual => "mutual TLS (MUTUAL)",
+            _ => "plaintext",
+        };
+        let why = if ep.reason.is_empty() {
+            String::new()
+        } else {
+            format!(", because {}", ep.reason)
+        };
+        body.push_str(&format!(
+            " hop: {hop} {} -> {} endpoint {}{} using {tls}{why}; phase: {}; reason: {}.",
+            shared.node_id(),
+            upstream.name,
+            ep.address,
+            ep.workload
+                .as_deref()
+                .map_or(String::new(), |w| format!(" ({w})")),
+            e.phase.label(),
+            e.reason
+        ));
+    }
+    body.push('\n');
+    answer(StatusCode::SERVICE_UNAVAILABLE, server, body)
+}

@@ -1,0 +1,204 @@
+//! Keep-alive HTTP connections per pool key (endpoint and TLS settings), for both the
+//! outbound side and the inbound side's app: HTTP/1.1 connections are checked out one
+//! request at a time, HTTP/2 ones shared. Connect and TLS failures surface before the
+//! request is committed, so a caller can try another endpoint.
+
+use crate::config::{EndpointRoute, Flavor};
+use crate::connect::{connect, Phase, UpstreamError};
+use crate::telemetry::edges::Edges;
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+const MAX_IDLE_PER_KEY: usize = 256;
+
+/// Keep-alive HTTP connections per pool key.
+pub struct HttpPool {
+    h1: Mutex<HashMap<u64, Vec<http1::SendRequest<Incoming>>>>,
+    h2: Mutex<HashMap<u64, http2::SendRequest<Incoming>>>,
+    /// New connections are counted here.
+    edges: Arc<Edges>,
+}
+
+/// A connection ready for one request.
+pub enum Sender {
+    H1 {
+        sender: http1::SendRequest<Incoming>,
+        key: u64,
+        /// Whether it came from the pool (it may have been closed by the server since).
+        reused: bool,
+    },
+    H2(http2::SendRequest<Incoming>),
+}
+
+impl HttpPool {
+    pub fn new(edges: Arc<Edges>) -> HttpPool {
+        HttpPool {
+            h1: Mutex::default(),
+            h2: Mutex::default(),
+            edges,
+        }
+    }
+
+    /// A pooled connection to `ep`, or a new one. Connect and TLS failures surface here,
+    /// before the request is committed, so the caller can try another endpoint.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        ep: &EndpointRoute,
+        flavor: Flavor,
+    ) -> Result<Sender, UpstreamError> {
+        if flavor == Flavor::Http2 {
+            let existing = {
+                let conns = self.h2.lock().unwrap();
+                conns.get(&ep.pool_key).filter(|s| !s.is_closed()).cloned()
+            };
+            if let Some(s) = existing {
+                return Ok(Sender::H2(s));
+            }
+            let (io, _) = connect(ep, Flavor::Http2, &self.edges).await?;
+            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+                .handshake(TokioIo::new(io))
+                .await
+                .map_err(|e| UpstreamError {
+                    phase: Phase::HttpHandshake,
+                    reason: e.to_string(),
+                })?;
+            tokio::spawn(async move {
+                let _ = conn.await;
+            });
+            self.h2.lock().unwrap().insert(ep.pool_key, sender.clone());
+            return Ok(Sender::H2(sender));
+        }
+        if let Some(sender) = self.checkout_h1(ep.pool_key) {
+            return Ok(Sender::H1 {
+                sender,
+                key: ep.pool_key,
+                reused: true,
+            });
+        }
+        Ok(Sender::H1 {
+            sender: self.new_h1(ep).await?,
+            key: ep.pool_key,
+            reused: false,
+        })
+    }
+
+    async fn new_h1(
+        &self,
+        ep: &EndpointRoute,
+    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+        let (io, _) = connect(ep, Flavor::Http1, &self.edges).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| UpstreamError {
+                phase: Phase::HttpHandshake,
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Sends the request. A pooled HTTP/1 connection that the server closed meanwhile
+    /// hands the request back unsent; it then goes over a new connection to `ep`.
+    pub async fn send(
+        self: &Arc<Self>,
+        sender: Sender,
+        ep: &EndpointRoute,
+        req: Request<Incoming>,
+    ) -> Result<http::Response<Incoming>, UpstreamError> {
+        match sender {
+            Sender::H2(mut s) => s.send_request(req).await.map_err(|e| UpstreamError {
+                phase: Phase::Request,
+                reason: request_reason(&e),
+            }),
+            Sender::H1 {
+                mut sender,
+                key,
+                reused,
+            } => {
+                let req = match sender.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.checkin_h1(key, sender);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match (reused, e.take_message()) {
+                        (true, Some(back)) => back,
+                        _ => {
+                            return Err(UpstreamError {
+                                phase: Phase::Request,
+                                reason: request_reason(e.error()),
+                            })
+                        }
+                    },
+                };
+                let mut sender = self.new_h1(ep).await?;
+                match sender.send_request(req).await {
+                    Ok(resp) => {
+                        self.checkin_h1(key, sender);
+                        Ok(resp)
+                    }
+                    Err(e) => Err(UpstreamError {
+                        phase: Phase::Request,
+                        reason: request_reason(&e),
+                    }),
+                }
+            }
+        }
+    }
+
+    fn checkout_h1(&self, key: u64) -> Option<http1::SendRequest<Incoming>> {
+        let mut idle = self.h1.lock().unwrap();
+        let list = idle.get_mut(&key)?;
+        while let Some(sender) = list.pop() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// Returns the connection to the pool once its response has been read.
+    fn checkin_h1(self: &Arc<Self>, key: u64, mut sender: http1::SendRequest<Incoming>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = pool.h1.lock().unwrap();
+                let list = idle.entry(key).or_default();
+                if list.len() < MAX_IDLE_PER_KEY {
+                    list.push(sender);
+                }
+            }
+        });
+    }
+}
+
+fn request_reason(e: &hyper::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    let mut reset = false;
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            reset |= io.kind() == std::io::ErrorKind::ConnectionReset;
+        }
+        source = s.source();
+    }
+    if e.is_incomplete_message() || e.is_canceled() || reset {
+        "the server closed the connection before responding (reset reason: connection termination; a STRICT server refuses plaintext this way)".into()
+    } else if e.is_parse() {
+        format!("the server's answer is not HTTP ({e})")
+    } else {
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(e);
+        while let Some(s) = source {
+            text.push_str(": ");
+            text.push_str(&s.to_string());
+            source = s.source();
+        }
+        text
+    }
+}

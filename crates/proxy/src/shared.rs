@@ -1,0 +1,128 @@
+//! What every connection handler shares: the current snapshot (swapped whole), the
+//! workload's credentials, the connection pools, telemetry, and the drain and
+//! configuration-change signals.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper_util::server::graceful::GracefulConnection;
+use tessera_ca::CredentialStore;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{EndpointRoute, Origination, Snapshot};
+use crate::pool::HttpPool;
+use crate::push;
+use crate::telemetry::{edges, Stats};
+
+/// What every connection handler shares.
+pub struct Shared {
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub store: CredentialStore,
+    pub stats: Stats,
+    pub pools: Arc<HttpPool>,
+    /// Connections seen, per peer and outcome (admin `/edges`).
+    pub edges: Arc<edges::Edges>,
+    pub(crate) inbound_tls: TlsAcceptor,
+    /// Set once when a drain starts; open HTTP connections are asked to finish.
+    pub(crate) drain: tokio::sync::watch::Sender<bool>,
+    pub(crate) draining: AtomicBool,
+    /// Bumped on every applied configuration: inbound connections re-check the rule they
+    /// were accepted under (a policy change must not leave connections it forbids open).
+    pub(crate) config_epoch: tokio::sync::watch::Sender<u64>,
+    pub(crate) last_rejected: Mutex<Option<String>>,
+    /// Pushed mode only: the link to the control plane.
+    pub(crate) push: Option<push::SharedPushStatus>,
+}
+
+impl Shared {
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    pub fn identity(&self) -> String {
+        self.snapshot.load().config.node.identity.clone()
+    }
+
+    pub fn node_id(&self) -> String {
+        self.snapshot.load().config.node.id.clone()
+    }
+
+    pub fn access_log(&self) -> bool {
+        self.snapshot.load().config.runtime.access_log
+    }
+
+    pub fn detection_wait(&self) -> Duration {
+        Duration::from_millis(self.snapshot.load().config.runtime.protocol_detection_ms)
+    }
+
+    pub fn inbound_tls(&self) -> TlsAcceptor {
+        self.inbound_tls.clone()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn last_rejected(&self) -> Option<String> {
+        self.last_rejected.lock().unwrap().clone()
+    }
+
+    /// Pushed mode: the state of the link to the control plane.
+    pub fn push_status(&self) -> Option<push::PushStatus> {
+        self.push.as_ref().map(|p| p.lock().unwrap().clone())
+    }
+
+    /// False while a pushed-mode proxy still runs its bootstrap (Istio's readiness gate).
+    pub fn is_synced(&self) -> bool {
+        self.push
+            .as_ref()
+            .is_none_or(|p| p.lock().unwrap().applied > 0)
+    }
+
+    /// The app behind the inbound side, plaintext; one pool per address.
+    pub fn app_route(&self, address: SocketAddr) -> Arc<EndpointRoute> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        ("app", address).hash(&mut h);
+        Arc::new(EndpointRoute {
+            address,
+            workload: None,
+            origination: Origination::Plaintext,
+            pool_key: h.finish(),
+            reason: String::new(),
+            local_app: true,
+        })
+    }
+
+    /// Serves an HTTP connection until it ends. When a drain starts or `stop` resolves,
+    /// the connection is asked to finish (GOAWAY / `Connection: close` after the request
+    /// in flight; an idle keep-alive connection closes at once) instead of being cut.
+    pub async fn serve_graceful<C, F>(&self, conn: C, stop: F) -> C::Output
+    where
+        C: GracefulConnection,
+        F: std::future::Future<Output = ()>,
+    {
+        let mut conn = std::pin::pin!(conn);
+        let mut drain = self.drain.subscribe();
+        let drain_started = async move {
+            if drain.wait_for(|d| *d).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            out = conn.as_mut() => return out,
+            _ = stop => {}
+            _ = drain_started => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    }
+
+    /// A receiver that sees every configuration applied from now on.
+    pub fn config_updates(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.config_epoch.subscribe()
+    }
+}
