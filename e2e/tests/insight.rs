@@ -29,6 +29,11 @@ fn probed_equals_predicted(mesh: &Mesh, step: &str) -> String {
 
 /// The PREDICTED cell of sleep.<from> → httpbin.<to>:8000.
 fn cell(matrix: &str, from: &str, to: &str) -> String {
+    cell_of(matrix, from, &format!("httpbin.{to}:8000"))
+}
+
+/// The PREDICTED cell of sleep.<from> → `target` (`svc.ns:port`).
+fn cell_of(matrix: &str, from: &str, target: &str) -> String {
     let line = matrix
         .lines()
         .find(|l| {
@@ -36,9 +41,9 @@ fn cell(matrix: &str, from: &str, to: &str) -> String {
             f.len() > 2
                 && f[0].starts_with("sleep-")
                 && f[0].ends_with(&format!(".{from}"))
-                && f[1] == format!("httpbin.{to}:8000")
+                && f[1] == target
         })
-        .unwrap_or_else(|| panic!("no row sleep.{from} -> httpbin.{to}:8000 in\n{matrix}"));
+        .unwrap_or_else(|| panic!("no row sleep.{from} -> {target} in\n{matrix}"));
     // PREDICTED runs up to the PROBED column: split on the table's 3-space gaps.
     line.split("   ")
         .map(str::trim)
@@ -195,5 +200,110 @@ fn probed_matrix_equals_predicted_at_every_seed_002_step() {
         analyzed.stdout
     );
 
+    // 5. The user's TLS (DestinationRule SIMPLE) toward PERMISSIVE ports whose app speaks
+    // plaintext: the server's sidecar resets TLS without a mesh ALPN on an HTTP port (the
+    // client's sidecar answers 503) and passes it through to the app on a TCP port (the
+    // app cannot read it: the client is reset). explain predicts both and says why.
+    mesh.ok("tessera delete peerauthentication httpbin -n full && tessera delete destinationrule httpbin-full-mtls -n full");
+    mesh.ok(USER_TLS);
+    let ready = mesh.until(
+        "tessera get pods -n full -l app=httpbin-tcp",
+        Duration::from_secs(60),
+        |r| r.stdout.contains(" 2/2 "),
+    );
+    assert!(ready.stdout.contains(" 2/2 "), "{}", ready.both());
+    let m = probed_equals_predicted(&mesh, "user TLS");
+    assert_eq!(cell(&m, "full", "full"), "503");
+    assert_eq!(cell_of(&m, "full", "httpbin-tcp.full:8001"), "refused");
+    assert_eq!(cell(&m, "legacy", "full"), "plaintext");
+    assert_eq!(cell_of(&m, "legacy", "httpbin-tcp.full:8001"), "plaintext");
+    let explained = mesh.ok("tessera explain -n full deploy/sleep httpbin:8000");
+    assert!(explained.contains(": 503\n"), "{explained}");
+    assert!(
+        explained.contains("PERMISSIVE HTTP port and TLS without an istio ALPN"),
+        "{explained}"
+    );
+    let explained = mesh.ok("tessera explain -n full deploy/sleep httpbin-tcp:8001");
+    assert!(explained.contains(": refused\n"), "{explained}");
+    assert!(
+        explained.contains("passes through the port to an app that speaks plaintext"),
+        "{explained}"
+    );
+    let analyzed = mesh.sh("tessera analyze");
+    assert_eq!(analyzed.code, 79, "{}", analyzed.both());
+    assert!(
+        analyzed
+            .stdout
+            .contains("Error [TSR0106] (DestinationRule full/httpbin-simple)"),
+        "{}",
+        analyzed.stdout
+    );
+    assert!(
+        analyzed
+            .stdout
+            .contains("Error [TSR0106] (DestinationRule full/httpbin-tcp-simple)"),
+        "{}",
+        analyzed.stdout
+    );
+
     mesh.ok(seed002::CLEANUP);
 }
+
+/// httpbin behind a port the Service declares TCP (its own pod, on port 9000), with a
+/// sidecar, and DestinationRules with the user's TLS toward it and toward httpbin's HTTP
+/// port.
+const USER_TLS: &str = r#"cat > $SCRATCH/httpbin-tcp.yaml <<EOF
+apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin-tcp
+spec:
+  selector:
+    app: httpbin-tcp
+  ports:
+  - name: tcp
+    port: 8001
+    targetPort: 9000
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-tcp
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: httpbin-tcp
+  template:
+    metadata:
+      labels:
+        app: httpbin-tcp
+    spec:
+      containers:
+      - name: httpbin
+        image: docker.io/kennethreitz/httpbin
+        ports:
+        - containerPort: 9000
+EOF
+tessera apply -n full -f <(tessera kube-inject -f $SCRATCH/httpbin-tcp.yaml)
+cat <<EOF | tessera apply -n full -f -
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: httpbin-simple
+spec:
+  host: httpbin.full.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+---
+apiVersion: networking.istio.io/v1beta1
+kind: DestinationRule
+metadata:
+  name: httpbin-tcp-simple
+spec:
+  host: httpbin-tcp.full.svc.cluster.local
+  trafficPolicy:
+    tls:
+      mode: SIMPLE
+EOF"#;

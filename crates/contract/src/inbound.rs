@@ -37,14 +37,14 @@ impl Arrival {
 
 /// The port as the decision reads it from the proxy's configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct InboundPort {
+pub struct PortRule {
     pub protocol: PortProtocol,
     pub mode: InboundMode,
     /// A Sidecar ingress listener terminates TLS with the user's certificate here.
     pub user_tls: bool,
 }
 
-impl InboundPort {
+impl PortRule {
     /// Whether the first bytes are read before deciding. A DISABLE port with a declared
     /// protocol has nothing to choose: its bytes go to the app as they come (Istio turns
     /// the TLS inspector off there).
@@ -150,7 +150,7 @@ impl Refusal {
 }
 
 /// The decision for one connection toward `port`.
-pub fn decide(port: InboundPort, arrival: Arrival) -> InboundAction {
+pub fn decide(port: PortRule, arrival: Arrival) -> InboundAction {
     use InboundAction::*;
     let declared = match port.protocol {
         PortProtocol::Http | PortProtocol::Http2 => Some(Payload::Http),
@@ -212,8 +212,8 @@ mod tests {
     const H1: Arrival = Arrival::Plaintext { http: true };
     const RAW: Arrival = Arrival::Plaintext { http: false };
 
-    fn port(protocol: PortProtocol, mode: InboundMode) -> InboundPort {
-        InboundPort {
+    fn port(protocol: PortProtocol, mode: InboundMode) -> PortRule {
+        PortRule {
             protocol,
             mode,
             user_tls: false,
@@ -284,7 +284,7 @@ mod tests {
 
     #[test]
     fn a_port_with_the_users_tls_takes_only_tls() {
-        let ingress = |protocol| InboundPort {
+        let ingress = |protocol| PortRule {
             protocol,
             mode: Disable,
             user_tls: true,

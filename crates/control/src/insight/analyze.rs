@@ -41,6 +41,9 @@ pub mod code {
     pub const INGRESS_TLS_IGNORED: &str = "TSR0104";
     /// A Gateway server that is not served.
     pub const GATEWAY_SERVER_SKIPPED: &str = "TSR0105";
+    /// A DestinationRule originates the user's TLS toward a port whose app does not
+    /// terminate it (or whose sidecar refuses it).
+    pub const USER_TLS_NOT_TERMINATED: &str = "TSR0106";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -154,6 +157,18 @@ fn tls_conflicts(world: &World) -> Vec<Finding> {
                         reach.target(),
                         e.target_port,
                         e.workload,
+                        e.verdict
+                    ),
+                ),
+                (ClientSends::UserTls, _) => (
+                    code::USER_TLS_NOT_TERMINATED,
+                    format!(
+                        "sends {} to {}, but port {} of {} does not terminate it: {}{by}; requests get {}",
+                        e.client_sends.label(),
+                        reach.target(),
+                        e.target_port,
+                        e.workload,
+                        e.why,
                         e.verdict
                     ),
                 ),

@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
 use crate::compile::{compile, World};
-use crate::insight::verdict::{decide, ClientSends, ServerTakes, Verdict};
+use crate::insight::verdict::{decide, ClientSends, Hop, ServerTakes, Verdict};
+use crate::policy::Protocol;
 use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
+use tessera_contract::inbound::PortRule;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReachError {
@@ -235,6 +237,15 @@ pub fn matrix(world: &World, namespaces: &[String]) -> Vec<PortReach> {
     out
 }
 
+/// A port no Service declares: sniffed, with the workload's mode.
+fn undeclared(mode: InboundMode) -> PortRule {
+    PortRule {
+        protocol: PortProtocol::Auto,
+        mode,
+        user_tls: false,
+    }
+}
+
 fn protocol_name(p: PortProtocol) -> &'static str {
     match p {
         PortProtocol::Http => "http",
@@ -297,10 +308,11 @@ fn port_reach(
             }
         };
         let effective = world.effective_mode(ep.workload, ep.port);
-        let (server_takes, server_reason, sidecar_rule) = if !ep.workload.has_sidecar {
+        let (server_takes, server_reason, server_rule, sidecar_rule) = if !ep.workload.has_sidecar {
             (
                 ServerTakes::NoSidecar,
                 "the endpoint has no sidecar".to_string(),
+                None,
                 None,
             )
         } else {
@@ -308,29 +320,34 @@ fn port_reach(
             let declared = inbound
                 .as_ref()
                 .and_then(|i| i.ports.iter().find(|p| p.port == ep.port).cloned());
-            let (mode, reason, tls) = match (&declared, &inbound) {
-                (Some(p), _) => (p.mode, p.reason.clone(), p.tls.is_some()),
+            let (rule, reason) = match (&declared, &inbound) {
+                (Some(p), _) => (p.rule(), p.reason.clone()),
                 (None, Some(i)) => (
-                    i.default_mode,
+                    undeclared(i.default_mode),
                     format!("{effective} (port {} is not declared)", ep.port),
-                    false,
                 ),
-                (None, None) => (InboundMode::Permissive, effective.to_string(), false),
+                (None, None) => (undeclared(InboundMode::Permissive), effective.to_string()),
             };
-            let takes = match (tls, mode) {
+            let takes = match (rule.user_tls, rule.mode) {
                 (true, _) => ServerTakes::UserTls,
                 (false, InboundMode::Strict) => ServerTakes::Strict,
                 (false, InboundMode::Permissive) => ServerTakes::Permissive,
                 (false, InboundMode::Disable) => ServerTakes::Disable,
             };
-            let rule = declared
+            let sidecar = declared
                 .as_ref()
                 .and_then(|p| p.operation.as_ref())
                 .and_then(|_| world.sidecar_for(ep.workload))
                 .map(|s| format!("Sidecar {}/{}", s.namespace, s.name));
-            (takes, reason, rule)
+            (takes, reason, Some(rule), sidecar)
         };
-        let (verdict, why) = decide(client_sends, server_takes, http);
+        let hop = Hop {
+            client: client_sends,
+            client_http: http,
+            server: server_rule,
+            app_tls: matches!(port.protocol, Protocol::Https | Protocol::Tls),
+        };
+        let (verdict, why) = decide(&hop);
         let mut decided_by: Vec<String> = Vec::new();
         let mut add = |s: String| {
             if !decided_by.contains(&s) {
@@ -442,6 +459,9 @@ fn fix(
         ),
         (ClientSends::UserTls, ServerTakes::Strict) => format!(
             "use tls mode ISTIO_MUTUAL (or no tls) in {rule} for in-mesh servers, or make port {port} of {server_name} PERMISSIVE"
+        ),
+        (ClientSends::UserTls, _) => format!(
+            "use tls mode ISTIO_MUTUAL (or no tls) in {rule} for in-mesh servers, or name the Service port https or tls if the app on port {port} of {server_name} terminates TLS itself"
         ),
         _ => String::new(),
     }

@@ -1,10 +1,12 @@
 //! The outcome of one client → endpoint hop from what each side does with TLS: what the
-//! client (or its sidecar) sends, what the server's port takes. Pure; the table in the
-//! tests is spec §2.3 (AMTLS-*) and §1.2 (IN-*).
+//! client (or its sidecar) sends, and what the server's sidecar does with it, decided by
+//! the same function the proxy runs on every inbound connection. Pure.
 
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use tessera_contract::config::InboundMode;
+use tessera_contract::inbound::{self, Arrival, InboundAction, Payload, PortRule, Refusal};
 
 /// What a request gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -108,183 +110,209 @@ impl ServerTakes {
     }
 }
 
-/// The verdict, and why in one sentence. `http`: the client's sidecar handles the port
-/// as HTTP, so a failed hop is its 503 rather than a reset.
-pub fn decide(client: ClientSends, server: ServerTakes, http: bool) -> (Verdict, &'static str) {
+/// One client → endpoint hop, as both sides are configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hop {
+    pub client: ClientSends,
+    /// The client's sidecar handles the port as HTTP, so a failed hop is its 503 rather
+    /// than a reset; its mesh ALPN then says HTTP.
+    pub client_http: bool,
+    /// The endpoint's port as its sidecar's configuration has it; `None` without a
+    /// sidecar (the app reads the bytes itself).
+    pub server: Option<PortRule>,
+    /// The Service declares the port `https` or `tls`: the app terminates TLS itself.
+    pub app_tls: bool,
+}
+
+impl Hop {
+    /// What reaches the server's sidecar. The hops this models carry HTTP requests.
+    fn arrival(&self) -> Arrival {
+        match self.client {
+            ClientSends::AppPlaintext | ClientSends::Plaintext => Arrival::Plaintext { http: true },
+            ClientSends::MeshMtls => Arrival::Tls {
+                mesh: true,
+                http: self.client_http,
+            },
+            ClientSends::UserTls => Arrival::Tls {
+                mesh: false,
+                http: false,
+            },
+        }
+    }
+
+    fn failed(&self) -> Verdict {
+        if self.client.has_sidecar() && self.client_http {
+            Verdict::Unavailable
+        } else {
+            Verdict::Refused
+        }
+    }
+}
+
+/// The verdict, and why in one sentence. The server's side is the inbound decision the
+/// proxy itself makes ([`tessera_contract::inbound::decide`]); this adds what the client
+/// sends and what the app behind the port reads.
+pub fn decide(hop: &Hop) -> (Verdict, &'static str) {
     use ClientSends as C;
-    use ServerTakes as S;
-    let failed = if client.has_sidecar() && http {
-        Verdict::Unavailable
-    } else {
-        Verdict::Refused
+    let failed = hop.failed();
+    let Some(port) = hop.server else {
+        return match hop.client {
+            C::AppPlaintext | C::Plaintext => (
+                Verdict::Plaintext,
+                "plaintext to an endpoint without a sidecar",
+            ),
+            C::MeshMtls => (
+                failed,
+                "the client's sidecar sends mTLS to an endpoint without a sidecar: the app gets TLS bytes",
+            ),
+            C::UserTls => app_reads_tls(
+                hop,
+                "the client's sidecar originates TLS to an endpoint without a sidecar, and its app terminates it (the Service declares the port https or tls)",
+                "the client's sidecar originates TLS to an endpoint without a sidecar whose app speaks plaintext (the Service does not declare the port https or tls)",
+            ),
+        };
     };
-    match (client, server) {
-        (C::AppPlaintext | C::Plaintext, S::NoSidecar) => (
-            Verdict::Plaintext,
-            "plaintext to an endpoint without a sidecar",
-        ),
-        (C::AppPlaintext | C::Plaintext, S::Permissive) => {
-            (Verdict::Plaintext, "PERMISSIVE takes plaintext")
-        }
-        (C::AppPlaintext | C::Plaintext, S::Disable) => {
-            (Verdict::Plaintext, "DISABLE takes plaintext only")
-        }
-        (C::AppPlaintext, S::Strict) => (
+    match (inbound::decide(port, hop.arrival()), hop.client) {
+        (InboundAction::Reset(Refusal::StrictPlaintext), C::AppPlaintext) => (
             failed,
             "the port is STRICT and the client has no sidecar to send mTLS",
         ),
-        (C::Plaintext, S::Strict) => (
+        (InboundAction::Reset(Refusal::StrictPlaintext), _) => (
             failed,
             "the port is STRICT and the client's sidecar sends plaintext",
         ),
-        (C::AppPlaintext | C::Plaintext, S::UserTls) => (
+        (InboundAction::Reset(Refusal::NoTlsChain), _) => (
             failed,
             "the port takes only TLS with the user's certificate and the client sends plaintext",
         ),
-        (C::MeshMtls, S::Strict | S::Permissive) => (Verdict::Mtls, "mesh mTLS on both sides"),
-        (C::MeshMtls, S::Disable) => (
-            failed,
-            "the client's sidecar sends mTLS to a port that takes plaintext only: the app gets TLS bytes (400 DPE)",
-        ),
-        (C::MeshMtls, S::NoSidecar) => (
-            failed,
-            "the client's sidecar sends mTLS to an endpoint without a sidecar: the app gets TLS bytes",
-        ),
-        (C::MeshMtls, S::UserTls) => (
-            failed,
-            "the port serves the user's certificate, not a mesh identity: the client's sidecar cannot verify it",
-        ),
-        (C::UserTls, S::Strict) => (
+        (InboundAction::Reset(refusal), _) => (failed, refusal.explain()),
+        (InboundAction::TerminateMesh(_), C::MeshMtls) => (Verdict::Mtls, "mesh mTLS on both sides"),
+        (InboundAction::TerminateMesh(_), _) => (
             failed,
             "the port is STRICT: it takes only a mesh certificate, the client presents the user's (or none)",
         ),
-        (C::UserTls, S::Permissive | S::Disable | S::NoSidecar | S::UserTls) => (
+        (InboundAction::TerminateUser(_), C::UserTls) => (
             Verdict::Tls,
-            "TLS with the user's certificates: it works when the far end terminates that TLS",
+            "TLS with the user's certificates, terminated by the port's Sidecar ingress listener",
         ),
+        (InboundAction::TerminateUser(_), _) => (
+            failed,
+            "the port serves the user's certificate, not a mesh identity: the client's sidecar cannot verify it",
+        ),
+        (InboundAction::Plain(_), C::AppPlaintext | C::Plaintext) => {
+            if port.mode == InboundMode::Disable {
+                (Verdict::Plaintext, "DISABLE takes plaintext only")
+            } else {
+                (Verdict::Plaintext, "PERMISSIVE takes plaintext")
+            }
+        }
+        (InboundAction::Plain(_), C::MeshMtls) => (
+            failed,
+            "the client's sidecar sends mTLS to a port that takes plaintext only: the app gets TLS bytes (400 DPE)",
+        ),
+        (InboundAction::Plain(Payload::Http), C::UserTls) => (
+            failed,
+            "the port takes plaintext only (DISABLE) and is declared HTTP: the client's TLS reaches its HTTP parser (400 DPE)",
+        ),
+        (InboundAction::Plain(Payload::Tcp), C::UserTls) => app_reads_tls(
+            hop,
+            "the port takes plaintext only (DISABLE): the client's TLS goes on to the app, which terminates it (the Service declares the port https or tls)",
+            "the port takes plaintext only (DISABLE): the client's TLS goes on to an app that speaks plaintext (the Service does not declare the port https or tls)",
+        ),
+        (InboundAction::Passthrough, _) => app_reads_tls(
+            hop,
+            "TLS without a mesh ALPN passes through the port to the app, which terminates it (the Service declares the port https or tls)",
+            "TLS without a mesh ALPN passes through the port to an app that speaks plaintext (the Service does not declare the port https or tls): non-mesh TLS toward a plaintext app fails",
+        ),
+    }
+}
+
+/// The client's own TLS reached the app: it works only when the app terminates TLS.
+fn app_reads_tls(hop: &Hop, works: &'static str, fails: &'static str) -> (Verdict, &'static str) {
+    if hop.app_tls {
+        (Verdict::Tls, works)
+    } else {
+        (hop.failed(), fails)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tessera_contract::config::PortProtocol;
     use ClientSends as C;
-    use ServerTakes as S;
     use Verdict::*;
 
+    fn port(protocol: PortProtocol, mode: InboundMode) -> Option<PortRule> {
+        Some(PortRule {
+            protocol,
+            mode,
+            user_tls: false,
+        })
+    }
+
     #[test]
-    fn verdicts_follow_the_spec_rows() {
-        // (row, client, server, http port, verdict)
+    fn verdicts_of_client_and_server_configurations() {
+        use InboundMode::*;
+        use PortProtocol::{Http, Tcp};
+        let none = None;
+        let ingress = Some(PortRule {
+            protocol: Http,
+            mode: Disable,
+            user_tls: true,
+        });
+        // (case, client sends, client handles HTTP, server port, app speaks TLS, verdict)
+        #[rustfmt::skip]
         let table = [
-            (
-                "AMTLS-01 full -> full PERMISSIVE",
-                C::MeshMtls,
-                S::Permissive,
-                true,
-                Mtls,
-            ),
-            (
-                "AMTLS-03 full -> legacy",
-                C::Plaintext,
-                S::NoSidecar,
-                true,
-                Plaintext,
-            ),
-            (
-                "AMTLS-04 legacy -> full",
-                C::AppPlaintext,
-                S::Permissive,
-                true,
-                Plaintext,
-            ),
-            (
-                "AMTLS-05 legacy -> STRICT",
-                C::AppPlaintext,
-                S::Strict,
-                true,
-                Refused,
-            ),
-            (
-                "AMTLS-06 full -> STRICT",
-                C::MeshMtls,
-                S::Strict,
-                true,
-                Mtls,
-            ),
-            (
-                "AMTLS-08 full -> DISABLE",
-                C::Plaintext,
-                S::Disable,
-                true,
-                Plaintext,
-            ),
-            (
-                "AMTLS-09 DR ISTIO_MUTUAL -> DISABLE",
-                C::MeshMtls,
-                S::Disable,
-                true,
-                Unavailable,
-            ),
-            (
-                "AMTLS-10 legacy -> DISABLE",
-                C::AppPlaintext,
-                S::Disable,
-                true,
-                Plaintext,
-            ),
-            (
-                "AMTLS-11 DR DISABLE -> STRICT",
-                C::Plaintext,
-                S::Strict,
-                true,
-                Unavailable,
-            ),
-            (
-                "AMTLS-20 DR SIMPLE -> STRICT",
-                C::UserTls,
-                S::Strict,
-                true,
-                Unavailable,
-            ),
-            (
-                "AMTLS-30 no sidecar -> STRICT tcp",
-                C::AppPlaintext,
-                S::Strict,
-                false,
-                Refused,
-            ),
-            (
-                "IN-07 DR DISABLE -> STRICT tcp",
-                C::Plaintext,
-                S::Strict,
-                false,
-                Refused,
-            ),
-            (
-                "mTLS to a pod without a sidecar",
-                C::MeshMtls,
-                S::NoSidecar,
-                true,
-                Unavailable,
-            ),
-            (
-                "SCI-10 in-mesh plaintext to ingress tls",
-                C::Plaintext,
-                S::UserTls,
-                true,
-                Unavailable,
-            ),
-            (
-                "SCI external TLS to ingress tls",
-                C::UserTls,
-                S::UserTls,
-                true,
-                Tls,
-            ),
+            ("mesh client → PERMISSIVE", C::MeshMtls, true, port(Http, Permissive), false, Mtls),
+            ("mesh client → no sidecar (auto mTLS chose plaintext)", C::Plaintext, true, none, false, Plaintext),
+            ("no sidecar → PERMISSIVE", C::AppPlaintext, true, port(Http, Permissive), false, Plaintext),
+            ("no sidecar → STRICT", C::AppPlaintext, true, port(Http, Strict), false, Refused),
+            ("mesh client → STRICT", C::MeshMtls, true, port(Http, Strict), false, Mtls),
+            ("mesh client → DISABLE (auto mTLS chose plaintext)", C::Plaintext, true, port(Http, Disable), false, Plaintext),
+            ("DR ISTIO_MUTUAL → DISABLE", C::MeshMtls, true, port(Http, Disable), false, Unavailable),
+            ("no sidecar → DISABLE", C::AppPlaintext, true, port(Http, Disable), false, Plaintext),
+            ("DR DISABLE → STRICT", C::Plaintext, true, port(Http, Strict), false, Unavailable),
+            ("DR SIMPLE → STRICT HTTP port", C::UserTls, true, port(Http, Strict), false, Unavailable),
+            ("no sidecar → STRICT TCP port", C::AppPlaintext, false, port(Tcp, Strict), false, Refused),
+            ("DR DISABLE → STRICT TCP port", C::Plaintext, false, port(Tcp, Strict), false, Refused),
+            ("DR ISTIO_MUTUAL → no sidecar", C::MeshMtls, true, none, false, Unavailable),
+            ("in-mesh plaintext → Sidecar ingress tls", C::Plaintext, true, ingress, false, Unavailable),
+            ("user TLS → Sidecar ingress tls", C::UserTls, true, ingress, false, Tls),
+            ("mesh client → Sidecar ingress tls", C::MeshMtls, true, ingress, false, Unavailable),
+            // Non-mesh TLS toward a port whose app speaks plaintext fails, as in the data path.
+            ("DR SIMPLE → PERMISSIVE HTTP port", C::UserTls, true, port(Http, Permissive), false, Unavailable),
+            ("DR SIMPLE → PERMISSIVE TCP port, plaintext app", C::UserTls, false, port(Tcp, Permissive), false, Refused),
+            ("DR SIMPLE → PERMISSIVE TCP port, app declared https", C::UserTls, false, port(Tcp, Permissive), true, Tls),
+            ("DR SIMPLE → STRICT TCP port", C::UserTls, false, port(Tcp, Strict), false, Refused),
+            ("DR SIMPLE → DISABLE HTTP port", C::UserTls, true, port(Http, Disable), false, Unavailable),
+            ("DR SIMPLE → DISABLE TCP port, app declared tls", C::UserTls, false, port(Tcp, Disable), true, Tls),
+            ("DR SIMPLE → no sidecar, plaintext app", C::UserTls, true, none, false, Unavailable),
+            ("DR SIMPLE → no sidecar, app declared https", C::UserTls, false, none, true, Tls),
         ];
-        for (row, client, server, http, want) in table {
-            assert_eq!(decide(client, server, http).0, want, "{row}");
+        for (case, client, client_http, server, app_tls, want) in table {
+            let hop = Hop {
+                client,
+                client_http,
+                server,
+                app_tls,
+            };
+            assert_eq!(decide(&hop).0, want, "{case}");
         }
+    }
+
+    #[test]
+    fn a_refused_hop_says_what_the_server_sidecar_says() {
+        let hop = Hop {
+            client: C::UserTls,
+            client_http: true,
+            server: port(PortProtocol::Http, InboundMode::Permissive),
+            app_tls: false,
+        };
+        assert_eq!(
+            decide(&hop),
+            (Unavailable, Refusal::NonMeshTlsOnHttpPort.explain())
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use rustls::ClientConfig;
 
 use tessera_ca::{CredentialStore, SpiffeId};
 use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig};
-use tessera_contract::inbound::InboundPort;
+use tessera_contract::inbound::PortRule;
 
 use self::gateway::GatewayTable;
 use self::origination::{origination, pool_key};
@@ -108,8 +108,8 @@ pub struct InboundRule {
 
 impl InboundRule {
     /// The port as the inbound decision reads it.
-    pub fn port(&self) -> InboundPort {
-        InboundPort {
+    pub fn port_rule(&self) -> PortRule {
+        PortRule {
             protocol: self.protocol,
             mode: self.mode,
             user_tls: self.termination.is_some(),

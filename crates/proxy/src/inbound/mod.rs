@@ -50,7 +50,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
         .forward_to
         .unwrap_or(SocketAddr::new(snap.app_host, port));
     drop(snap);
-    let decided = rule.port();
+    let decided = rule.port_rule();
     let (prefix, detected, silent) = if decided.inspects() {
         read_detect(&mut tcp, shared.detection_wait()).await
     } else {
