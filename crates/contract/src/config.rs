@@ -438,17 +438,6 @@ pub struct InboundPort {
     pub operation: Option<String>,
 }
 
-impl InboundPort {
-    /// The port as the inbound decision reads it.
-    pub fn rule(&self) -> crate::inbound::PortRule {
-        crate::inbound::PortRule {
-            protocol: self.protocol,
-            mode: self.mode,
-            user_tls: self.tls.is_some(),
-        }
-    }
-}
-
 /// TLS a proxy terminates with the user's certificate: a Gateway server, or a Sidecar
 /// ingress listener (spec §5, §6.3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

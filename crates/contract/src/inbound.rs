@@ -45,6 +45,15 @@ pub struct PortRule {
 }
 
 impl PortRule {
+    /// The port as the configuration pushed to its sidecar has it.
+    pub fn of(port: &crate::config::InboundPort) -> PortRule {
+        PortRule {
+            protocol: port.protocol,
+            mode: port.mode,
+            user_tls: port.tls.is_some(),
+        }
+    }
+
     /// Whether the first bytes are read before deciding. A DISABLE port with a declared
     /// protocol has nothing to choose: its bytes go to the app as they come (Istio turns
     /// the TLS inspector off there).

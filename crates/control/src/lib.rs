@@ -5,8 +5,6 @@
 pub mod api;
 pub mod client;
 pub mod compile;
-pub mod gateway;
-pub mod ingress;
 pub mod insight;
 pub mod objects;
 pub mod policy;
@@ -15,7 +13,9 @@ pub mod registry;
 pub mod server;
 pub mod store;
 pub mod testing;
+pub mod world;
 
-pub use compile::{compile, CompileError, World};
+pub use compile::{compile, CompileError};
 pub use objects::{ObjectKey, Objects, Op, Outcome};
 pub use server::{run, Admission, Control, ControlError, ControlOptions, ControlPlane};
+pub use world::World;

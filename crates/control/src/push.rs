@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::compile::{compile, CompileError, World};
+use crate::compile::{compile, CompileError};
+use crate::world::World;
 
 pub fn unix_now() -> u64 {
     SystemTime::now()

@@ -28,11 +28,12 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::api::*;
-use crate::compile::{compile, World};
+use crate::compile::compile;
 use crate::insight;
 use crate::objects::{ObjectKey, Objects, Op, Outcome};
 use crate::push::{unix_now, ProxyTable, PushService, DEBOUNCE};
 use crate::store::{SqliteStore, Store, StoreError};
+use crate::world::World;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {

@@ -9,8 +9,8 @@ use crate::policy::MeshOptions;
 use serde_json::json;
 use tessera_model::{LoadOptions, Resource};
 
-use crate::compile::World;
 use crate::objects::{Objects, Op};
+use crate::world::World;
 
 const HTTPBIN: &str = include_str!("../../../samples/httpbin/httpbin.yaml");
 const SLEEP: &str = include_str!("../../../samples/sleep/sleep.yaml");

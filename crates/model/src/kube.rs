@@ -47,6 +47,54 @@ object!(ConfigMap {
     #[serde(skip_serializing_if = "Option::is_none")] immutable: Option<bool>,
 });
 
+impl Secret {
+    /// The files the Secret holds, as a volume or a `credentialName` reads them: `data`
+    /// decoded, with `stringData` on top (the API server merges it into `data` the same
+    /// way).
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out: BTreeMap<String, Vec<u8>> = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), decode_base64(v).unwrap_or_default()))
+            .collect();
+        for (k, v) in &self.string_data {
+            out.insert(k.clone(), v.as_bytes().to_vec());
+        }
+        out
+    }
+}
+
+impl ConfigMap {
+    /// The files the ConfigMap holds: `data` as text, `binaryData` decoded.
+    pub fn files(&self) -> BTreeMap<String, Vec<u8>> {
+        let mut out: BTreeMap<String, Vec<u8>> = self
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
+            .collect();
+        for (k, v) in &self.binary_data {
+            out.insert(k.clone(), decode_base64(v).unwrap_or_default());
+        }
+        out
+    }
+}
+
+/// A base64 value of a Secret's `data` or a ConfigMap's `binaryData`: the standard
+/// alphabet with padding; whitespace (a value folded over lines) is ignored, and
+/// non-zero trailing bits are accepted, as the API server's decoder accepts them.
+pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    use base64::Engine;
+    const KUBERNETES: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
+    );
+    let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+    KUBERNETES.decode(compact.as_bytes()).ok()
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServiceSpec {

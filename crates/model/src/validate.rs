@@ -207,13 +207,7 @@ fn check_secret(secret: &Secret, out: &mut Vec<Finding>) {
 }
 
 fn is_base64(s: &str) -> bool {
-    let s: String = s.chars().filter(|c| !c.is_whitespace()).collect();
-    let body = s.trim_end_matches('=');
-    s.len().is_multiple_of(4)
-        && s.len() - body.len() <= 2
-        && body
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    crate::kube::decode_base64(s).is_some()
 }
 
 fn check_service(svc: &Service, out: &mut Vec<Finding>) {

@@ -9,7 +9,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tessera_contract::config::{self as pc, ProxyConfig, VolumeTable};
@@ -746,24 +745,7 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), Prepare
         let (files, optional, what) = if let Some(s) = &v.secret {
             let key = ObjectKey::new(tessera_model::Kind::Secret, ns, &s.secret_name);
             let files = objects.get(&key).and_then(|o| match &o.resource {
-                Resource::Secret(secret) => {
-                    let mut m: BTreeMap<String, Vec<u8>> = secret
-                        .data
-                        .iter()
-                        .map(|(k, v)| {
-                            (
-                                k.clone(),
-                                base64::engine::general_purpose::STANDARD
-                                    .decode(v.as_bytes())
-                                    .unwrap_or_default(),
-                            )
-                        })
-                        .collect();
-                    for (k, v) in &secret.string_data {
-                        m.insert(k.clone(), v.as_bytes().to_vec());
-                    }
-                    Some(select(m, &s.items))
-                }
+                Resource::Secret(secret) => Some(select(secret.files(), &s.items)),
                 _ => None,
             });
             (
@@ -774,22 +756,7 @@ fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), Prepare
         } else if let Some(cm) = &v.config_map {
             let key = ObjectKey::new(tessera_model::Kind::ConfigMap, ns, &cm.name);
             let files = objects.get(&key).and_then(|o| match &o.resource {
-                Resource::ConfigMap(map) => {
-                    let mut m: BTreeMap<String, Vec<u8>> = map
-                        .data
-                        .iter()
-                        .map(|(k, v)| (k.clone(), v.as_bytes().to_vec()))
-                        .collect();
-                    for (k, v) in &map.binary_data {
-                        m.insert(
-                            k.clone(),
-                            base64::engine::general_purpose::STANDARD
-                                .decode(v.as_bytes())
-                                .unwrap_or_default(),
-                        );
-                    }
-                    Some(select(m, &cm.items))
-                }
+                Resource::ConfigMap(map) => Some(select(map.files(), &cm.items)),
                 _ => None,
             });
             (

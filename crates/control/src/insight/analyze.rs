@@ -8,9 +8,9 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::World;
 use crate::insight::reach::matrix;
 use crate::insight::verdict::{ClientSends, ServerTakes};
+use crate::world::World;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Level {
@@ -69,7 +69,7 @@ pub fn analyze(world: &World) -> Vec<Finding> {
         });
     }
     out.extend(tls_conflicts(world));
-    for (source, workload, why) in crate::ingress::ignored_tls(world) {
+    for (source, workload, why) in crate::compile::ignored_tls(world) {
         let fix = if why.contains("ENABLE_TLS_ON_SIDECAR_INGRESS") {
             "install with --set values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true".to_string()
         } else if why.contains("portLevelMtls") {
@@ -86,7 +86,7 @@ pub fn analyze(world: &World) -> Vec<Finding> {
         });
     }
     for gw in world.registry.workloads.iter().filter(|w| w.is_gateway) {
-        for note in crate::gateway::compile_gateway(world, gw).notes {
+        for note in crate::compile::compile_gateway(world, gw).notes {
             let (resource, message) = match note.split_once(" skipped: ") {
                 Some((source, why)) => {
                     (source.to_string(), format!("skipped on {}: {why}", gw.id()))

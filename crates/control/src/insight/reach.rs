@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
-use crate::compile::{compile, World};
+use crate::compile::compile;
 use crate::insight::verdict::{decide, ClientSends, Hop, ServerTakes, Verdict};
 use crate::policy::Protocol;
 use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
+use crate::world::World;
 use tessera_contract::inbound::PortRule;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -321,7 +322,7 @@ fn port_reach(
                 .as_ref()
                 .and_then(|i| i.ports.iter().find(|p| p.port == ep.port).cloned());
             let (rule, reason) = match (&declared, &inbound) {
-                (Some(p), _) => (p.rule(), p.reason.clone()),
+                (Some(p), _) => (PortRule::of(p), p.reason.clone()),
                 (None, Some(i)) => (
                     undeclared(i.default_mode),
                     format!("{effective} (port {} is not declared)", ep.port),

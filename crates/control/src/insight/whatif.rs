@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::compile::World;
 use crate::insight::reach::{matrix, EndpointReach, PortReach};
 use crate::insight::verdict::Verdict;
+use crate::world::World;
 
 /// One hop whose verdict a change would alter.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

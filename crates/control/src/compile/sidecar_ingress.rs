@@ -1,50 +1,19 @@
-//! Sidecar ingress listeners (spec §5): a `Sidecar` with `ingress` replaces the inbound
+//! Sidecar ingress listeners: a `Sidecar` with `ingress` replaces the inbound
 //! ports a workload's Services would give it, forwards each to its `defaultEndpoint`, and
 //! — only with `ENABLE_TLS_ON_SIDECAR_INGRESS` and only on a port whose effective mode is
 //! DISABLE — terminates the client's TLS with the files its `tls` names. Pure.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use crate::policy::{classify, MtlsMode, Protocol};
 use tessera_contract::config::{
-    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode, TlsVersion,
+    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode,
 };
 use tessera_model::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
 
-use crate::compile::{inbound_mode, port_protocol, World};
+use super::{inbound_mode, port_protocol, version};
+use crate::policy::{classify, MtlsMode, Protocol};
 use crate::registry::WorkloadEntry;
-
-/// A Sidecar resource as the compiler reads it.
-#[derive(Debug, Clone)]
-pub struct SidecarRule {
-    pub namespace: String,
-    pub name: String,
-    pub selector: Option<std::collections::BTreeMap<String, String>>,
-    pub created: (i64, u64),
-    pub ingress: Vec<IstioIngressListener>,
-}
-
-impl World {
-    /// The Sidecar that applies to `w`: one selecting it in its namespace (oldest first),
-    /// else its namespace's selector-less one.
-    pub fn sidecar_for(&self, w: &WorkloadEntry) -> Option<&SidecarRule> {
-        let mut in_ns: Vec<&SidecarRule> = self
-            .sidecars
-            .iter()
-            .filter(|s| s.namespace == w.namespace)
-            .collect();
-        in_ns.sort_by_key(|s| s.created);
-        in_ns
-            .iter()
-            .find(|s| {
-                s.selector
-                    .as_ref()
-                    .is_some_and(|sel| tessera_model::meta::subset(sel, &w.labels))
-            })
-            .or_else(|| in_ns.iter().find(|s| s.selector.is_none()))
-            .copied()
-    }
-}
+use crate::world::World;
 
 /// The inbound ports a Sidecar's ingress listeners give `me`; `None` when no Sidecar
 /// with ingress applies (the Services' ports are used then).
@@ -189,14 +158,4 @@ pub fn server_tls(t: &ServerTlsSettings) -> Result<ServerTls, String> {
         max_protocol_version: version(t.max_protocol_version),
         cipher_suites: t.cipher_suites.clone(),
     })
-}
-
-/// TLS 1.0 and 1.1 are not offered by this proxy; a minimum of either means 1.2.
-pub fn version(v: Option<tessera_model::istio::TlsProtocol>) -> Option<TlsVersion> {
-    use tessera_model::istio::TlsProtocol as P;
-    match v? {
-        P::Auto => None,
-        P::V1_0 | P::V1_1 | P::V1_2 => Some(TlsVersion::V1_2),
-        P::V1_3 => Some(TlsVersion::V1_3),
-    }
 }

@@ -4,55 +4,19 @@
 
 use std::collections::BTreeMap;
 
-use crate::policy::{classify, Protocol};
-use base64::Engine;
 use tessera_contract::config::{
     CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
     RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, ServerTlsMode,
     ValueMatch, VirtualHost, WeightedDestination,
 };
 use tessera_model::istio::{
-    GatewaySpec, HttpMatchRequest, HttpRoute, Server, ServerTlsMode as ApiMode, StringMatch,
-    VirtualServiceSpec,
+    HttpMatchRequest, HttpRoute, Server, ServerTlsMode as ApiMode, StringMatch,
 };
-use tessera_model::kube::Secret;
 
-use crate::compile::World;
+use super::version;
+use crate::policy::{classify, Protocol};
 use crate::registry::{WorkloadEntry, CLUSTER_DOMAIN};
-
-#[derive(Debug, Clone)]
-pub struct GatewayRule {
-    pub namespace: String,
-    pub name: String,
-    pub created: (i64, u64),
-    pub spec: GatewaySpec,
-}
-
-#[derive(Debug, Clone)]
-pub struct VirtualServiceRule {
-    pub namespace: String,
-    pub name: String,
-    pub created: (i64, u64),
-    pub spec: VirtualServiceSpec,
-}
-
-/// A Secret's files: `data` decoded, `stringData` on top.
-pub fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
-    let mut out: BTreeMap<String, Vec<u8>> = secret
-        .data
-        .iter()
-        .map(|(k, v)| {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(v.trim().as_bytes())
-                .unwrap_or_default();
-            (k.clone(), bytes)
-        })
-        .collect();
-    for (k, v) in &secret.string_data {
-        out.insert(k.clone(), v.as_bytes().to_vec());
-    }
-    out
-}
+use crate::world::{GatewayRule, VirtualServiceRule, World};
 
 /// The listeners and Secret material of gateway pod `me`, and notes on servers and
 /// routes that could not be used (for logs and `describe`).
@@ -682,8 +646,8 @@ fn server_tls(
         key_pair,
         client_ca,
         subject_alt_names: t.subject_alt_names.clone(),
-        min_protocol_version: crate::ingress::version(t.min_protocol_version),
-        max_protocol_version: crate::ingress::version(t.max_protocol_version),
+        min_protocol_version: version(t.min_protocol_version),
+        max_protocol_version: version(t.max_protocol_version),
         cipher_suites: t.cipher_suites.clone(),
     })
 }

@@ -1,0 +1,163 @@
+//! The outbound pass: every service the proxy can call, with its endpoints and the TLS
+//! toward each. An explicit DestinationRule `tls` wins; otherwise auto mTLS sends mesh
+//! mTLS to endpoints that have a sidecar and take it, plaintext to the others.
+
+use std::net::SocketAddr;
+
+use tessera_contract::config::{Endpoint, EndpointTls, Service, ServicePort, TlsMode};
+use tessera_model::istio::ClientTlsMode;
+
+use super::{client_mode_name, port_protocol};
+use crate::policy::MtlsMode;
+use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
+use crate::world::World;
+
+pub(super) fn outbound(world: &World, me: &WorkloadEntry) -> Vec<Service> {
+    let reg = &world.registry;
+    reg.services
+        .iter()
+        .map(|svc| Service {
+            host: svc.host.clone(),
+            vips: svc.cluster_ip.into_iter().collect(),
+            ports: svc
+                .ports
+                .iter()
+                .filter_map(|port| {
+                    let protocol = port_protocol(port.protocol)?;
+                    let mut endpoints: Vec<Endpoint> = reg
+                        .endpoints(svc, port)
+                        .map(|ep| Endpoint {
+                            address: SocketAddr::new(ep.ip, ep.port),
+                            workload: Some(ep.workload.id()),
+                            tls: endpoint_tls(world, me, svc, port, ep.workload, ep.port),
+                        })
+                        .collect();
+                    if svc.cluster_ip.is_none() {
+                        headless_all_or_nothing(&mut endpoints);
+                    }
+                    Some(ServicePort {
+                        port: port.port,
+                        name: port.name.clone(),
+                        protocol,
+                        endpoints,
+                    })
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// The TLS a sidecar in `client_ns` originates to one endpoint.
+pub(crate) fn endpoint_tls(
+    world: &World,
+    client: &WorkloadEntry,
+    svc: &ServiceEntry,
+    port: &ServicePortEntry,
+    server: &WorkloadEntry,
+    target_port: u16,
+) -> EndpointTls {
+    let identity = world.identity_of(server);
+    if let Some((source, tls)) = world.tls_rule(client, svc, port) {
+        let mut reason = format!(
+            "{source} sets tls {} (auto mTLS does not apply)",
+            client_mode_name(tls.mode)
+        );
+        if let Some(name) = &tls.credential_name {
+            // Sidecars read files; credentialName is read by gateways.
+            reason.push_str(&format!(
+                "; credentialName {name:?} is not read by sidecars, use the file fields"
+            ));
+        }
+        return match tls.mode {
+            ClientTlsMode::Disable => EndpointTls {
+                mode: TlsMode::Disable,
+                reason,
+                ..Default::default()
+            },
+            ClientTlsMode::IstioMutual => EndpointTls {
+                mode: TlsMode::IstioMutual,
+                subject_alt_names: if tls.subject_alt_names.is_empty() {
+                    vec![identity]
+                } else {
+                    tls.subject_alt_names.clone()
+                },
+                sni: tls.sni.clone(),
+                reason,
+                ..Default::default()
+            },
+            ClientTlsMode::Simple | ClientTlsMode::Mutual => EndpointTls {
+                mode: if tls.mode == ClientTlsMode::Simple {
+                    TlsMode::Simple
+                } else {
+                    TlsMode::Mutual
+                },
+                subject_alt_names: tls.subject_alt_names.clone(),
+                sni: tls.sni.clone(),
+                ca_certificates: tls.ca_certificates.as_ref().map(Into::into),
+                client_certificate: tls.client_certificate.as_ref().map(Into::into),
+                private_key: tls.private_key.as_ref().map(Into::into),
+                reason,
+            },
+        };
+    }
+    let plaintext = |reason: String| EndpointTls {
+        mode: TlsMode::Disable,
+        reason,
+        ..Default::default()
+    };
+    if !world.options.auto_mtls {
+        return plaintext(
+            "auto mTLS is off (values.global.mtls.auto=false) and no DestinationRule sets tls"
+                .into(),
+        );
+    }
+    let ns_mode = world.namespace_mode(&svc.namespace);
+    if ns_mode == MtlsMode::Disable {
+        return plaintext(format!(
+            "auto mTLS: namespace {} accepts plaintext only (DISABLE)",
+            svc.namespace
+        ));
+    }
+    if !server.tls_mode_istio() {
+        return plaintext(
+            "auto mTLS: the endpoint has no sidecar (no security.istio.io/tlsMode=istio label)"
+                .into(),
+        );
+    }
+    let mode = world.effective_mode(server, target_port);
+    if mode.mode == MtlsMode::Disable {
+        return plaintext(format!(
+            "auto mTLS: the endpoint's port {target_port} is {mode}"
+        ));
+    }
+    EndpointTls {
+        mode: TlsMode::IstioMutual,
+        subject_alt_names: vec![identity],
+        reason: format!(
+            "auto mTLS: the endpoint has a sidecar and its port {target_port} is {mode}"
+        ),
+        ..Default::default()
+    }
+}
+
+/// §2.1 A6: a headless Service's connections go to the pod address directly, with no
+/// per-endpoint choice: auto mTLS is mTLS for all only when every endpoint would get it.
+fn headless_all_or_nothing(endpoints: &mut [Endpoint]) {
+    let auto = |e: &Endpoint| e.tls.reason.starts_with("auto mTLS");
+    if endpoints
+        .iter()
+        .all(|e| !auto(e) || e.tls.mode == TlsMode::IstioMutual)
+    {
+        return;
+    }
+    for e in endpoints
+        .iter_mut()
+        .filter(|e| auto(e) && e.tls.mode == TlsMode::IstioMutual)
+    {
+        e.tls = EndpointTls {
+            mode: TlsMode::Disable,
+            reason: "auto mTLS: a headless Service with an endpoint that cannot take mTLS gets plaintext to all its endpoints".into(),
+            ..Default::default()
+        };
+    }
+}
