@@ -432,7 +432,7 @@ pub fn get(ctx: &Ctx, args: &GetArgs) -> ExitCode {
                 for i in &items {
                     let name = i["metadata"]["name"].as_str().unwrap_or("");
                     match kind {
-                        Some(k) => println!("{}/{name}", tessera_control::objects::type_name(k)),
+                        Some(k) => println!("{}/{name}", tessera_model::resource::type_name(k)),
                         None => println!("{name}"),
                     }
                 }

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use crate::objects::ObjectKey;
+use tessera_model::ObjectKey;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

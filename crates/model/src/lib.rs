@@ -15,4 +15,4 @@ pub mod yaml;
 
 pub use load::{load_paths, load_str, LoadOptions, LoadReport, Loaded};
 pub use problem::{FieldPath, Problem, Severity};
-pub use resource::{Kind, Resource};
+pub use resource::{Kind, ObjectKey, Resource};

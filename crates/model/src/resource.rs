@@ -352,6 +352,74 @@ impl Resource {
     }
 }
 
+/// Names one object: kind, namespace ("" for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(kind: Kind, namespace: &str, name: &str) -> ObjectKey {
+        ObjectKey {
+            kind,
+            namespace: if kind.is_namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name: name.to_string(),
+        }
+    }
+
+    pub fn of(r: &Resource) -> ObjectKey {
+        ObjectKey::new(r.kind(), r.namespace().unwrap_or(""), r.name())
+    }
+
+    /// From the store's columns (the kind by its manifest name).
+    pub fn parse(kind: &str, namespace: &str, name: &str) -> Option<ObjectKey> {
+        Some(ObjectKey::new(Kind::from_manifest(kind)?, namespace, name))
+    }
+
+    /// kubectl's `deployment.apps/httpbin` form.
+    pub fn reference(&self) -> String {
+        format!("{}/{}", type_name(self.kind), self.name)
+    }
+
+    /// kubectl's `deployments.apps "httpbin"` form (error messages).
+    pub fn quoted(&self) -> String {
+        let info = self.kind.info();
+        let group = if info.group.is_empty() {
+            String::new()
+        } else {
+            format!(".{}", info.group)
+        };
+        format!("{}{} {:?}", info.plural, group, self.name)
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            write!(f, "{}/{}", self.kind, self.name)
+        } else {
+            write!(f, "{}/{}/{}", self.kind, self.namespace, self.name)
+        }
+    }
+}
+
+/// `deployment.apps`, `service`, `peerauthentication.security.istio.io`.
+pub fn type_name(kind: Kind) -> String {
+    let info = kind.info();
+    let lower = info.name.to_ascii_lowercase();
+    if info.group.is_empty() {
+        lower
+    } else {
+        format!("{lower}.{}", info.group)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

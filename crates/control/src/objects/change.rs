@@ -1,0 +1,366 @@
+//! The rules of changing one object, as the API server has them: apply and create (the
+//! fields the server owns, kubectl's last-applied merge of labels and annotations, a kept
+//! status), delete (a namespace takes its objects with it), label and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+use tessera_model::{Kind, Resource};
+
+use super::{Change, Effect, ObjectKey, Objects, Outcome, Stored, PROTECTED_NAMESPACES};
+
+impl Objects {
+    /// Deletes one object (a namespace with everything in it).
+    pub(super) fn delete(
+        &mut self,
+        key: ObjectKey,
+        ignore_not_found: bool,
+    ) -> Result<Vec<(Outcome, Effect)>, String> {
+        if key.kind == Kind::Namespace && PROTECTED_NAMESPACES.contains(&key.name.as_str()) {
+            return Err(format!(
+                "Error from server (Forbidden): namespaces {:?} is forbidden: this namespace may not be deleted",
+                key.name
+            ));
+        }
+        if self.map.remove(&key).is_none() {
+            return if ignore_not_found {
+                Ok(vec![])
+            } else {
+                Err(format!(
+                    "Error from server (NotFound): {} not found",
+                    key.quoted()
+                ))
+            };
+        }
+        let mut out = vec![(
+            Outcome {
+                key: key.clone(),
+                change: Change::Deleted,
+            },
+            Effect::Deleted,
+        )];
+        if key.kind == Kind::Namespace {
+            // The namespace takes everything in it along.
+            let inside: Vec<ObjectKey> = self
+                .map
+                .keys()
+                .filter(|k| k.kind.is_namespaced() && k.namespace == key.name)
+                .cloned()
+                .collect();
+            for k in inside {
+                self.map.remove(&k);
+                out.push((
+                    Outcome {
+                        key: k,
+                        change: Change::Deleted,
+                    },
+                    Effect::DeletedWithParent,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Sets and removes labels, as `kubectl label` does.
+    pub(super) fn label(
+        &mut self,
+        key: ObjectKey,
+        set: &BTreeMap<String, String>,
+        remove: &[String],
+        overwrite: bool,
+        revision: u64,
+    ) -> Result<Outcome, String> {
+        let Some(stored) = self.map.get_mut(&key) else {
+            return Err(format!(
+                "Error from server (NotFound): {} not found",
+                key.quoted()
+            ));
+        };
+        let labels = &mut stored.resource.metadata_mut().labels;
+        let mut changed = false;
+        for (k, v) in set {
+            tessera_model::meta::validate_label_key(k)
+                .map_err(|e| format!("error: invalid label key {k:?}: {e}"))?;
+            tessera_model::meta::validate_label_value(v)
+                .map_err(|e| format!("error: invalid label value {v:?}: {e}"))?;
+            match labels.get(k) {
+                Some(old) if old == v => {}
+                Some(old) if !overwrite => {
+                    return Err(format!(
+                        "error: '{k}' already has a value ({old}), and --overwrite is false"
+                    ))
+                }
+                _ => {
+                    labels.insert(k.clone(), v.clone());
+                    changed = true;
+                }
+            }
+        }
+        let mut removed = false;
+        for k in remove {
+            if labels.remove(k).is_some() {
+                removed = true;
+            }
+        }
+        let change = if !changed && !removed {
+            Change::Unchanged
+        } else if changed {
+            Change::Labeled
+        } else {
+            Change::Unlabeled
+        };
+        if change != Change::Unchanged {
+            stored.resource_version = revision;
+            stored.resource.metadata_mut().resource_version = Some(revision.to_string());
+        }
+        Ok(Outcome { key, change })
+    }
+
+    /// Replaces the status the runtime reports.
+    pub(super) fn status(
+        &mut self,
+        key: ObjectKey,
+        status: serde_json::Value,
+        revision: u64,
+    ) -> Result<Outcome, String> {
+        let Some(stored) = self.map.get_mut(&key) else {
+            return Err(format!(
+                "Error from server (NotFound): {} not found",
+                key.quoted()
+            ));
+        };
+        let changed = set_status(&mut stored.resource, status);
+        if changed {
+            stored.resource_version = revision;
+            stored.resource.metadata_mut().resource_version = Some(revision.to_string());
+        }
+        let change = if changed {
+            Change::Updated
+        } else {
+            Change::Unchanged
+        };
+        Ok(Outcome { key, change })
+    }
+
+    /// Apply (or create, with `create_only`) one resource.
+    pub(super) fn put(
+        &mut self,
+        origin: String,
+        mut resource: Resource,
+        create_only: bool,
+        revision: u64,
+        timestamp: &str,
+    ) -> Result<Outcome, String> {
+        let key = ObjectKey::of(&resource);
+        let verb = if self.map.contains_key(&key) && !create_only {
+            "applying"
+        } else {
+            "creating"
+        };
+        let context = |what: String| format!("error when {verb} {origin:?}: {what}");
+        if key.kind.is_namespaced() && !self.namespace_exists(&key.namespace) {
+            return Err(format!(
+                "Error from server (NotFound): {}",
+                context(format!("namespaces {:?} not found", key.namespace))
+            ));
+        }
+        let old = self.map.get(&key);
+        if create_only && old.is_some() {
+            return Err(format!(
+                "Error from server (AlreadyExists): {}",
+                context(format!("{} already exists", key.quoted()))
+            ));
+        }
+        clear_server_fields(&mut resource);
+        if !create_only {
+            let applied = last_applied(&resource);
+            if let Some(old) = old {
+                keep_unmanaged_metadata(&mut resource, &old.resource);
+            }
+            resource
+                .metadata_mut()
+                .annotations
+                .insert(LAST_APPLIED.to_string(), applied);
+        }
+        if let Some(old) = old {
+            let om = old.resource.metadata().clone();
+            let m = resource.metadata_mut();
+            m.uid = om.uid;
+            m.creation_timestamp = om.creation_timestamp;
+            m.resource_version = om.resource_version;
+            keep_status(&mut resource, &old.resource);
+        }
+        if let Resource::Service(svc) = &mut resource {
+            let old = old.and_then(|o| match &o.resource {
+                Resource::Service(s) => Some(s),
+                _ => None,
+            });
+            self.allocate(&key, svc, old).map_err(|e| {
+                format!(
+                    "Error from server (Invalid): {}",
+                    context(format!("Service {:?} is invalid: {e}", key.name))
+                )
+            })?;
+        }
+        Ok(self.store(key, resource, revision, timestamp))
+    }
+
+    /// Keeps `resource` under `key`: unchanged, configured (a new resourceVersion) or
+    /// created (a uid and creation time).
+    fn store(
+        &mut self,
+        key: ObjectKey,
+        mut resource: Resource,
+        revision: u64,
+        timestamp: &str,
+    ) -> Outcome {
+        let change = match self.map.get(&key) {
+            Some(old) if old.resource == resource => Change::Unchanged,
+            Some(old) => {
+                let created_revision = old.created_revision;
+                resource.metadata_mut().resource_version = Some(revision.to_string());
+                self.map.insert(
+                    key.clone(),
+                    Stored {
+                        resource,
+                        resource_version: revision,
+                        created_revision,
+                    },
+                );
+                Change::Configured
+            }
+            None => {
+                let m = resource.metadata_mut();
+                m.uid = Some(uid(&key, revision));
+                m.creation_timestamp = Some(timestamp.to_string());
+                m.resource_version = Some(revision.to_string());
+                self.map.insert(
+                    key.clone(),
+                    Stored {
+                        resource,
+                        resource_version: revision,
+                        created_revision: revision,
+                    },
+                );
+                Change::Created
+            }
+        };
+        Outcome { key, change }
+    }
+}
+
+/// Where apply keeps the manifest it applied, as kubectl does.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The manifest as the operator wrote it (no server-owned fields, no status).
+fn last_applied(r: &Resource) -> String {
+    let mut v = r.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("status");
+        if let Some(m) = o.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            if let Some(a) = m.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+                a.remove(LAST_APPLIED);
+                if a.is_empty() {
+                    m.remove("annotations");
+                }
+            }
+        }
+    }
+    v.to_string()
+}
+
+/// Fields the server owns are not taken from a manifest.
+fn clear_server_fields(resource: &mut Resource) {
+    let m = resource.metadata_mut();
+    m.uid = None;
+    m.resource_version = None;
+    m.creation_timestamp = None;
+    m.generation = None;
+    m.managed_fields = None;
+    m.self_link = None;
+}
+
+/// As kubectl's apply: labels and annotations that others (`label`, the runtime) added to
+/// `old` and no manifest ever set stay.
+fn keep_unmanaged_metadata(resource: &mut Resource, old: &Resource) {
+    let previous = old
+        .metadata()
+        .annotations
+        .get(LAST_APPLIED)
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok());
+    let managed = |field: &str| -> BTreeSet<String> {
+        previous
+            .as_ref()
+            .and_then(|p| p["metadata"][field].as_object())
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default()
+    };
+    let (managed_labels, managed_annotations) = (managed("labels"), managed("annotations"));
+    let om = old.metadata();
+    let m = resource.metadata_mut();
+    for (k, v) in &om.labels {
+        if !managed_labels.contains(k) && !m.labels.contains_key(k) {
+            m.labels.insert(k.clone(), v.clone());
+        }
+    }
+    for (k, v) in &om.annotations {
+        if k != LAST_APPLIED && !managed_annotations.contains(k) && !m.annotations.contains_key(k) {
+            m.annotations.insert(k.clone(), v.clone());
+        }
+    }
+}
+
+fn uid(key: &ObjectKey, revision: u64) -> String {
+    let h = Sha256::digest(format!("{key}@{revision}"));
+    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
+}
+
+fn status_of(r: &Resource) -> Option<&serde_json::Value> {
+    match r {
+        Resource::Pod(p) => p.status.as_ref(),
+        Resource::Deployment(d) => d.status.as_ref(),
+        Resource::ReplicationController(d) => d.status.as_ref(),
+        Resource::Service(s) => s.status.as_ref(),
+        Resource::Namespace(n) => n.status.as_ref(),
+        _ => None,
+    }
+}
+
+fn status_mut(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
+    match r {
+        Resource::Pod(p) => Some(&mut p.status),
+        Resource::Deployment(d) => Some(&mut d.status),
+        Resource::ReplicationController(d) => Some(&mut d.status),
+        Resource::Service(s) => Some(&mut s.status),
+        Resource::Namespace(n) => Some(&mut n.status),
+        _ => None,
+    }
+}
+
+/// A re-applied manifest without status keeps the status the runtime reported.
+fn keep_status(new: &mut Resource, old: &Resource) {
+    let old_status = status_of(old).cloned();
+    if let Some(slot) = status_mut(new) {
+        if slot.is_none() {
+            *slot = old_status;
+        }
+    }
+}
+
+fn set_status(r: &mut Resource, status: serde_json::Value) -> bool {
+    match status_mut(r) {
+        Some(slot) if slot.as_ref() != Some(&status) => {
+            *slot = Some(status);
+            true
+        }
+        _ => false,
+    }
+}
