@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Parser;
 use tessera_contract::config::*;
+use tessera_control::api::client::ApiClient;
 use tessera_control::api::*;
-use tessera_control::client::ApiClient;
 use tessera_control::policy::MeshOptions;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};

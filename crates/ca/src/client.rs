@@ -6,12 +6,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use hyper_util::rt::TokioIo;
 use rcgen::{CertificateParams, DistinguishedName, SanType};
 use tessera_contract::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
 use tessera_contract::istio_ca::IstioCertificateRequest;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::authority::{is_self_signed, KeyAlgorithm};
 use crate::credentials::{CredentialStore, Credentials, CredentialsError};
@@ -79,20 +77,6 @@ pub struct IdentityOptions {
     pub algorithm: KeyAlgorithm,
 }
 
-/// A lazily connecting gRPC channel to a Unix socket. `request_timeout` bounds each call;
-/// long-lived streams pass `None`.
-pub fn unix_channel(path: PathBuf, request_timeout: Option<Duration>) -> Channel {
-    let mut endpoint =
-        Endpoint::from_static("http://tessera.local").connect_timeout(Duration::from_secs(5));
-    if let Some(t) = request_timeout {
-        endpoint = endpoint.timeout(t);
-    }
-    endpoint.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-        let path = path.clone();
-        async move { UnixStream::connect(path).await.map(TokioIo::new) }
-    }))
-}
-
 /// A gRPC client of the CA.
 #[derive(Debug, Clone)]
 pub struct CaClient {
@@ -102,7 +86,8 @@ pub struct CaClient {
 impl CaClient {
     /// A client of the CA listening on a Unix socket. Connects on first use.
     pub fn unix(path: impl Into<PathBuf>) -> CaClient {
-        let channel = unix_channel(path.into(), Some(Duration::from_secs(15)));
+        let channel =
+            tessera_contract::transport::unix_channel(path.into(), Some(Duration::from_secs(15)));
         CaClient {
             inner: IstioCertificateServiceClient::new(channel),
         }

@@ -2,24 +2,17 @@
 //! bootstrap token in `authorization: Bearer <token>`, served on a Unix socket (the state
 //! dir's permissions guard it; the control plane adds TCP later).
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tessera_contract::istio_ca::istio_certificate_service_server::{
     IstioCertificateService, IstioCertificateServiceServer,
 };
 use tessera_contract::istio_ca::{IstioCertificateRequest, IstioCertificateResponse};
-use tokio::net::UnixListener;
-use tonic::codegen::Service;
+use tessera_contract::transport::PeerLabel;
 use tonic::{Request, Response, Status};
 
 use crate::issuance::{Issuer, Refusal};
-
-/// Who is on the other end of a connection, for the CA's log (pid and uid of a Unix peer).
-#[derive(Debug, Clone)]
-pub struct PeerLabel(pub String);
 
 /// The gRPC service over an [`Issuer`].
 #[derive(Debug, Clone)]
@@ -88,43 +81,5 @@ impl IstioCertificateService for CaService {
                 Err(status(&refusal))
             }
         }
-    }
-}
-
-/// Serves the CA on `listener` until `shutdown` completes. Each connection is HTTP/2 (gRPC).
-pub async fn serve_unix(
-    listener: UnixListener,
-    service: CaService,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
-    let server = service.into_server();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => accepted?,
-            () = &mut shutdown => return Ok(()),
-        };
-        let peer = PeerLabel(match stream.peer_cred() {
-            Ok(c) => format!(
-                "unix peer pid={} uid={}",
-                c.pid().map_or("?".to_string(), |p| p.to_string()),
-                c.uid()
-            ),
-            Err(_) => "unix peer".into(),
-        });
-        let server = server.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
-                req.extensions_mut().insert(peer.clone());
-                let mut server = server.clone();
-                async move { server.call(req).await }
-            });
-            if let Err(e) = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), svc)
-                .await
-            {
-                tracing::debug!(error = %e, "CA connection ended with an error");
-            }
-        });
     }
 }

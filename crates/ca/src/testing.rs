@@ -10,8 +10,9 @@ use tokio::sync::oneshot;
 use crate::authority::{Authority, CaError};
 use crate::client::CaClient;
 use crate::issuance::Issuer;
-use crate::service::{serve_unix, CaService};
+use crate::service::CaService;
 use crate::token::TokenKey;
+use tessera_contract::transport::serve_unix;
 
 pub const CA_SOCKET: &str = "ca.sock";
 
@@ -20,7 +21,7 @@ pub struct LocalCa {
     pub socket: PathBuf,
     pub issuer: Arc<Issuer>,
     stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl LocalCa {
@@ -44,7 +45,7 @@ impl LocalCa {
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(serve_unix(
             listener,
-            CaService::new(issuer.clone()),
+            CaService::new(issuer.clone()).into_server(),
             async move {
                 let _ = stopped.await;
             },

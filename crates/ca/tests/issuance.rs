@@ -232,18 +232,7 @@ async fn raw_request(
 ) -> Result<Vec<String>, ClientError> {
     use tessera_contract::istio_ca::istio_certificate_service_client::IstioCertificateServiceClient;
     use tessera_contract::istio_ca::IstioCertificateRequest;
-    let path = ca.socket.clone();
-    let channel = tonic::transport::Endpoint::from_static("http://ca")
-        .connect_with_connector(tower::service_fn(move |_: tonic::transport::Uri| {
-            let path = path.clone();
-            async move {
-                tokio::net::UnixStream::connect(path)
-                    .await
-                    .map(hyper_util::rt::TokioIo::new)
-            }
-        }))
-        .await
-        .unwrap();
+    let channel = tessera_contract::transport::unix_channel(ca.socket.clone(), None);
     let mut request = tonic::Request::new(IstioCertificateRequest {
         csr: csr.into(),
         validity_duration: validity,

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
+use tessera_control::api::client::{ApiClient, ClientError};
 use tessera_control::api::*;
-use tessera_control::client::{ApiClient, ClientError};
 use tessera_control::push::SyncState;
 
 use crate::jsonpath;

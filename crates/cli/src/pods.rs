@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Subcommand};
+use tessera_control::api::client::ApiClient;
 use tessera_control::api::GetRequest;
-use tessera_control::client::ApiClient;
 use tessera_model::{load_paths, LoadOptions};
 
 use crate::kubectl::Ctx;

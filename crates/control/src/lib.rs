@@ -3,7 +3,6 @@
 //! the CA service and the operator API the CLI talks to.
 
 pub mod api;
-pub mod client;
 pub mod compile;
 pub mod insight;
 pub mod objects;
@@ -11,11 +10,13 @@ pub mod policy;
 pub mod push;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod store;
 pub mod testing;
 pub mod world;
 
 pub use compile::{compile, CompileError};
 pub use objects::{ObjectKey, Objects, Op, Outcome};
-pub use server::{run, Admission, Control, ControlError, ControlOptions, ControlPlane};
+pub use server::{run, ControlError, ControlOptions, ControlPlane};
+pub use state::{Admission, ControlState};
 pub use world::World;

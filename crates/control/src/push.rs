@@ -124,6 +124,14 @@ impl ProxyStatus {
 }
 
 /// Every proxy that has connected, by node id.
+/// One proxy in `proxy-status`: what it was pushed and acknowledged, and how in sync it is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProxyStatusRow {
+    #[serde(flatten)]
+    pub status: ProxyStatus,
+    pub sync: SyncState,
+}
+
 pub type ProxyTable = Arc<Mutex<BTreeMap<String, ProxyStatus>>>;
 
 /// The push service.

@@ -15,8 +15,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tessera_contract::config::*;
+use tessera_control::api::client::ApiClient;
 use tessera_control::api::*;
-use tessera_control::client::ApiClient;
 use tessera_control::policy::MeshOptions;
 use tessera_control::push::SyncState;
 use tessera_control::{ControlOptions, ControlPlane};
@@ -422,7 +422,7 @@ async fn proxies_follow_pushes_refuse_bad_ones_and_outlive_the_control_plane() {
 async fn first_answer(dir: &Path, node: &str, token: &str) -> Result<ProxyConfig, tonic::Status> {
     use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
     use tessera_contract::push::ConfigRequest;
-    let channel = tessera_ca::client::unix_channel(dir.join(PUSH_SOCKET), None);
+    let channel = tessera_contract::transport::unix_channel(dir.join(PUSH_SOCKET), None);
     let mut client = ConfigDiscoveryClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tx.send(ConfigRequest {

@@ -3,8 +3,8 @@
 
 use std::path::Path;
 
+use tessera_control::api::client::{ApiClient, ClientError};
 use tessera_control::api::*;
-use tessera_control::client::{ApiClient, ClientError};
 use tessera_control::policy::MeshOptions;
 use tessera_control::{ControlOptions, ControlPlane};
 

@@ -8,10 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tessera_ca::client::{unix_channel, TokenFile, TokenSource};
+use tessera_ca::client::{TokenFile, TokenSource};
 use tessera_contract::config::{ControlPlane, ProxyConfig};
 use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
 use tessera_contract::push::{ConfigRequest, ConfigResponse};
+use tessera_contract::transport::unix_channel;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 

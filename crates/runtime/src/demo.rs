@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use tessera_control::api::client::ApiClient;
 use tessera_control::api::{ApplyRequest, DeleteRequest, Document, GetRequest, Target};
-use tessera_control::client::ApiClient;
 use tessera_control::push::SyncState;
 
 use crate::inject::kube_inject_yaml;
@@ -200,7 +200,9 @@ impl Mesh {
             .await
         {
             Ok(r) => Ok(!r.items.is_empty()),
-            Err(tessera_control::client::ClientError::Refused { status: 404, .. }) => Ok(false),
+            Err(tessera_control::api::client::ClientError::Refused { status: 404, .. }) => {
+                Ok(false)
+            }
             Err(e) => Err(format!("get {kind} {name}: {e}")),
         }
     }

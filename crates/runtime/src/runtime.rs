@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tessera_control::registry::Registry;
-use tessera_control::{Control, ObjectKey, Objects, Op};
+use tessera_control::{ControlState, ObjectKey, Objects, Op};
 use tessera_model::kube::Pod;
 use tessera_model::{Kind, Resource};
 use tokio::sync::{watch, Notify};
@@ -24,7 +24,7 @@ type PodKey = (String, String);
 
 pub struct Runtime {
     host: Arc<Host>,
-    control: Arc<Control>,
+    control: Arc<ControlState>,
     net: Arc<ClusterNetwork>,
     publisher: Publisher,
     pods: BTreeMap<PodKey, Sandbox>,
@@ -42,7 +42,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(
         host: Host,
-        control: Arc<Control>,
+        control: Arc<ControlState>,
         net: ClusterNetwork,
         publisher: Publisher,
     ) -> Runtime {

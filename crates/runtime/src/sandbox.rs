@@ -258,7 +258,7 @@ impl Sandbox {
     /// Starts every container's supervisor.
     pub fn start(
         host: &Host,
-        control: &tessera_control::Control,
+        control: &tessera_control::ControlState,
         pod: Pod,
         info: SandboxInfo,
         dir: PathBuf,
@@ -362,7 +362,7 @@ impl Sandbox {
     fn write_proxy_files(
         &mut self,
         host: &Host,
-        control: &tessera_control::Control,
+        control: &tessera_control::ControlState,
         proxy: &ContainerInfo,
     ) -> Result<(), RuntimeError> {
         let dir = self.dir.join("proxy");
@@ -425,7 +425,7 @@ impl Sandbox {
     }
 
     /// The bootstrap token for the pod's service account (24 h; renewed at half-life).
-    fn write_token(&mut self, control: &tessera_control::Control) -> Result<(), RuntimeError> {
+    fn write_token(&mut self, control: &tessera_control::ControlState) -> Result<(), RuntimeError> {
         let path = self.dir.join("proxy/token");
         let token = control.issuer().tokens.mint(
             &self.info.namespace,
@@ -458,7 +458,10 @@ impl Sandbox {
     }
 
     /// Renews the proxy's bootstrap token at half its lifetime.
-    pub fn renew_token(&mut self, control: &tessera_control::Control) -> Result<(), RuntimeError> {
+    pub fn renew_token(
+        &mut self,
+        control: &tessera_control::ControlState,
+    ) -> Result<(), RuntimeError> {
         let has_proxy = self.supervised.iter().any(|s| s.name == PROXY_CONTAINER);
         if has_proxy && self.token_written.elapsed() > TOKEN_TTL / 2 {
             self.write_token(control)?;

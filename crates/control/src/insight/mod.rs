@@ -13,4 +13,4 @@ pub use analyze::{analyze, Finding, Level};
 pub use edges::{join, Edge};
 pub use reach::{explain, find_client, find_service, matrix, EndpointReach, PortReach, ReachError};
 pub use verdict::{decide, ClientSends, ServerTakes, Verdict};
-pub use whatif::{what_if, Change, WhatIf};
+pub use whatif::{plan_change, what_if, Change, PlannedChange, WhatIf};

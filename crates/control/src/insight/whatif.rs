@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::insight::analyze::{analyze, Finding};
 use crate::insight::reach::{matrix, EndpointReach, PortReach};
 use crate::insight::verdict::Verdict;
+use crate::objects::{Objects, Op, Outcome};
+use crate::policy::MeshOptions;
 use crate::world::World;
 
 /// One hop whose verdict a change would alter.
@@ -98,4 +101,43 @@ pub fn what_if(before: &World, after: &World, namespaces: &[String]) -> WhatIf {
         }
     }
     out
+}
+
+/// A change planned on the stored objects and never committed.
+#[derive(Debug, Clone)]
+pub struct PlannedChange {
+    /// What it would create, update or delete.
+    pub outcomes: Vec<Outcome>,
+    /// The hops it would break, fix or downgrade.
+    pub what_if: WhatIf,
+    /// The findings of the mesh after the change.
+    pub findings: Vec<Finding>,
+    /// Those it would add.
+    pub new_findings: Vec<Finding>,
+}
+
+/// `ops` planned on `objects` (as an apply would, at `now`), the world before and after
+/// built from the objects as they stand (not the debounced world), and compared.
+pub fn plan_change(
+    objects: &Objects,
+    options: &MeshOptions,
+    ops: Vec<Op>,
+    now: time::OffsetDateTime,
+) -> Result<PlannedChange, Vec<String>> {
+    let plan = objects.plan(ops, now)?;
+    let before = World::build(objects, options);
+    let after = World::build(&plan.next, options);
+    let findings = analyze(&before);
+    let after_findings = analyze(&after);
+    let new_findings = after_findings
+        .iter()
+        .filter(|f| !findings.contains(f))
+        .cloned()
+        .collect();
+    Ok(PlannedChange {
+        outcomes: plan.outcomes,
+        what_if: what_if(&before, &after, &[]),
+        findings: after_findings,
+        new_findings,
+    })
 }

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::api::*;
+use super::types::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

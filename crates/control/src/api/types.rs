@@ -7,11 +7,14 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::objects::Outcome;
-use crate::push::{ProxyStatus, SyncState};
+pub use crate::push::ProxyStatusRow;
 
 pub const API_SOCKET: &str = "api.sock";
+
 pub const PUSH_SOCKET: &str = "xds.sock";
+
 pub const CA_SOCKET: &str = "ca.sock";
+
 pub const STORE_FILE: &str = "store.db";
 
 /// A manifest file (or standard input) as text.
@@ -133,13 +136,6 @@ pub struct TokenResponse {
 pub struct ConfigRequest {
     /// `pod.namespace`.
     pub node_id: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ProxyStatusRow {
-    #[serde(flatten)]
-    pub status: ProxyStatus,
-    pub sync: SyncState,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -1,0 +1,13 @@
+//! The operator API: JSON over HTTP/1.1 on `<state dir>/api.sock`, what the CLI talks
+//! to. The messages are in [`types`], the client in [`client`]; the server side routes
+//! each request to its verb group ([`routes`]).
+
+pub mod client;
+mod insight;
+mod objects;
+mod proxies;
+mod routes;
+pub mod types;
+
+pub(crate) use routes::handle;
+pub use types::*;
