@@ -5,6 +5,7 @@
 pub mod authority;
 pub mod client;
 pub mod credentials;
+pub mod crypto;
 pub mod external;
 pub mod inspect;
 pub mod issuance;

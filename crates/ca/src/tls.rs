@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::ResolvesClientCert;
-use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -23,19 +23,7 @@ use crate::credentials::CredentialStore;
 use crate::spiffe::SpiffeId;
 use crate::verify::{PeerRole, VerifyError};
 
-/// The one crypto provider of the mesh.
-pub fn provider() -> Arc<CryptoProvider> {
-    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
-}
-
-/// The signature algorithms the mesh verifies with. Taken from the provider once: building
-/// a provider allocates, and verification runs on every handshake.
-pub fn algorithms() -> WebPkiSupportedAlgorithms {
-    static ALGORITHMS: std::sync::OnceLock<WebPkiSupportedAlgorithms> = std::sync::OnceLock::new();
-    *ALGORITHMS.get_or_init(|| {
-        rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms
-    })
-}
+pub use crate::crypto::{algorithms, provider};
 
 /// A rustls error that carries the mesh's reason, so handshake failures log it.
 pub fn refusal(e: VerifyError) -> rustls::Error {

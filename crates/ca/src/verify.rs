@@ -104,7 +104,7 @@ impl TrustBundle {
             PeerRole::Client => webpki::KeyUsage::client_auth(),
         };
         ee.verify_for_usage(
-            crate::tls::algorithms().all,
+            crate::crypto::algorithms().all,
             &self.anchors,
             intermediates,
             now,
