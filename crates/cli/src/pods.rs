@@ -411,7 +411,7 @@ pub fn kube_inject(args: &KubeInjectArgs) -> ExitCode {
         }
         return ExitCode::FAILURE;
     }
-    match tessera_runtime::inject::kube_inject_yaml(report.documents) {
+    match tessera_control::inject::kube_inject_yaml(report.documents) {
         Ok(yaml) => {
             print!("{yaml}");
             ExitCode::SUCCESS

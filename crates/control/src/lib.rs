@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod compile;
+pub mod inject;
 pub mod insight;
 pub mod objects;
 pub mod policy;

@@ -7,15 +7,11 @@ use std::net::IpAddr;
 use crate::policy::{classify, Protocol};
 use tessera_model::kube::Pod;
 use tessera_model::meta::{subset, IntOrString, Labels};
+pub use tessera_model::names::CLUSTER_DOMAIN;
+use tessera_model::names::{PROXY_CONTAINER, TLS_MODE_LABEL};
 use tessera_model::{Kind, Resource};
 
 use crate::objects::Objects;
-
-/// The label Istio's injector sets on pods with a sidecar; auto mTLS reads it per endpoint.
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
-/// The sidecar container's name, as in Istio.
-pub const SIDECAR_CONTAINER: &str = "istio-proxy";
-pub const CLUSTER_DOMAIN: &str = "cluster.local";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceEntry {
@@ -235,7 +231,7 @@ fn workload(pod: &Pod) -> WorkloadEntry {
         .spec
         .containers
         .iter()
-        .filter(|c| c.name != SIDECAR_CONTAINER)
+        .filter(|c| c.name != PROXY_CONTAINER)
         .flat_map(|c| &c.ports)
         .filter_map(|p| u16::try_from(p.container_port).ok())
         .collect();
@@ -277,12 +273,12 @@ fn workload(pod: &Pod) -> WorkloadEntry {
             .spec
             .containers
             .iter()
-            .any(|c| c.name == SIDECAR_CONTAINER),
+            .any(|c| c.name == PROXY_CONTAINER),
         is_gateway: pod
             .spec
             .containers
             .iter()
-            .any(|c| c.name == SIDECAR_CONTAINER && c.args.iter().any(|a| a == "router")),
+            .any(|c| c.name == PROXY_CONTAINER && c.args.iter().any(|a| a == "router")),
         named_ports,
         container_ports,
     }

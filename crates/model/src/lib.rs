@@ -8,6 +8,7 @@ pub mod istio;
 pub mod kube;
 pub mod load;
 pub mod meta;
+pub mod names;
 pub mod problem;
 pub mod resource;
 pub mod validate;

@@ -13,6 +13,7 @@ use crate::meta::{
     subset, validate_dns_label, validate_dns_subdomain, validate_label_key, validate_label_value,
     IntOrString, ObjectMeta,
 };
+use crate::names::{INJECT_ANNOTATION, USER_VOLUME_ANNOTATION, USER_VOLUME_MOUNT_ANNOTATION};
 use crate::problem::{FieldPath, Finding};
 use crate::resource::{Kind, Resource};
 
@@ -34,10 +35,6 @@ impl Default for ValidateOptions {
 pub const SERVER_PROTOCOLS: &[&str] = &[
     "HTTP", "HTTPS", "GRPC", "GRPC-WEB", "HTTP2", "MONGO", "TCP", "TLS", "REDIS", "MYSQL", "UDP",
 ];
-
-pub const USER_VOLUME_ANNOTATION: &str = "sidecar.istio.io/userVolume";
-pub const USER_VOLUME_MOUNT_ANNOTATION: &str = "sidecar.istio.io/userVolumeMount";
-pub const INJECT_ANNOTATION: &str = "sidecar.istio.io/inject";
 
 fn p(s: &str) -> FieldPath {
     FieldPath::parse(s)

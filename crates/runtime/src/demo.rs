@@ -18,7 +18,7 @@ use tessera_control::api::client::ApiClient;
 use tessera_control::api::{ApplyRequest, DeleteRequest, Document, GetRequest, Target};
 use tessera_control::push::SyncState;
 
-use crate::inject::kube_inject_yaml;
+use tessera_control::inject::kube_inject_yaml;
 
 const HTTPBIN: &str = include_str!("../../../samples/httpbin/httpbin.yaml");
 const SLEEP: &str = include_str!("../../../samples/sleep/sleep.yaml");

@@ -12,7 +12,6 @@ pub mod capture;
 pub mod cluster;
 pub mod demo;
 pub mod exec;
-pub mod inject;
 pub mod install;
 pub mod netns;
 pub mod network;

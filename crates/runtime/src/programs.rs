@@ -5,7 +5,7 @@
 use tessera_model::kube::Container;
 use tessera_model::meta::ObjectMeta;
 
-use crate::inject::{INIT_CONTAINER, PROXY_CONTAINER};
+use tessera_model::names::{INIT_CONTAINER, PROXY_CONTAINER};
 
 /// `program.tessera.io/<container>: <command line>` runs that command (with `/bin/sh -c`)
 /// for the container, whatever its image.

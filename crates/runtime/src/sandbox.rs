@@ -18,10 +18,10 @@ use tessera_model::Resource;
 use tokio::sync::{watch, Notify};
 
 use crate::capture::Capture;
-use crate::inject::{DEFAULT_CONTAINER, PROXY_CONTAINER, PROXY_UID};
 use crate::netns::{self, Bind};
 use crate::programs::{program_for, Program};
 use crate::{write_private, RuntimeError};
+use tessera_model::names::{DEFAULT_CONTAINER_ANNOTATION, PROXY_CONTAINER, PROXY_UID};
 
 /// What `exec` and `logs` read about a running pod.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -232,7 +232,7 @@ impl Sandbox {
         let default_container = pod
             .metadata
             .annotations
-            .get(DEFAULT_CONTAINER)
+            .get(DEFAULT_CONTAINER_ANNOTATION)
             .cloned()
             .or_else(|| pod.spec.containers.first().map(|c| c.name.clone()))
             .unwrap_or_default();

@@ -6,16 +6,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tessera_control::policy::MeshOptions;
-use tessera_control::{Admission, ControlOptions, ControlPlane, Objects};
-use tessera_model::Resource;
+use tessera_control::{ControlOptions, ControlPlane};
 use tokio::sync::watch;
 
-use crate::inject::{inject, wants_sidecar};
 use crate::network::ClusterNetwork;
 use crate::publish::Publisher;
 use crate::runtime::Runtime;
 use crate::sandbox::Host;
 use crate::{mesh_prefix, netns, runtime_dir, RuntimeError};
+use tessera_control::inject::SidecarInjector;
 
 pub struct UpOptions {
     pub state_dir: PathBuf,
@@ -28,30 +27,6 @@ pub struct UpOptions {
 }
 
 const PID_FILE: &str = "up.pid";
-
-/// Sidecar injection at admission, as Istio's webhook: pods in namespaces labelled
-/// `istio-injection=enabled` (or asking with `sidecar.istio.io/inject`) get the sidecar.
-struct Injector;
-
-impl Admission for Injector {
-    fn admit(&self, objects: &Objects, mut resource: Resource) -> Result<Resource, String> {
-        if let Resource::Pod(p) = &mut resource {
-            let ns = p.metadata.namespace.clone().unwrap_or_default();
-            let labels = objects
-                .get(&tessera_control::ObjectKey::new(
-                    tessera_model::Kind::Namespace,
-                    "",
-                    &ns,
-                ))
-                .map(|s| s.resource.metadata().labels.clone())
-                .unwrap_or_default();
-            if wants_sidecar(&p.metadata, &p.spec, &labels) {
-                inject(&mut p.metadata, &mut p.spec).map_err(|e| e.to_string())?;
-            }
-        }
-        Ok(resource)
-    }
-}
 
 fn check_host() -> Result<(), RuntimeError> {
     if unsafe { libc::geteuid() } != 0 {
@@ -195,7 +170,7 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     let plane = ControlPlane::start(ControlOptions {
         state_dir: state_dir.clone(),
         mesh: opts.mesh.clone(),
-        admission: Some(Arc::new(Injector)),
+        admission: Some(Arc::new(SidecarInjector)),
         pod_access: true,
     })
     .await?;

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
+use tessera_model::names::LAST_APPLIED_ANNOTATION as LAST_APPLIED;
 use tessera_model::{Kind, Resource};
 
 use super::{Change, Effect, ObjectKey, Objects, Outcome, Stored, PROTECTED_NAMESPACES};
@@ -248,9 +249,6 @@ impl Objects {
         Outcome { key, change }
     }
 }
-
-/// Where apply keeps the manifest it applied, as kubectl does.
-pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// The manifest as the operator wrote it (no server-owned fields, no status).
 fn last_applied(r: &Resource) -> String {

@@ -19,8 +19,8 @@ use tessera_model::resource::type_name;
 pub use tessera_model::ObjectKey;
 use tessera_model::{Kind, LoadOptions, Resource};
 
-pub use self::change::LAST_APPLIED;
 use crate::store::{Row, Write};
+pub use tessera_model::names::LAST_APPLIED_ANNOTATION as LAST_APPLIED;
 
 /// One object as stored.
 #[derive(Debug, Clone, PartialEq)]

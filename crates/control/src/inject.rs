@@ -8,25 +8,18 @@ use std::collections::BTreeMap;
 use serde_json::json;
 use tessera_model::kube::{Container, ContainerPort, PodSpec, Volume, VolumeMount};
 use tessera_model::meta::{Labels, ObjectMeta};
-use tessera_model::Resource;
+use tessera_model::names::{
+    DEFAULT_CONTAINER_ANNOTATION, INIT_CONTAINER, INJECTION_LABEL, INJECT_ANNOTATION,
+    PROXY_CONTAINER, PROXY_UID, STATUS_ANNOTATION, TLS_MODE_LABEL, USER_VOLUME_ANNOTATION,
+    USER_VOLUME_MOUNT_ANNOTATION,
+};
+use tessera_model::{Kind, ObjectKey, Resource};
 
-/// The sidecar container's name, as in Istio (the seeds exec into it by this name).
-pub const PROXY_CONTAINER: &str = "istio-proxy";
-/// The init step that installs traffic capture.
-pub const INIT_CONTAINER: &str = "istio-init";
-/// The proxy's uid and gid: capture exempts it, so the proxy's own connections (and a
-/// command exec'ed in its container) leave the pod uncaptured.
-pub const PROXY_UID: u32 = 1337;
+use crate::objects::Objects;
+use crate::state::Admission;
+
 /// The image named in injected containers; the runtime runs this binary's proxy role.
 pub const PROXY_IMAGE: &str = concat!("tessera/proxy:", env!("CARGO_PKG_VERSION"));
-
-pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
-pub const INJECT_KEY: &str = "sidecar.istio.io/inject";
-pub const STATUS_ANNOTATION: &str = "sidecar.istio.io/status";
-pub const INJECTION_LABEL: &str = "istio-injection";
-pub const USER_VOLUME: &str = "sidecar.istio.io/userVolume";
-pub const USER_VOLUME_MOUNT: &str = "sidecar.istio.io/userVolumeMount";
-pub const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 /// Ports capture never redirects inbound: the proxy's admin (127.0.0.1 only, but an
 /// inbound passthrough must not reach it), its listeners, and Istio's status ports.
@@ -55,8 +48,8 @@ pub fn wants_sidecar(pod: &ObjectMeta, spec: &PodSpec, namespace_labels: &Labels
     }
     let pod_says = pod
         .labels
-        .get(INJECT_KEY)
-        .or_else(|| pod.annotations.get(INJECT_KEY))
+        .get(INJECT_ANNOTATION)
+        .or_else(|| pod.annotations.get(INJECT_ANNOTATION))
         .map(|v| v.eq_ignore_ascii_case("true") || v == "y" || v == "yes" || v == "on");
     match pod_says {
         Some(yes) => yes,
@@ -119,7 +112,7 @@ pub fn inject(meta: &mut ObjectMeta, spec: &mut PodSpec) -> Result<(), InjectErr
         .insert(STATUS_ANNOTATION.into(), status.to_string());
     if let Some(app) = first_app {
         meta.annotations
-            .entry(DEFAULT_CONTAINER.into())
+            .entry(DEFAULT_CONTAINER_ANNOTATION.into())
             .or_insert(app);
     }
     Ok(())
@@ -177,25 +170,25 @@ fn capture_args(annotations: &BTreeMap<String, String>) -> Vec<String> {
 fn user_volumes(
     annotations: &BTreeMap<String, String>,
 ) -> Result<(Vec<Volume>, Vec<VolumeMount>), InjectError> {
-    let volumes = match annotations.get(USER_VOLUME) {
+    let volumes = match annotations.get(USER_VOLUME_ANNOTATION) {
         None => vec![],
-        Some(text) => named_list(USER_VOLUME, text)?
+        Some(text) => named_list(USER_VOLUME_ANNOTATION, text)?
             .into_iter()
             .map(|v| {
                 serde_json::from_value::<Volume>(v).map_err(|e| InjectError::Annotation {
-                    annotation: USER_VOLUME,
+                    annotation: USER_VOLUME_ANNOTATION,
                     why: format!("not a volume: {e}"),
                 })
             })
             .collect::<Result<_, _>>()?,
     };
-    let mounts = match annotations.get(USER_VOLUME_MOUNT) {
+    let mounts = match annotations.get(USER_VOLUME_MOUNT_ANNOTATION) {
         None => vec![],
-        Some(text) => named_list(USER_VOLUME_MOUNT, text)?
+        Some(text) => named_list(USER_VOLUME_MOUNT_ANNOTATION, text)?
             .into_iter()
             .map(|v| {
                 serde_json::from_value::<VolumeMount>(v).map_err(|e| InjectError::Annotation {
-                    annotation: USER_VOLUME_MOUNT,
+                    annotation: USER_VOLUME_MOUNT_ANNOTATION,
                     why: format!("not a volume mount: {e}"),
                 })
             })
@@ -204,9 +197,9 @@ fn user_volumes(
     for m in &mounts {
         if !volumes.iter().any(|v| v.name == m.name) {
             return Err(InjectError::Annotation {
-                annotation: USER_VOLUME_MOUNT,
+                annotation: USER_VOLUME_MOUNT_ANNOTATION,
                 why: format!(
-                    "mount {:?} names no volume of {USER_VOLUME} (volumes: {})",
+                    "mount {:?} names no volume of {USER_VOLUME_ANNOTATION} (volumes: {})",
                     m.name,
                     volumes
                         .iter()
@@ -289,6 +282,26 @@ pub fn kube_inject_yaml(documents: Vec<tessera_model::Loaded>) -> Result<String,
     Ok(docs.join("---\n"))
 }
 
+/// Sidecar injection at admission, as Istio's webhook: pods in namespaces labelled
+/// `istio-injection=enabled` (or asking with `sidecar.istio.io/inject`) get the sidecar.
+pub struct SidecarInjector;
+
+impl Admission for SidecarInjector {
+    fn admit(&self, objects: &Objects, mut resource: Resource) -> Result<Resource, String> {
+        if let Resource::Pod(p) = &mut resource {
+            let ns = p.metadata.namespace.clone().unwrap_or_default();
+            let labels = objects
+                .get(&ObjectKey::new(Kind::Namespace, "", &ns))
+                .map(|s| s.resource.metadata().labels.clone())
+                .unwrap_or_default();
+            if wants_sidecar(&p.metadata, &p.spec, &labels) {
+                inject(&mut p.metadata, &mut p.spec).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(resource)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,8 +350,8 @@ mod tests {
             (Some("disabled"), None, None, false),
         ];
         for (nsl, label, ann, want) in table {
-            let labels: Vec<_> = label.map(|v| (INJECT_KEY, v)).into_iter().collect();
-            let anns: Vec<_> = ann.map(|v| (INJECT_KEY, v)).into_iter().collect();
+            let labels: Vec<_> = label.map(|v| (INJECT_ANNOTATION, v)).into_iter().collect();
+            let anns: Vec<_> = ann.map(|v| (INJECT_ANNOTATION, v)).into_iter().collect();
             let (meta, spec) = pod(&labels, &anns);
             assert_eq!(
                 wants_sidecar(&meta, &spec, &ns(nsl)),
@@ -358,7 +371,7 @@ mod tests {
         assert_eq!(spec.init_containers.len(), 1);
         assert_eq!(spec.init_containers[0].name, INIT_CONTAINER);
         assert_eq!(meta.labels[TLS_MODE_LABEL], "istio");
-        assert_eq!(meta.annotations[DEFAULT_CONTAINER], "app");
+        assert_eq!(meta.annotations[DEFAULT_CONTAINER_ANNOTATION], "app");
         // An injected pod in an enabled namespace is not injected again.
         assert!(!wants_sidecar(&meta, &spec, &ns(Some("enabled"))));
         let args = spec.init_containers[0].args.join(" ");
@@ -372,11 +385,11 @@ mod tests {
             &[],
             &[
                 (
-                    USER_VOLUME,
+                    USER_VOLUME_ANNOTATION,
                     r#"{"tls-secret":{"secret":{"secretName":"httpbin-mtls-termination","optional":true}},"tls-ca-secret":{"secret":{"secretName":"httpbin-mtls-termination-cacert"}}}"#,
                 ),
                 (
-                    USER_VOLUME_MOUNT,
+                    USER_VOLUME_MOUNT_ANNOTATION,
                     r#"{"tls-secret":{"mountPath":"/etc/istio/tls-certs/","readOnly":true},"tls-ca-secret":{"mountPath":"/etc/istio/tls-ca-certs/","readOnly":true}}"#,
                 ),
             ],
@@ -414,8 +427,11 @@ mod tests {
         let (mut meta, mut spec) = pod(
             &[],
             &[
-                (USER_VOLUME, r#"{"a":{"secret":{"secretName":"s"}}}"#),
-                (USER_VOLUME_MOUNT, r#"{"b":{"mountPath":"/x"}}"#),
+                (
+                    USER_VOLUME_ANNOTATION,
+                    r#"{"a":{"secret":{"secretName":"s"}}}"#,
+                ),
+                (USER_VOLUME_MOUNT_ANNOTATION, r#"{"b":{"mountPath":"/x"}}"#),
             ],
         );
         let err = inject(&mut meta, &mut spec).unwrap_err().to_string();
@@ -423,7 +439,7 @@ mod tests {
             err.contains("userVolumeMount") && err.contains("\"b\""),
             "{err}"
         );
-        let (mut meta, mut spec) = pod(&[], &[(USER_VOLUME, "{nope")]);
+        let (mut meta, mut spec) = pod(&[], &[(USER_VOLUME_ANNOTATION, "{nope")]);
         let err = inject(&mut meta, &mut spec).unwrap_err().to_string();
         assert!(err.contains("not JSON"), "{err}");
     }
