@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod issuance;
 pub mod service;
 pub mod spiffe;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod tls;
 pub mod token;

@@ -14,6 +14,8 @@ use tessera_control::api::{
     ReachabilityResponse,
 };
 use tessera_control::insight::{self, Edge, Finding, Level, PortReach, Verdict, WhatIf};
+use tessera_model::kube::PodStatus;
+use tessera_model::names::PROXY_CONTAINER;
 use tessera_runtime::observe::{self, Probed};
 
 use crate::kubectl::{fail, read_documents, runtime, Ctx};
@@ -213,16 +215,18 @@ pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
         ) else {
             continue;
         };
-        if let Some(ip) = p["status"]["podIP"]
-            .as_str()
-            .and_then(|ip| ip.parse::<IpAddr>().ok())
-        {
+        let status: PodStatus = serde_json::from_value(p["status"].clone()).unwrap_or_default();
+        let ip = status
+            .pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<IpAddr>().ok());
+        if let Some(ip) = ip {
             addresses.insert(ip, format!("{name}.{ns}"));
         }
         let has_proxy = p["spec"]["containers"]
             .as_array()
-            .is_some_and(|cs| cs.iter().any(|c| c["name"] == "istio-proxy"));
-        if has_proxy && p["status"]["podIP"].is_string() {
+            .is_some_and(|cs| cs.iter().any(|c| c["name"] == PROXY_CONTAINER));
+        if has_proxy && ip.is_some() {
             sidecars.push((ns.to_string(), name.to_string()));
         }
     }

@@ -2,6 +2,7 @@
 
 use serde_json::Value;
 use tessera_contract::config::ProxyConfig;
+use tessera_model::kube::PodStatus;
 
 use crate::table::Table;
 
@@ -92,49 +93,43 @@ fn external_ip(o: &Value) -> String {
     }
 }
 
+/// The pod's status as the model types it (empty when it has none).
+fn pod_status_of(o: &Value) -> PodStatus {
+    serde_json::from_value(o["status"].clone()).unwrap_or_default()
+}
+
 fn pod_ready(o: &Value) -> String {
     let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
-    let ready = o["status"]["containerStatuses"].as_array().map_or(0, |c| {
-        c.iter().filter(|c| c["ready"] == Value::Bool(true)).count()
-    });
+    let ready = pod_status_of(o)
+        .container_statuses
+        .iter()
+        .filter(|c| c.ready)
+        .count();
     format!("{ready}/{total}")
 }
 
 /// kubectl's STATUS: the pod's reason or phase, unless a container is waiting or failed
 /// (CrashLoopBackOff, ContainerCreating, ImageUnknown, Error), which says more.
 fn pod_status(o: &Value) -> String {
-    let status = &o["status"];
-    let container = status["containerStatuses"].as_array().and_then(|cs| {
-        cs.iter().find_map(|c| {
-            let state = &c["state"];
-            state["waiting"]["reason"]
-                .as_str()
-                .or_else(|| {
-                    state["terminated"]["reason"]
-                        .as_str()
-                        .filter(|r| *r != "Completed")
-                })
-                .map(String::from)
-        })
-    });
-    container.unwrap_or_else(|| {
-        status["reason"]
-            .as_str()
-            .or(status["phase"].as_str())
-            .unwrap_or("Pending")
-            .to_string()
-    })
+    let status = pod_status_of(o);
+    let container = status
+        .container_statuses
+        .iter()
+        .filter_map(|c| c.not_running_reason())
+        .find(|r| *r != "Completed");
+    container
+        .or(status.reason.as_deref())
+        .or(status.phase.as_deref())
+        .unwrap_or("Pending")
+        .to_string()
 }
 
 fn pod_restarts(o: &Value) -> String {
-    o["status"]["containerStatuses"]
-        .as_array()
-        .map_or(0, |c| {
-            c.iter()
-                .filter_map(|c| c["restartCount"].as_i64())
-                .sum::<i64>()
-        })
-        .to_string()
+    pod_status_of(o).restarts().to_string()
+}
+
+fn pod_ip(o: &Value) -> String {
+    or_none(pod_status_of(o).pod_ip.unwrap_or_default())
 }
 
 /// The columns of `get KIND` (after NAMESPACE with -A, before AGE).
@@ -176,7 +171,7 @@ fn cell(kind: &str, column: &str, o: &Value) -> String {
         ("Pod", "READY") => pod_ready(o),
         ("Pod", "STATUS") => pod_status(o),
         ("Pod", "RESTARTS") => pod_restarts(o),
-        ("Pod", "IP") => or_none(s(&status["podIP"])),
+        ("Pod", "IP") => pod_ip(o),
         ("Deployment", "READY") => format!(
             "{}/{}",
             status["readyReplicas"].as_i64().unwrap_or(0),
@@ -344,13 +339,9 @@ pub fn describe(kind: &str, o: &Value, mesh: Option<&ProxyConfig>) -> String {
             out.push_str(&format!(
                 "{:<14}{}\n",
                 "Status:",
-                o["status"]["phase"].as_str().unwrap_or("Pending")
+                pod_status_of(o).phase.as_deref().unwrap_or("Pending")
             ));
-            out.push_str(&format!(
-                "{:<14}{}\n",
-                "IP:",
-                or_none(s(&o["status"]["podIP"]))
-            ));
+            out.push_str(&format!("{:<14}{}\n", "IP:", pod_ip(o)));
             out.push_str("Containers:\n");
             for c in spec["containers"].as_array().into_iter().flatten() {
                 out.push_str(&format!(

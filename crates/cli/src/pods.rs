@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use tessera_control::api::client::ApiClient;
+use tessera_control::api::wait::{PodWait, WaitFor, Waited};
 use tessera_control::api::GetRequest;
 use tessera_model::{load_paths, LoadOptions};
 
@@ -295,97 +296,34 @@ pub fn wait(ctx: &Ctx, args: &WaitArgs) -> ExitCode {
         eprintln!("error: resource(s) were provided, but no name was specified");
         return ExitCode::FAILURE;
     }
-    let ns = ctx.namespace.clone().unwrap_or_else(|| "default".into());
+    let request = PodWait {
+        namespace: ctx.namespace.clone().unwrap_or_else(|| "default".into()),
+        names,
+        selector: args.selector.clone(),
+        until: match condition {
+            Some(c) => WaitFor::Condition(c),
+            None => WaitFor::Delete,
+        },
+        timeout,
+    };
     let client = ApiClient::new(&ctx.state_dir);
-    let runtime = rt();
-    let deadline = Instant::now() + timeout;
-    let mut first = true;
-    loop {
-        let listed = runtime.block_on(client.get(&GetRequest {
-            kind: "pods".into(),
-            name: None,
-            namespace: Some(ns.clone()),
-            all_namespaces: false,
-            selector: args.selector.clone(),
-        }));
-        let items = match listed {
-            Ok(r) => r.items,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::FAILURE;
+    match rt().block_on(client.wait_for_pods(&request)) {
+        Ok(Waited::Met(pods)) => {
+            for p in pods {
+                println!("pod/{p} condition met");
             }
-        };
-        let name_of =
-            |p: &serde_json::Value| p["metadata"]["name"].as_str().unwrap_or("").to_string();
-        let chosen: Vec<&serde_json::Value> = if names.is_empty() {
-            items.iter().collect()
-        } else {
-            items
-                .iter()
-                .filter(|p| names.contains(&name_of(p)))
-                .collect()
-        };
-        if chosen.is_empty() && condition.is_some() {
-            // Named pods must exist; `--all` and `-l` wait for pods that are still being
-            // made (a controller creates them right after apply).
-            if first && !names.is_empty() {
-                eprintln!(
-                    "Error from server (NotFound): pods {:?} not found",
-                    names[0]
-                );
-                return ExitCode::FAILURE;
-            }
-            if Instant::now() >= deadline {
-                eprintln!("error: no matching resources found");
-                return ExitCode::FAILURE;
-            }
-            first = false;
-            std::thread::sleep(Duration::from_millis(200));
-            continue;
+            ExitCode::SUCCESS
         }
-        first = false;
-        let pending: Vec<String> = match &condition {
-            None => names
-                .iter()
-                .filter(|n| items.iter().any(|p| name_of(p) == **n))
-                .cloned()
-                .collect(),
-            Some(c) => chosen
-                .iter()
-                .filter(|p| {
-                    !p["status"]["conditions"].as_array().is_some_and(|cs| {
-                        cs.iter().any(|x| {
-                            x["type"]
-                                .as_str()
-                                .is_some_and(|t| t.eq_ignore_ascii_case(c))
-                                && x["status"] == "True"
-                        })
-                    })
-                })
-                .map(|p| name_of(p))
-                .collect(),
-        };
-        if pending.is_empty() {
-            for p in &chosen {
-                match &condition {
-                    Some(_) => println!("pod/{} condition met", name_of(p)),
-                    None => println!("pod/{} deleted", name_of(p)),
-                }
+        Ok(Waited::Deleted(pods)) => {
+            for p in pods {
+                println!("pod/{p} deleted");
             }
-            if condition.is_none() {
-                for n in &names {
-                    println!("pod/{n} deleted");
-                }
-            }
-            return ExitCode::SUCCESS;
+            ExitCode::SUCCESS
         }
-        if Instant::now() >= deadline {
-            for p in &pending {
-                eprintln!("error: timed out waiting for the condition on pods/{p}");
-            }
-            return ExitCode::FAILURE;
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
-        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
@@ -450,15 +388,15 @@ pub fn demo(ctx: &Ctx, cmd: &DemoCommand) -> ExitCode {
         match cmd {
             DemoCommand::AutoMtls { api } => {
                 let api = if api == "v1alpha1" {
-                    tessera_runtime::demo::PolicyApi::V1alpha1
+                    tessera_demo::PolicyApi::V1alpha1
                 } else {
-                    tessera_runtime::demo::PolicyApi::V1beta1
+                    tessera_demo::PolicyApi::V1beta1
                 };
-                tessera_runtime::demo::auto_mtls(&ctx.state_dir, api, &mut say).await
+                tessera_demo::auto_mtls(&ctx.state_dir, api, &mut say).await
             }
             DemoCommand::Https => {
                 let ns = ctx.namespace.clone().unwrap_or_else(|| "default".into());
-                tessera_runtime::demo::https(&ctx.state_dir, &ns, &mut say).await
+                tessera_demo::https(&ctx.state_dir, &ns, &mut say).await
             }
         }
     });
@@ -631,76 +569,41 @@ fn pod_path(ctx: &Ctx, s: &str) -> Option<(String, String, String)> {
     Some((ns, pod, path.to_string()))
 }
 
-/// kubectl cp: a file into or out of a pod's container, through the container's own view
-/// of its filesystem (its /tmp is the pod's).
+/// kubectl cp: a file into or out of a pod's container.
 pub fn cp(ctx: &Ctx, args: &CpArgs) -> ExitCode {
-    use std::io::Write;
-    let run = |ns: &str, pod: &str, script: &str, argv: &[&str]| {
-        let mut full = vec![
-            "/bin/sh".to_string(),
-            "-c".into(),
-            script.into(),
-            "sh".into(),
-        ];
-        full.extend(argv.iter().map(|a| a.to_string()));
-        tessera_runtime::exec::command(&ctx.state_dir, ns, pod, args.container.as_deref(), &full)
-            .map_err(|e| e.to_string())
-    };
+    let container = args.container.as_deref();
     let result: Result<(), String> = match (
         pod_path(ctx, &args.source),
         pod_path(ctx, &args.destination),
     ) {
-        (None, Some((ns, pod, path))) => (|| {
-            let data = std::fs::read(&args.source).map_err(|e| format!("{}: {e}", args.source))?;
-            if !(path == "/tmp" || path.starts_with("/tmp/")) {
-                return Err(format!(
-                    "{path}: pods here share the host's filesystem outside /tmp and their volumes; copy into /tmp"
-                ));
-            }
-            let name = std::path::Path::new(&args.source)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let mut c = run(
-                &ns,
-                &pod,
-                r#"if [ -d "$1" ]; then exec cat > "$1/$2"; else exec cat > "$1"; fi"#,
-                &[&path, &name],
-            )?;
-            let mut child = c
-                .cmd
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .map_err(|e| e.to_string())?;
-            child
-                .stdin
-                .take()
-                .ok_or("no stdin")?
-                .write_all(&data)
-                .map_err(|e| e.to_string())?;
-            let status = child.wait().map_err(|e| e.to_string())?;
-            status
-                .success()
-                .then_some(())
-                .ok_or_else(|| format!("cannot write {path} in {ns}/{pod}"))
-        })(),
-        (Some((ns, pod, path)), None) => (|| {
-            let mut c = run(&ns, &pod, r#"exec cat "$1""#, &[&path])?;
-            let out = c.cmd.output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "{ns}/{pod}:{path}: {}",
-                    String::from_utf8_lossy(&out.stderr).trim()
-                ));
-            }
-            let mut dest = std::path::PathBuf::from(&args.destination);
-            if dest.is_dir() {
-                if let Some(n) = std::path::Path::new(&path).file_name() {
-                    dest = dest.join(n);
-                }
-            }
-            std::fs::write(&dest, out.stdout).map_err(|e| format!("{}: {e}", dest.display()))
-        })(),
+        (None, Some((ns, pod, path))) => std::fs::read(&args.source)
+            .map_err(|e| format!("{}: {e}", args.source))
+            .and_then(|data| {
+                let name = std::path::Path::new(&args.source)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                tessera_runtime::exec::copy_into(
+                    &ctx.state_dir,
+                    (&ns, &pod, container),
+                    &data,
+                    &path,
+                    &name,
+                )
+            }),
+        (Some((ns, pod, path)), None) => {
+            tessera_runtime::exec::copy_out(&ctx.state_dir, (&ns, &pod, container), &path).and_then(
+                |data| {
+                    let mut dest = std::path::PathBuf::from(&args.destination);
+                    if dest.is_dir() {
+                        if let Some(n) = std::path::Path::new(&path).file_name() {
+                            dest = dest.join(n);
+                        }
+                    }
+                    std::fs::write(&dest, data).map_err(|e| format!("{}: {e}", dest.display()))
+                },
+            )
+        }
         _ => Err(
             "one of source and destination must be [NAMESPACE/]POD:/PATH, the other a local path"
                 .into(),

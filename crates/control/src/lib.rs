@@ -13,6 +13,7 @@ pub mod registry;
 pub mod server;
 pub mod state;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod world;
 

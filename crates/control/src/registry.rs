@@ -207,26 +207,8 @@ impl Registry {
     }
 }
 
-/// A pod's `Ready` condition as its runtime reported it (`None`: not reported).
-pub fn ready_condition(status: Option<&serde_json::Value>) -> Option<bool> {
-    status
-        .and_then(|s| s.get("conditions"))
-        .and_then(|c| c.as_array())
-        .and_then(|c| c.iter().find(|c| c["type"] == "Ready"))
-        .map(|c| c["status"] == "True")
-}
-
 fn workload(pod: &Pod) -> WorkloadEntry {
-    let status = pod.status.as_ref();
-    let phase = status.and_then(|s| s.get("phase")).and_then(|p| p.as_str());
-    let ip = status
-        .and_then(|s| s.get("podIP"))
-        .and_then(|p| p.as_str())
-        .and_then(|p| p.parse().ok())
-        // A finished pod serves nothing; a pod whose runtime reports it not ready is not
-        // an endpoint yet (Kubernetes' ready endpoints).
-        .filter(|_| !matches!(phase, Some("Succeeded" | "Failed")))
-        .filter(|_| ready_condition(status) != Some(false));
+    let ip = pod.status.as_ref().and_then(|s| s.serving_address());
     let mut container_ports: Vec<u16> = pod
         .spec
         .containers

@@ -129,65 +129,20 @@ pub fn at(secs: i64) -> time::OffsetDateTime {
     time::OffsetDateTime::from_unix_timestamp(1_800_000_000 + secs).unwrap()
 }
 
-pub const LEGACY_STRICT: &str = r#"
-apiVersion: "authentication.istio.io/v1alpha1"
-kind: "Policy"
-metadata:
-  name: "httpbin"
-spec:
-  targets:
-  - name: httpbin
-  peers:
-  - mtls: {}
-"#;
+pub const LEGACY_STRICT: &str =
+    include_str!("../../../samples/seed-002/policy-httpbin-strict.yaml");
 
-pub const LEGACY_PLAINTEXT: &str = r#"
-apiVersion: "authentication.istio.io/v1alpha1"
-kind: "Policy"
-metadata:
-  name: "httpbin"
-spec:
-  targets:
-  - name: httpbin
-"#;
+pub const LEGACY_PLAINTEXT: &str =
+    include_str!("../../../samples/seed-002/policy-httpbin-plaintext.yaml");
 
-pub const BETA_STRICT: &str = r#"
-apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
-metadata:
-  name: httpbin
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: STRICT
-"#;
+pub const BETA_STRICT: &str =
+    include_str!("../../../samples/seed-002/peerauthentication-httpbin-strict.yaml");
 
-pub const BETA_PLAINTEXT: &str = r#"
-apiVersion: security.istio.io/v1beta1
-kind: PeerAuthentication
-metadata:
-  name: httpbin
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: DISABLE
-"#;
+pub const BETA_PLAINTEXT: &str =
+    include_str!("../../../samples/seed-002/peerauthentication-httpbin-disable.yaml");
 
-pub const DR_ISTIO_MUTUAL: &str = r#"
-apiVersion: "networking.istio.io/v1alpha3"
-kind: "DestinationRule"
-metadata:
-  name: "httpbin-full-mtls"
-spec:
-  host: httpbin.full.svc.cluster.local
-  trafficPolicy:
-    tls:
-      mode: ISTIO_MUTUAL
-"#;
+pub const DR_ISTIO_MUTUAL: &str =
+    include_str!("../../../samples/seed-002/destinationrule-httpbin-full-mtls.yaml");
 
 /// One policy step of the seed: its name and what it applies in `full`.
 #[derive(Debug, Clone, Copy)]

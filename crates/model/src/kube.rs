@@ -29,7 +29,7 @@ object!(ServiceAccount {
     #[serde(skip_serializing_if = "Option::is_none")] automount_service_account_token: Option<bool>,
 });
 object!(Service { spec: ServiceSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
-object!(Pod { spec: PodSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
+object!(Pod { spec: PodSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<PodStatus> });
 object!(Deployment { spec: DeploymentSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(ReplicationController { spec: ReplicationControllerSpec, #[serde(skip_serializing_if = "Option::is_none")] status: Option<Any> });
 object!(
@@ -93,6 +93,206 @@ pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
     );
     let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
     KUBERNETES.decode(compact.as_bytes()).ok()
+}
+
+/// What the node reports about a pod, as Kubernetes' `PodStatus`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodStatus {
+    /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<PodCondition>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nominated_node_name: Option<String>,
+    #[serde(rename = "hostIP", skip_serializing_if = "Option::is_none")]
+    pub host_ip: Option<String>,
+    #[serde(rename = "hostIPs", skip_serializing_if = "Vec::is_empty")]
+    pub host_ips: Vec<PodIp>,
+    #[serde(rename = "podIP", skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs", skip_serializing_if = "Vec::is_empty")]
+    pub pod_ips: Vec<PodIp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub init_container_statuses: Vec<ContainerStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub container_statuses: Vec<ContainerStatus>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ephemeral_container_statuses: Vec<ContainerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos_class: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resize: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resource_claim_statuses: Option<Any>,
+}
+
+impl PodStatus {
+    /// The condition `kind` (`Ready`, `ContainersReady`, ..., compared as kubectl does,
+    /// ignoring case): `None` when the runtime has not reported it.
+    pub fn condition(&self, kind: &str) -> Option<bool> {
+        self.conditions
+            .iter()
+            .find(|c| c.r#type.eq_ignore_ascii_case(kind))
+            .map(|c| c.status == "True")
+    }
+
+    /// The pod's `Ready` condition.
+    pub fn is_ready(&self) -> Option<bool> {
+        self.condition("Ready")
+    }
+
+    /// The address the pod serves on as an endpoint: its podIP, unless it has finished
+    /// (`Succeeded`, `Failed`) or its runtime reports it not ready (Kubernetes' ready
+    /// endpoints).
+    pub fn serving_address(&self) -> Option<std::net::IpAddr> {
+        let finished = matches!(self.phase.as_deref(), Some("Succeeded" | "Failed"));
+        self.pod_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok())
+            .filter(|_| !finished && self.is_ready() != Some(false))
+    }
+
+    /// How many times the pod's containers restarted.
+    pub fn restarts(&self) -> i64 {
+        self.container_statuses
+            .iter()
+            .map(|c| i64::from(c.restart_count))
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodIp {
+    pub ip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct PodCondition {
+    pub r#type: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_probe_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_transition_time: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+impl PodCondition {
+    /// A condition of `kind` with status `True` or `False`.
+    pub fn of(kind: &str, status: bool) -> PodCondition {
+        PodCondition {
+            r#type: kind.to_string(),
+            status: if status { "True" } else { "False" }.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerStatus {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<ContainerState>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_state: Option<ContainerState>,
+    pub ready: bool,
+    pub restart_count: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    #[serde(rename = "imageID", skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(rename = "containerID", skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_resources: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocated_resources_status: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub volume_mounts: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<Any>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+}
+
+impl ContainerStatus {
+    /// Why the container is not running, as `kubectl get pods` shows it in STATUS: the
+    /// waiting reason, else the reason it terminated.
+    pub fn not_running_reason(&self) -> Option<&str> {
+        let state = self.state.as_ref()?;
+        state
+            .waiting
+            .as_ref()
+            .and_then(|w| w.reason.as_deref())
+            .or_else(|| state.terminated.as_ref().and_then(|t| t.reason.as_deref()))
+    }
+}
+
+/// One of `waiting`, `running` or `terminated`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerState {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<ContainerStateWaiting>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub running: Option<ContainerStateRunning>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub terminated: Option<ContainerStateTerminated>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerStateWaiting {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerStateRunning {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ContainerStateTerminated {
+    pub exit_code: i32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    #[serde(rename = "containerID", skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -309,7 +309,10 @@ status: {phase: Running, podIP: 10.244.0.9}
                 resource: r,
             });
             if let Some(status) = status {
-                ops.push(Op::Status { key, status });
+                ops.push(Op::Status {
+                    key,
+                    status: serde_json::to_value(status).unwrap(),
+                });
             }
         }
         let now = time::OffsetDateTime::from_unix_timestamp(1_800_000_000).unwrap();

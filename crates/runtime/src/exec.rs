@@ -176,6 +176,82 @@ pub fn admin_get(
     Ok(body.to_string())
 }
 
+/// A container: namespace, pod and the container (`None`: the pod's default one).
+pub type ContainerRef<'a> = (&'a str, &'a str, Option<&'a str>);
+
+/// `sh -c script` in a container, with `argv` as its positional arguments.
+fn shell(
+    state_dir: &Path,
+    (ns, pod, container): ContainerRef<'_>,
+    script: &str,
+    argv: &[&str],
+) -> Result<PodCommand, String> {
+    let mut full = vec![
+        "/bin/sh".to_string(),
+        "-c".into(),
+        script.into(),
+        "sh".into(),
+    ];
+    full.extend(argv.iter().map(|a| a.to_string()));
+    command(state_dir, ns, pod, container, &full).map_err(|e| e.to_string())
+}
+
+/// `kubectl cp FILE POD:PATH`: `data` written at `path` in the container (into it, as
+/// `name`, when `path` is a directory), through the container's own view of its
+/// filesystem. Pods here share the host's filesystem outside their `/tmp` and volumes, so
+/// only `/tmp` is a destination.
+pub fn copy_into(
+    state_dir: &Path,
+    target: ContainerRef<'_>,
+    data: &[u8],
+    path: &str,
+    name: &str,
+) -> Result<(), String> {
+    use std::io::Write;
+    let (ns, pod, _) = target;
+    if !(path == "/tmp" || path.starts_with("/tmp/")) {
+        return Err(format!(
+            "{path}: pods here share the host's filesystem outside /tmp and their volumes; copy into /tmp"
+        ));
+    }
+    let mut c = shell(
+        state_dir,
+        target,
+        r#"if [ -d "$1" ]; then exec cat > "$1/$2"; else exec cat > "$1"; fi"#,
+        &[path, name],
+    )?;
+    let mut child = c
+        .cmd
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    child
+        .stdin
+        .take()
+        .ok_or("no stdin")?
+        .write_all(data)
+        .map_err(|e| e.to_string())?;
+    let status = child.wait().map_err(|e| e.to_string())?;
+    status
+        .success()
+        .then_some(())
+        .ok_or_else(|| format!("cannot write {path} in {ns}/{pod}"))
+}
+
+/// `kubectl cp POD:PATH FILE`: the file at `path` in the container.
+pub fn copy_out(state_dir: &Path, target: ContainerRef<'_>, path: &str) -> Result<Vec<u8>, String> {
+    let (ns, pod, _) = target;
+    let mut c = shell(state_dir, target, r#"exec cat "$1""#, &[path])?;
+    let out = c.cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "{ns}/{pod}:{path}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(out.stdout)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 
 pub mod capture;
 pub mod cluster;
-pub mod demo;
 pub mod exec;
 pub mod install;
 pub mod netns;

@@ -10,7 +10,9 @@ use std::time::Duration;
 use serde_json::json;
 use tessera_control::registry::Registry;
 use tessera_control::{ControlState, ObjectKey, Objects, Op};
-use tessera_model::kube::Pod;
+use tessera_model::kube::{
+    ContainerState, ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodStatus,
+};
 use tessera_model::{Kind, Resource};
 use tokio::sync::{watch, Notify};
 
@@ -279,18 +281,37 @@ impl Runtime {
             else {
                 continue;
             };
-            let status = json!({
-                "phase": "Pending",
-                "conditions": [
-                    {"type": "PodScheduled", "status": "True"},
-                    {"type": "Ready", "status": "False", "reason": w.reason, "message": w.message},
+            let waiting = || ContainerState {
+                waiting: Some(ContainerStateWaiting {
+                    reason: Some(w.reason.clone()),
+                    message: Some(w.message.clone()),
+                }),
+                ..Default::default()
+            };
+            let status = PodStatus {
+                phase: Some("Pending".into()),
+                conditions: vec![
+                    PodCondition::of("PodScheduled", true),
+                    PodCondition {
+                        reason: Some(w.reason.clone()),
+                        message: Some(w.message.clone()),
+                        ..PodCondition::of("Ready", false)
+                    },
                 ],
-                "containerStatuses": p.spec.containers.iter().map(|c| json!({
-                    "name": c.name, "image": c.image, "ready": false, "restartCount": 0,
-                    "started": false,
-                    "state": {"waiting": {"reason": w.reason, "message": w.message}},
-                })).collect::<Vec<_>>(),
-            });
+                container_statuses: p
+                    .spec
+                    .containers
+                    .iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name.clone(),
+                        image: c.image.clone(),
+                        started: Some(false),
+                        state: Some(waiting()),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
             push_status(&mut ops, objects, ns, name, status);
         }
         // LoadBalancer services are reachable on the host's loopback (Istio's INGRESS_HOST).
@@ -325,13 +346,7 @@ impl Runtime {
     }
 }
 
-fn push_status(
-    ops: &mut Vec<Op>,
-    objects: &Objects,
-    ns: &str,
-    name: &str,
-    status: serde_json::Value,
-) {
+fn push_status(ops: &mut Vec<Op>, objects: &Objects, ns: &str, name: &str, status: PodStatus) {
     let key = ObjectKey::new(Kind::Pod, ns, name);
     let Some(stored) = objects.get(&key) else {
         return;
@@ -341,6 +356,7 @@ fn push_status(
         _ => None,
     };
     if current.as_ref() != Some(&status) {
+        let status = serde_json::to_value(&status).unwrap_or_default();
         ops.push(Op::Status { key, status });
     }
 }

@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
 use tessera_contract::config::{self as pc, ProxyConfig, VolumeTable};
 use tessera_control::{ObjectKey, Objects};
-use tessera_model::kube::{Container, Pod};
+use tessera_model::kube::{
+    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
+    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIp, PodStatus,
+};
 use tessera_model::Resource;
 use tokio::sync::{watch, Notify};
 
@@ -502,7 +504,7 @@ impl Sandbox {
     }
 
     /// The pod's status as Kubernetes reports it.
-    pub fn status(&self) -> Value {
+    pub fn status(&self) -> PodStatus {
         let mut statuses = Vec::new();
         let mut all_ready = true;
         for s in &self.supervised {
@@ -511,43 +513,66 @@ impl Sandbox {
             let ready = running && s.ready;
             all_ready &= ready;
             let state = if running {
-                json!({"running": {"startedAt": o.started_at}})
+                ContainerState {
+                    running: Some(ContainerStateRunning {
+                        started_at: o.started_at.clone(),
+                    }),
+                    ..Default::default()
+                }
             } else if let Some(code) = o.done {
-                json!({"terminated": {"exitCode": code, "reason": if code == 0 { "Completed" } else { "Error" }}})
+                terminated(code, if code == 0 { "Completed" } else { "Error" })
             } else {
                 let (reason, message) = o
                     .waiting
                     .clone()
                     .unwrap_or(("ContainerCreating".into(), String::new()));
-                json!({"waiting": {"reason": reason, "message": message}})
+                ContainerState {
+                    waiting: Some(ContainerStateWaiting {
+                        reason: Some(reason),
+                        message: Some(message),
+                    }),
+                    ..Default::default()
+                }
             };
-            let mut st = json!({
-                "name": s.name, "image": s.image, "ready": ready, "started": running,
-                "restartCount": o.restarts, "state": state,
+            statuses.push(ContainerStatus {
+                name: s.name.clone(),
+                image: Some(s.image.clone()),
+                ready,
+                started: Some(running),
+                restart_count: o.restarts as i32,
+                state: Some(state),
+                last_state: o
+                    .last_exit
+                    .as_ref()
+                    .map(|(code, reason)| terminated(*code, reason)),
+                ..Default::default()
             });
-            if let Some((code, reason)) = &o.last_exit {
-                st["lastState"] = json!({"terminated": {"exitCode": code, "reason": reason}});
-            }
-            statuses.push(st);
         }
-        let flag = |b: bool| if b { "True" } else { "False" };
-        json!({
-            "phase": "Running",
-            "hostIP": "127.0.0.1",
-            "podIP": self.info.ip.to_string(),
-            "podIPs": [{"ip": self.info.ip.to_string()}],
-            "conditions": [
-                {"type": "PodScheduled", "status": "True"},
-                {"type": "Initialized", "status": "True"},
-                {"type": "ContainersReady", "status": flag(all_ready)},
-                {"type": "Ready", "status": flag(all_ready)},
+        let ip = self.info.ip.to_string();
+        PodStatus {
+            phase: Some("Running".into()),
+            host_ip: Some("127.0.0.1".into()),
+            pod_ip: Some(ip.clone()),
+            pod_ips: vec![PodIp { ip }],
+            conditions: vec![
+                PodCondition::of("PodScheduled", true),
+                PodCondition::of("Initialized", true),
+                PodCondition::of("ContainersReady", all_ready),
+                PodCondition::of("Ready", all_ready),
             ],
-            "initContainerStatuses": self.init_done.iter().map(|n| json!({
-                "name": n, "ready": true, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
-            })).collect::<Vec<_>>(),
-            "containerStatuses": statuses,
-        })
+            init_container_statuses: self
+                .init_done
+                .iter()
+                .map(|n| ContainerStatus {
+                    name: n.clone(),
+                    ready: true,
+                    state: Some(terminated(0, "Completed")),
+                    ..Default::default()
+                })
+                .collect(),
+            container_statuses: statuses,
+            ..Default::default()
+        }
     }
 
     /// Stops every container (SIGTERM, then SIGKILL after the grace period) and removes the
@@ -973,4 +998,16 @@ async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>, grace: D
 /// Resolves once `stop` says so (or its sender is gone).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A terminated container's state.
+fn terminated(code: i32, reason: &str) -> ContainerState {
+    ContainerState {
+        terminated: Some(ContainerStateTerminated {
+            exit_code: code,
+            reason: Some(reason.to_string()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
 }

@@ -250,7 +250,7 @@ pub fn controller_status(objects: &Objects) -> Vec<Op> {
 
 /// Whether a pod's runtime reported it Ready.
 pub fn pod_ready(p: &Pod) -> bool {
-    tessera_control::registry::ready_condition(p.status.as_ref()) == Some(true)
+    p.status.as_ref().and_then(|s| s.is_ready()) == Some(true)
 }
 
 #[cfg(test)]

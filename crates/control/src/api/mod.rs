@@ -8,6 +8,7 @@ mod objects;
 mod proxies;
 mod routes;
 pub mod types;
+pub mod wait;
 
 pub(crate) use routes::handle;
 pub use types::*;

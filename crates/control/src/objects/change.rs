@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sha2::{Digest, Sha256};
+use tessera_model::kube::PodStatus;
 use tessera_model::names::LAST_APPLIED_ANNOTATION as LAST_APPLIED;
 use tessera_model::{Kind, Resource};
 
@@ -130,7 +131,7 @@ impl Objects {
                 key.quoted()
             ));
         };
-        let changed = set_status(&mut stored.resource, status);
+        let changed = set_status(&mut stored.resource, status)?;
         if changed {
             stored.resource_version = revision;
             stored.resource.metadata_mut().resource_version = Some(revision.to_string());
@@ -321,20 +322,9 @@ fn uid(key: &ObjectKey, revision: u64) -> String {
     )
 }
 
-fn status_of(r: &Resource) -> Option<&serde_json::Value> {
+/// The status slot of the kinds that report one, as JSON.
+fn status_slot(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
     match r {
-        Resource::Pod(p) => p.status.as_ref(),
-        Resource::Deployment(d) => d.status.as_ref(),
-        Resource::ReplicationController(d) => d.status.as_ref(),
-        Resource::Service(s) => s.status.as_ref(),
-        Resource::Namespace(n) => n.status.as_ref(),
-        _ => None,
-    }
-}
-
-fn status_mut(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
-    match r {
-        Resource::Pod(p) => Some(&mut p.status),
         Resource::Deployment(d) => Some(&mut d.status),
         Resource::ReplicationController(d) => Some(&mut d.status),
         Resource::Service(s) => Some(&mut s.status),
@@ -345,20 +335,35 @@ fn status_mut(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
 
 /// A re-applied manifest without status keeps the status the runtime reported.
 fn keep_status(new: &mut Resource, old: &Resource) {
-    let old_status = status_of(old).cloned();
-    if let Some(slot) = status_mut(new) {
+    if let (Resource::Pod(new), Resource::Pod(old)) = (&mut *new, old) {
+        if new.status.is_none() {
+            new.status = old.status.clone();
+        }
+        return;
+    }
+    let mut old = old.clone();
+    let old_status = status_slot(&mut old).and_then(|s| s.take());
+    if let Some(slot) = status_slot(new) {
         if slot.is_none() {
             *slot = old_status;
         }
     }
 }
 
-fn set_status(r: &mut Resource, status: serde_json::Value) -> bool {
-    match status_mut(r) {
+/// Replaces the status; whether it changed. A pod's status must read as a `PodStatus`.
+fn set_status(r: &mut Resource, status: serde_json::Value) -> Result<bool, String> {
+    if let Resource::Pod(p) = r {
+        let status: PodStatus = serde_json::from_value(status)
+            .map_err(|e| format!("error: the pod status does not read as a PodStatus: {e}"))?;
+        let changed = p.status.as_ref() != Some(&status);
+        p.status = Some(status);
+        return Ok(changed);
+    }
+    Ok(match status_slot(r) {
         Some(slot) if slot.as_ref() != Some(&status) => {
             *slot = Some(status);
             true
         }
         _ => false,
-    }
+    })
 }

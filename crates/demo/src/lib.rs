@@ -28,9 +28,16 @@ const NGINX_CONF: &str = include_str!("../../../samples/https/default.conf");
 /// The seed's extra deployment in `partial`: httpbin without a sidecar.
 const HTTPBIN_NOSIDECAR: &str = include_str!("../../../samples/httpbin/httpbin-nosidecar.yaml");
 
-use tessera_control::testing::{
-    BETA_PLAINTEXT, BETA_STRICT, DR_ISTIO_MUTUAL, LEGACY_PLAINTEXT, LEGACY_STRICT,
-};
+/// The seed's policy steps in `full` (the compiler's golden tests apply the same files).
+const LEGACY_STRICT: &str = include_str!("../../../samples/seed-002/policy-httpbin-strict.yaml");
+const LEGACY_PLAINTEXT: &str =
+    include_str!("../../../samples/seed-002/policy-httpbin-plaintext.yaml");
+const BETA_STRICT: &str =
+    include_str!("../../../samples/seed-002/peerauthentication-httpbin-strict.yaml");
+const BETA_PLAINTEXT: &str =
+    include_str!("../../../samples/seed-002/peerauthentication-httpbin-disable.yaml");
+const DR_ISTIO_MUTUAL: &str =
+    include_str!("../../../samples/seed-002/destinationrule-httpbin-full-mtls.yaml");
 
 /// Which API the policy steps use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,7 +232,10 @@ impl Mesh {
             let ready = pods
                 .iter()
                 .filter(|p| {
-                    tessera_control::registry::ready_condition(p.get("status")) == Some(true)
+                    serde_json::from_value::<tessera_model::kube::PodStatus>(p["status"].clone())
+                        .ok()
+                        .and_then(|s| s.is_ready())
+                        == Some(true)
                 })
                 .count();
             if pods.len() == count && ready == count && !names.iter().any(|n| replaced.contains(n))
@@ -289,8 +299,9 @@ impl Mesh {
         argv: &[&str],
     ) -> Result<(i32, String, String), String> {
         let argv: Vec<String> = argv.iter().map(|a| a.to_string()).collect();
-        let mut pc = crate::exec::command(&self.state_dir, ns, pod, Some(container), &argv)
-            .map_err(|e| e.to_string())?;
+        let mut pc =
+            tessera_runtime::exec::command(&self.state_dir, ns, pod, Some(container), &argv)
+                .map_err(|e| e.to_string())?;
         let out = pc
             .cmd
             .stdin(std::process::Stdio::null())
