@@ -64,7 +64,7 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
             }),
         },
         admin: Admin { address: None },
-        runtime: Runtime {
+        runtime: ProxyRuntime {
             threads: 1,
             access_log: false,
             drain_seconds: 1,
@@ -73,7 +73,7 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
         listeners: Listeners::default(),
         services: vec![],
         inbound: Inbound::default(),
-        control_plane: Some(tessera_contract::config::ControlPlane {
+        control_plane: Some(tessera_contract::config::ControlPlaneEndpoint {
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),

@@ -23,7 +23,7 @@ pub struct ProxyConfig {
     #[serde(default)]
     pub admin: Admin,
     #[serde(default)]
-    pub runtime: Runtime,
+    pub runtime: ProxyRuntime,
     #[serde(default)]
     pub listeners: Listeners,
     /// Services this proxy can call (outbound), with their endpoints.
@@ -35,7 +35,7 @@ pub struct ProxyConfig {
     /// Pushed mode: the control plane to take snapshots from. A file with this section is a
     /// bootstrap: the proxy serves it until the first push arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub control_plane: Option<ControlPlane>,
+    pub control_plane: Option<ControlPlaneEndpoint>,
     /// Where the pod's volume mounts live on this host (local runtime): file paths in this
     /// config (`/etc/istio/tls-certs/tls.crt`) are read through it.
     #[serde(default, skip_serializing_if = "VolumeTable::is_empty")]
@@ -149,7 +149,7 @@ impl VolumeTable {
 /// Where a proxy in pushed mode gets its configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ControlPlane {
+pub struct ControlPlaneEndpoint {
     /// The control plane's push socket (`<state dir>/xds.sock`).
     pub socket: PathBuf,
     /// The bootstrap token for this proxy's service account (re-read on every connect).
@@ -223,7 +223,7 @@ fn default_admin() -> Option<SocketAddr> {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Runtime {
+pub struct ProxyRuntime {
     /// Worker threads (Istio's sidecar default is 2).
     #[serde(default = "default_threads")]
     pub threads: usize,
@@ -239,9 +239,9 @@ pub struct Runtime {
     pub protocol_detection_ms: u64,
 }
 
-impl Default for Runtime {
-    fn default() -> Runtime {
-        Runtime {
+impl Default for ProxyRuntime {
+    fn default() -> ProxyRuntime {
+        ProxyRuntime {
             threads: default_threads(),
             access_log: true,
             drain_seconds: default_drain(),
@@ -443,7 +443,7 @@ pub struct InboundPort {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTls {
-    pub mode: ServerTlsMode,
+    pub mode: TerminationMode,
     pub key_pair: KeyPairSource,
     /// MUTUAL / OPTIONAL_MUTUAL: the CA client certificates must chain to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -463,7 +463,7 @@ pub struct ServerTls {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ServerTlsMode {
+pub enum TerminationMode {
     Simple,
     Mutual,
     OptionalMutual,

@@ -126,7 +126,7 @@ fn bootstrap(
             }),
         },
         admin: Admin { address: None },
-        runtime: Runtime {
+        runtime: ProxyRuntime {
             threads: 1,
             access_log: true,
             drain_seconds: 1,
@@ -139,7 +139,7 @@ fn bootstrap(
         },
         services: vec![],
         inbound: Inbound::default(),
-        control_plane: Some(tessera_contract::config::ControlPlane {
+        control_plane: Some(tessera_contract::config::ControlPlaneEndpoint {
             socket: dir.join(PUSH_SOCKET),
             token_file: token.to_path_buf(),
         }),

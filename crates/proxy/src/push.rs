@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use tessera_ca::client::{TokenFile, TokenSource};
-use tessera_contract::config::{ControlPlane, ProxyConfig};
+use tessera_contract::config::{ControlPlaneEndpoint, ProxyConfig};
 use tessera_contract::push::config_discovery_client::ConfigDiscoveryClient;
 use tessera_contract::push::{ConfigRequest, ConfigResponse};
 use tessera_contract::transport::unix_channel;
@@ -62,7 +62,7 @@ fn unix_now() -> u64 {
 pub async fn run<T: ConfigTarget>(
     control: Arc<T>,
     bootstrap: ProxyConfig,
-    plane: ControlPlane,
+    plane: ControlPlaneEndpoint,
     status: SharedPushStatus,
 ) {
     let client = ConfigDiscoveryClient::new(unix_channel(plane.socket.clone(), None));

@@ -400,7 +400,7 @@ impl Sandbox {
                 }),
             },
             admin: pc::Admin::default(),
-            runtime: pc::Runtime::default(),
+            runtime: pc::ProxyRuntime::default(),
             listeners: pc::Listeners {
                 outbound_capture: capture.as_ref().map(|c| any(c.outbound_port)),
                 inbound_capture: capture.as_ref().map(|c| any(c.inbound_port)),
@@ -408,7 +408,7 @@ impl Sandbox {
             },
             services: vec![],
             inbound: pc::Inbound::default(),
-            control_plane: Some(pc::ControlPlane {
+            control_plane: Some(pc::ControlPlaneEndpoint {
                 socket: host.state_dir.join(tessera_control::api::PUSH_SOCKET),
                 token_file,
             }),

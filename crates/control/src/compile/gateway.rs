@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use tessera_contract::config::{
     CaBundleSource, GatewayListener, GatewayServer, HttpRouteRule, KeyPairSource, L4Route,
-    RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, ServerTlsMode,
+    RequestMatch, RetryPolicy, RouteAction, SecretMaterial, ServerKind, ServerTls, TerminationMode,
     ValueMatch, VirtualHost, WeightedDestination,
 };
 use tessera_model::istio::{
@@ -587,14 +587,17 @@ fn server_tls(
     out: &mut Compiled,
 ) -> Result<ServerTls, String> {
     let mode = match t.effective_mode() {
-        ApiMode::Simple => ServerTlsMode::Simple,
-        ApiMode::Mutual => ServerTlsMode::Mutual,
-        ApiMode::OptionalMutual => ServerTlsMode::OptionalMutual,
-        ApiMode::IstioMutual => ServerTlsMode::IstioMutual,
+        ApiMode::Simple => TerminationMode::Simple,
+        ApiMode::Mutual => TerminationMode::Mutual,
+        ApiMode::OptionalMutual => TerminationMode::OptionalMutual,
+        ApiMode::IstioMutual => TerminationMode::IstioMutual,
         other => return Err(format!("TLS mode {other:?} does not terminate")),
     };
-    let wants_ca = matches!(mode, ServerTlsMode::Mutual | ServerTlsMode::OptionalMutual);
-    let (key_pair, client_ca) = if mode == ServerTlsMode::IstioMutual {
+    let wants_ca = matches!(
+        mode,
+        TerminationMode::Mutual | TerminationMode::OptionalMutual
+    );
+    let (key_pair, client_ca) = if mode == TerminationMode::IstioMutual {
         (KeyPairSource::Workload, Some(CaBundleSource::MeshRoots))
     } else if let Some(cred) = &t.credential_name {
         let (ns, name) = credential_ref(cred, &me.namespace);

@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tessera_contract::config::{
-    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, ServerTlsMode,
+    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, TerminationMode,
 };
 use tessera_model::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
 
@@ -133,16 +133,16 @@ fn default_endpoint(endpoint: &str) -> Option<SocketAddr> {
 /// credentialName, ISTIO_MUTUAL and the rest; this only maps).
 pub fn server_tls(t: &ServerTlsSettings) -> Result<ServerTls, String> {
     let mode = match t.effective_mode() {
-        ApiMode::Simple => ServerTlsMode::Simple,
-        ApiMode::Mutual => ServerTlsMode::Mutual,
-        ApiMode::OptionalMutual => ServerTlsMode::OptionalMutual,
+        ApiMode::Simple => TerminationMode::Simple,
+        ApiMode::Mutual => TerminationMode::Mutual,
+        ApiMode::OptionalMutual => TerminationMode::OptionalMutual,
         other => return Err(format!("mode {other:?} is not served on a Sidecar ingress")),
     };
     let (Some(cert), Some(key)) = (&t.server_certificate, &t.private_key) else {
         return Err("serverCertificate and privateKey are required".into());
     };
     let client_ca = match (&t.ca_certificates, mode) {
-        (_, ServerTlsMode::Simple) => None,
+        (_, TerminationMode::Simple) => None,
         (Some(ca), _) => Some(CaBundleSource::File { path: ca.into() }),
         (None, _) => return Err("MUTUAL TLS requires a client CA bundle (caCertificates)".into()),
     };

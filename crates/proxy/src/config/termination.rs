@@ -15,7 +15,7 @@ use tessera_ca::external::ExternalClientVerifier;
 use tessera_ca::tls::{provider, MeshClientVerifier, StoreResolver};
 use tessera_ca::CredentialStore;
 use tessera_contract::config::{
-    CaBundleSource, KeyPairSource, SecretMaterial, ServerTls, ServerTlsMode, TlsVersion,
+    CaBundleSource, KeyPairSource, SecretMaterial, ServerTls, TerminationMode, TlsVersion,
     VolumeTable,
 };
 use tokio_rustls::TlsAcceptor;
@@ -246,9 +246,9 @@ fn client_ca(
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
     let (secrets, store) = (material.secrets, material.store);
     let mandatory = match tls.mode {
-        ServerTlsMode::Simple => return Ok(None),
-        ServerTlsMode::Mutual | ServerTlsMode::IstioMutual => true,
-        ServerTlsMode::OptionalMutual => false,
+        TerminationMode::Simple => return Ok(None),
+        TerminationMode::Mutual | TerminationMode::IstioMutual => true,
+        TerminationMode::OptionalMutual => false,
     };
     let source = tls.client_ca.as_ref().ok_or_else(|| {
         "MUTUAL TLS requires a client CA bundle (caCertificates, or ca.crt in the credential)"

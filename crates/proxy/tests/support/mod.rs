@@ -102,7 +102,7 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
         admin: Admin {
             address: Some("127.0.0.1:0".parse().unwrap()),
         },
-        runtime: Runtime {
+        runtime: ProxyRuntime {
             threads: 1,
             access_log: true,
             drain_seconds: 2,
