@@ -2,21 +2,25 @@
 //! network namespace, and a supervisor per container that restarts it with backoff.
 //! `sandbox.json` in the pod's directory tells `exec` and `logs` how to reach it.
 
+mod bootstrap;
+mod status;
+mod supervise;
+mod volumes;
+
+use self::supervise::{supervise, Launch, Observed, Probe, Supervised};
+use self::volumes::sync_volumes;
+
 use std::collections::BTreeMap;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use tessera_contract::config::{self as pc, ProxyConfig, VolumeTable};
-use tessera_control::{ObjectKey, Objects};
-use tessera_model::kube::{
-    Container, ContainerState, ContainerStateRunning, ContainerStateTerminated,
-    ContainerStateWaiting, ContainerStatus, Pod, PodCondition, PodIp, PodStatus,
-};
-use tessera_model::Resource;
+use tessera_contract::config::{self as pc, VolumeTable};
+use tessera_control::Objects;
+use tessera_model::kube::{Container, Pod};
 use tokio::sync::{watch, Notify};
 
 use crate::capture::Capture;
@@ -109,38 +113,6 @@ pub struct Host {
     pub trust_domain: String,
     /// Where LoadBalancer services are published on the host (Istio's INGRESS_HOST).
     pub ingress_ip: Ipv4Addr,
-}
-
-/// What a container's supervisor reports.
-#[derive(Debug, Clone, Default)]
-struct Observed {
-    pid: Option<u32>,
-    started_at: Option<String>,
-    restarts: u32,
-    last_exit: Option<(i32, String)>,
-    waiting: Option<(String, String)>,
-    /// Exited for good (restartPolicy Never/OnFailure).
-    done: Option<i32>,
-}
-
-struct Supervised {
-    name: String,
-    image: String,
-    probe: Probe,
-    observed: Arc<Mutex<Observed>>,
-    ready: bool,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Probe {
-    /// The proxy's `/ready` (200 once it has its certificate and first config).
-    ProxyReady,
-    /// A TCP connect to the container's first port.
-    Port(u16),
-    /// Running is ready.
-    Running,
 }
 
 pub struct Sandbox {
@@ -361,86 +333,6 @@ impl Sandbox {
         Ok(sandbox)
     }
 
-    fn write_proxy_files(
-        &mut self,
-        host: &Host,
-        control: &tessera_control::ControlState,
-        proxy: &ContainerInfo,
-    ) -> Result<(), RuntimeError> {
-        let dir = self.dir.join("proxy");
-        std::fs::create_dir_all(&dir).map_err(|e| RuntimeError::io(&dir, e))?;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .map_err(|e| RuntimeError::io(&dir, e))?;
-        own_by_proxy(&dir)?;
-        self.write_token(control)?;
-        let ns = &self.info.namespace;
-        let sa = self.pod.spec.service_account();
-        let token_file = dir.join("token");
-        let capture = self.pod.spec.init_containers.iter().find_map(|c| {
-            match program_for(&self.pod.metadata, c) {
-                Ok(Program::Capture) => Capture::from_args(&c.args).ok(),
-                _ => None,
-            }
-        });
-        let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
-        let volumes = proxy.volumes.clone();
-        let bootstrap = ProxyConfig {
-            version: "bootstrap".into(),
-            node: pc::Node {
-                id: format!("{}.{ns}", self.info.pod),
-                identity: format!("spiffe://{}/ns/{ns}/sa/{sa}", host.trust_domain),
-                trust_domain: host.trust_domain.clone(),
-            },
-            certificates: pc::CertificateSource {
-                files: None,
-                ca: Some(pc::CaSource {
-                    socket: host.state_dir.join(tessera_control::api::CA_SOCKET),
-                    token_file: token_file.clone(),
-                    ttl: None,
-                }),
-            },
-            admin: pc::Admin::default(),
-            runtime: pc::ProxyRuntime::default(),
-            listeners: pc::Listeners {
-                outbound_capture: capture.as_ref().map(|c| any(c.outbound_port)),
-                inbound_capture: capture.as_ref().map(|c| any(c.inbound_port)),
-                explicit: vec![],
-            },
-            services: vec![],
-            inbound: pc::Inbound::default(),
-            control_plane: Some(pc::ControlPlaneEndpoint {
-                socket: host.state_dir.join(tessera_control::api::PUSH_SOCKET),
-                token_file,
-            }),
-            volumes,
-            gateway: vec![],
-            secrets: vec![],
-        };
-        let path = dir.join("bootstrap.json");
-        write_private(
-            &path,
-            serde_json::to_string_pretty(&bootstrap)
-                .unwrap_or_default()
-                .as_bytes(),
-        )?;
-        own_by_proxy(&path)
-    }
-
-    /// The bootstrap token for the pod's service account (24 h; renewed at half-life).
-    fn write_token(&mut self, control: &tessera_control::ControlState) -> Result<(), RuntimeError> {
-        let path = self.dir.join("proxy/token");
-        let token = control.issuer().tokens.mint(
-            &self.info.namespace,
-            self.pod.spec.service_account(),
-            TOKEN_TTL,
-            std::time::SystemTime::now(),
-        );
-        write_private(&path, token.as_bytes())?;
-        own_by_proxy(&path)?;
-        self.token_written = Instant::now();
-        Ok(())
-    }
-
     /// Brings the pod's files up to a new state of the store: the hosts file and the
     /// volumes (Secret and ConfigMap updates reach the files).
     pub fn sync_files(&self, objects: &Objects, hosts: &str) -> Result<(), RuntimeError> {
@@ -459,120 +351,12 @@ impl Sandbox {
         }
     }
 
-    /// Renews the proxy's bootstrap token at half its lifetime.
-    pub fn renew_token(
-        &mut self,
-        control: &tessera_control::ControlState,
-    ) -> Result<(), RuntimeError> {
-        let has_proxy = self.supervised.iter().any(|s| s.name == PROXY_CONTAINER);
-        if has_proxy && self.token_written.elapsed() > TOKEN_TTL / 2 {
-            self.write_token(control)?;
-        }
-        Ok(())
-    }
-
     fn key_string(&self) -> String {
         format!("{}/{}", self.info.namespace, self.info.pod)
     }
 
     pub fn uid(&self) -> &str {
         &self.info.uid
-    }
-
-    /// Probes every running container (blocking: connects inside the pod's namespace).
-    pub fn probe(&mut self) {
-        let targets: Vec<(usize, Probe)> = self
-            .supervised
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.observed.lock().unwrap().pid.is_some())
-            .map(|(i, s)| (i, s.probe))
-            .collect();
-        let results = netns::within(&netns::path(&self.info.netns), move || {
-            targets
-                .into_iter()
-                .map(|(i, p)| (i, probe(p)))
-                .collect::<Vec<_>>()
-        })
-        .unwrap_or_default();
-        for s in &mut self.supervised {
-            s.ready = false;
-        }
-        for (i, ok) in results {
-            self.supervised[i].ready = ok;
-        }
-    }
-
-    /// The pod's status as Kubernetes reports it.
-    pub fn status(&self) -> PodStatus {
-        let mut statuses = Vec::new();
-        let mut all_ready = true;
-        for s in &self.supervised {
-            let o = s.observed.lock().unwrap().clone();
-            let running = o.pid.is_some();
-            let ready = running && s.ready;
-            all_ready &= ready;
-            let state = if running {
-                ContainerState {
-                    running: Some(ContainerStateRunning {
-                        started_at: o.started_at.clone(),
-                    }),
-                    ..Default::default()
-                }
-            } else if let Some(code) = o.done {
-                terminated(code, if code == 0 { "Completed" } else { "Error" })
-            } else {
-                let (reason, message) = o
-                    .waiting
-                    .clone()
-                    .unwrap_or(("ContainerCreating".into(), String::new()));
-                ContainerState {
-                    waiting: Some(ContainerStateWaiting {
-                        reason: Some(reason),
-                        message: Some(message),
-                    }),
-                    ..Default::default()
-                }
-            };
-            statuses.push(ContainerStatus {
-                name: s.name.clone(),
-                image: Some(s.image.clone()),
-                ready,
-                started: Some(running),
-                restart_count: o.restarts as i32,
-                state: Some(state),
-                last_state: o
-                    .last_exit
-                    .as_ref()
-                    .map(|(code, reason)| terminated(*code, reason)),
-                ..Default::default()
-            });
-        }
-        let ip = self.info.ip.to_string();
-        PodStatus {
-            phase: Some("Running".into()),
-            host_ip: Some("127.0.0.1".into()),
-            pod_ip: Some(ip.clone()),
-            pod_ips: vec![PodIp { ip }],
-            conditions: vec![
-                PodCondition::of("PodScheduled", true),
-                PodCondition::of("Initialized", true),
-                PodCondition::of("ContainersReady", all_ready),
-                PodCondition::of("Ready", all_ready),
-            ],
-            init_container_statuses: self
-                .init_done
-                .iter()
-                .map(|n| ContainerStatus {
-                    name: n.clone(),
-                    ready: true,
-                    state: Some(terminated(0, "Completed")),
-                    ..Default::default()
-                })
-                .collect(),
-            container_statuses: statuses,
-            ..Default::default()
-        }
     }
 
     /// Stops every container (SIGTERM, then SIGKILL after the grace period) and removes the
@@ -593,43 +377,6 @@ impl Sandbox {
             let _ = std::fs::remove_dir_all(&dir);
         })
         .await;
-    }
-}
-
-/// The proxy (uid 1337) reads its bootstrap files; nobody else but root does.
-fn own_by_proxy(path: &Path) -> Result<(), RuntimeError> {
-    std::os::unix::fs::chown(path, Some(PROXY_UID), Some(PROXY_UID))
-        .map_err(|e| RuntimeError::io(path, e))
-}
-
-const TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
-
-fn probe(p: Probe) -> bool {
-    use std::io::{Read, Write};
-    let timeout = Duration::from_millis(500);
-    match p {
-        Probe::Running => true,
-        Probe::Port(port) => {
-            std::net::TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), timeout)
-                .is_ok()
-        }
-        Probe::ProxyReady => {
-            let Ok(mut s) = std::net::TcpStream::connect_timeout(
-                &SocketAddr::from(([127, 0, 0, 1], 15000)),
-                timeout,
-            ) else {
-                return false;
-            };
-            let _ = s.set_read_timeout(Some(timeout));
-            if s.write_all(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-                .is_err()
-            {
-                return false;
-            }
-            let mut buf = [0u8; 16];
-            s.read(&mut buf)
-                .is_ok_and(|n| buf[..n].starts_with(b"HTTP/1.1 200"))
-        }
     }
 }
 
@@ -760,254 +507,4 @@ fn container_info(
         volumes: table,
         log: dir.join("logs").join(format!("{}.log", c.name)),
     })
-}
-
-/// Writes every Secret and ConfigMap volume's files (changed files replaced atomically,
-/// removed keys deleted); a missing source that is not optional keeps the pod waiting.
-fn sync_volumes(objects: &Objects, pod: &Pod, root: &Path) -> Result<(), PrepareError> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-    for v in &pod.spec.volumes {
-        let dir = root.join(&v.name);
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-        set_mode(&dir, 0o755)?;
-        let (files, optional, what) = if let Some(s) = &v.secret {
-            let key = ObjectKey::new(tessera_model::Kind::Secret, ns, &s.secret_name);
-            let files = objects.get(&key).and_then(|o| match &o.resource {
-                Resource::Secret(secret) => Some(select(secret.files(), &s.items)),
-                _ => None,
-            });
-            (
-                files,
-                s.optional == Some(true),
-                format!("secret {:?}", s.secret_name),
-            )
-        } else if let Some(cm) = &v.config_map {
-            let key = ObjectKey::new(tessera_model::Kind::ConfigMap, ns, &cm.name);
-            let files = objects.get(&key).and_then(|o| match &o.resource {
-                Resource::ConfigMap(map) => Some(select(map.files(), &cm.items)),
-                _ => None,
-            });
-            (
-                files,
-                cm.optional == Some(true),
-                format!("configmap {:?}", cm.name),
-            )
-        } else {
-            // emptyDir and the rest: an empty directory of the pod's own.
-            (Some(BTreeMap::new()), true, String::new())
-        };
-        let files = match (files, optional) {
-            (Some(f), _) => f,
-            (None, true) => BTreeMap::new(),
-            (None, false) => {
-                return Err(PrepareError::Waiting(Waiting {
-                    reason: "ContainerCreating".into(),
-                    message: format!(
-                        "MountVolume.SetUp failed for volume {:?} : {what} not found",
-                        v.name
-                    ),
-                }))
-            }
-        };
-        write_volume(&dir, &files)?;
-    }
-    Ok(())
-}
-
-fn select(
-    all: BTreeMap<String, Vec<u8>>,
-    items: &[tessera_model::kube::KeyToPath],
-) -> BTreeMap<String, Vec<u8>> {
-    if items.is_empty() {
-        return all;
-    }
-    items
-        .iter()
-        .filter_map(|i| Some((i.path.clone(), all.get(&i.key)?.clone())))
-        .collect()
-}
-
-fn write_volume(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> Result<(), PrepareError> {
-    for (name, data) in files {
-        let path = dir.join(name);
-        if std::fs::read(&path).ok().as_deref() == Some(data.as_slice()) {
-            continue;
-        }
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(io(parent))?;
-        }
-        let tmp = dir.join(format!(".{}.tmp", name.replace('/', "_")));
-        std::fs::write(&tmp, data).map_err(io(&tmp))?;
-        set_mode(&tmp, 0o644)?;
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
-    }
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if e.path().is_file() && !files.contains_key(&name) {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    Ok(())
-}
-
-struct Launch {
-    /// The pod's name: its hostname.
-    pod: String,
-    argv: Vec<String>,
-    info: ContainerInfo,
-    netns: PathBuf,
-    grace: Duration,
-    restart: String,
-}
-
-fn spawn(l: &Launch) -> std::io::Result<tokio::process::Child> {
-    let netns_file = std::fs::File::open(&l.netns)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&l.info.log)?;
-    let mut cmd = std::process::Command::new(&l.argv[0]);
-    cmd.args(&l.argv[1..])
-        .env_clear()
-        .envs(l.info.env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(std::process::Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
-    netns::enter_pod(
-        &mut cmd,
-        &netns_file,
-        &l.pod,
-        &SandboxInfo::binds(&l.info),
-        l.info.user,
-    )?;
-    let child = tokio::process::Command::from(cmd).spawn();
-    drop(netns_file);
-    child
-}
-
-/// Runs a container, restarting it (Always, or OnFailure after a failure) with a backoff
-/// that doubles from 1 s to 30 s and resets after 10 s of good running.
-async fn supervise(
-    l: Launch,
-    observed: Arc<Mutex<Observed>>,
-    mut stop: watch::Receiver<bool>,
-    wake: Arc<Notify>,
-) {
-    let mut backoff = Duration::from_secs(1);
-    loop {
-        let started = Instant::now();
-        let mut child = match spawn(&l) {
-            Ok(c) => c,
-            Err(e) => {
-                observed.lock().unwrap().waiting =
-                    Some(("RunContainerError".into(), format!("{}: {e}", l.argv[0])));
-                wake.notify_one();
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stopped(&mut stop) => return,
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-                continue;
-            }
-        };
-        let pid = child.id();
-        {
-            let mut o = observed.lock().unwrap();
-            o.pid = pid;
-            o.started_at = Some(rfc3339_now());
-            o.waiting = None;
-        }
-        wake.notify_one();
-        let status = tokio::select! {
-            s = child.wait() => s.ok(),
-            _ = stopped(&mut stop) => {
-                terminate(&mut child, pid, l.grace).await;
-                observed.lock().unwrap().pid = None;
-                return;
-            }
-        };
-        let code = status.map_or(-1, |s| {
-            use std::os::unix::process::ExitStatusExt;
-            s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
-        });
-        let again = match l.restart.as_str() {
-            "Never" => false,
-            "OnFailure" => code != 0,
-            _ => true,
-        };
-        {
-            let mut o = observed.lock().unwrap();
-            o.pid = None;
-            o.last_exit = Some((code, if code == 0 { "Completed" } else { "Error" }.into()));
-            if !again {
-                o.done = Some(code);
-            }
-        }
-        if !again {
-            wake.notify_one();
-            return;
-        }
-        {
-            let mut o = observed.lock().unwrap();
-            o.restarts += 1;
-            o.waiting = Some((
-                "CrashLoopBackOff".into(),
-                format!(
-                    "back-off {}s restarting failed container {} (exit code {code})",
-                    backoff.as_secs(),
-                    l.info.name
-                ),
-            ));
-        }
-        tracing::warn!(container = %l.info.name, exit = code, "container exited; restarting");
-        wake.notify_one();
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = Duration::from_secs(1);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
-            _ = stopped(&mut stop) => return,
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(30));
-    }
-}
-
-/// SIGTERM to the container's process group, SIGKILL after the grace period.
-async fn terminate(child: &mut tokio::process::Child, pid: Option<u32>, grace: Duration) {
-    if let Some(pid) = pid {
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGTERM);
-        }
-        if tokio::time::timeout(grace, child.wait()).await.is_ok() {
-            unsafe {
-                libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-            }
-            return;
-        }
-        unsafe {
-            libc::kill(-(pid as libc::pid_t), libc::SIGKILL);
-        }
-    }
-    let _ = child.kill().await;
-}
-
-/// Resolves once `stop` says so (or its sender is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
-
-/// A terminated container's state.
-fn terminated(code: i32, reason: &str) -> ContainerState {
-    ContainerState {
-        terminated: Some(ContainerStateTerminated {
-            exit_code: code,
-            reason: Some(reason.to_string()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
 }
