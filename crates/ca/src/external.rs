@@ -5,7 +5,8 @@
 //! webpki checks X.509 v3 chains. `openssl x509 -req` without an extension file signs
 //! *version 1* leaves (seed 003's client certificate is one), which webpki refuses outright
 //! while Envoy accepts them; a v1 leaf signed directly by a trusted CA is therefore checked
-//! here by hand: issuer name, validity period and signature with the provider's algorithms.
+//! here, read with x509-parser: issuer name, validity period and signature with the
+//! provider's algorithms.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 use rustls_pki_types::{CertificateDer, TrustAnchor, UnixTime};
+use x509_parser::asn1_rs::{Any, FromDer};
 use x509_parser::prelude::*;
 
 use crate::tls::algorithms;
@@ -152,8 +154,8 @@ impl ExternalClientVerifier {
         if now < cert.validity().not_before.timestamp() {
             return Err(ExternalVerifyError::NotValidYet);
         }
-        let (tbs, sig_alg, signature) =
-            split_signed(leaf).ok_or_else(|| ExternalVerifyError::Malformed("not DER".into()))?;
+        let (tbs, sig_alg, signature) = signed_parts(&cert, leaf)
+            .ok_or_else(|| ExternalVerifyError::Malformed("not DER".into()))?;
         let mut issuer_known = false;
         for ca in &self.cas {
             let Ok((_, issuer)) = X509Certificate::from_der(ca) else {
@@ -164,13 +166,13 @@ impl ExternalClientVerifier {
             }
             issuer_known = true;
             let spki = issuer.public_key();
-            let Some(key_alg) = first_element_contents(spki.raw) else {
+            let Some(key_alg) = key_algorithm(spki) else {
                 continue;
             };
             let key = spki.subject_public_key.data.as_ref();
             let verified = self.algorithms.all.iter().any(|alg| {
-                alg.signature_alg_id().as_ref() == sig_alg
-                    && alg.public_key_alg_id().as_ref() == key_alg
+                alg.signature_alg_id().as_ref() == sig_alg.as_slice()
+                    && alg.public_key_alg_id().as_ref() == key_alg.as_slice()
                     && alg.verify_signature(key, tbs, signature).is_ok()
             });
             if verified {
@@ -226,7 +228,7 @@ impl ExternalClientVerifier {
         let (_, c) = X509Certificate::from_der(cert)
             .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
         let spki = c.public_key();
-        let key_alg = first_element_contents(spki.raw).ok_or_else(bad)?;
+        let key_alg = key_algorithm(spki).ok_or_else(bad)?;
         let key = spki.subject_public_key.data.as_ref();
         let algs = self
             .algorithms
@@ -237,7 +239,7 @@ impl ExternalClientVerifier {
             .ok_or_else(bad)?;
         algs.iter()
             .any(|alg| {
-                alg.public_key_alg_id().as_ref() == key_alg
+                alg.public_key_alg_id().as_ref() == key_alg.as_slice()
                     && alg.verify_signature(key, message, dss.signature()).is_ok()
             })
             .then(HandshakeSignatureValid::assertion)
@@ -251,48 +253,29 @@ fn issuer_of(leaf: &CertificateDer<'_>) -> String {
         .unwrap_or_else(|_| "unreadable issuer".into())
 }
 
-/// One DER element at the start of `der`: (tag, header + contents length, contents).
-fn element(der: &[u8]) -> Option<(u8, usize, &[u8])> {
-    let tag = *der.first()?;
-    let first = *der.get(1)? as usize;
-    let (len, header) = if first < 0x80 {
-        (first, 2)
-    } else {
-        let n = first & 0x7f;
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let mut len = 0usize;
-        for i in 0..n {
-            len = (len << 8) | *der.get(2 + i)? as usize;
-        }
-        (len, 2 + n)
-    };
-    let contents = der.get(header..header + len)?;
-    Some((tag, header + len, contents))
+/// The DER contents of an AlgorithmIdentifier in `spki` (the SubjectPublicKeyInfo), the
+/// form webpki names its algorithms by.
+fn key_algorithm(spki: &SubjectPublicKeyInfo<'_>) -> Option<Vec<u8>> {
+    let (_, seq) = Any::from_der(spki.raw).ok()?;
+    let (_, alg) = Any::from_der(seq.data).ok()?;
+    Some(alg.data.to_vec())
 }
 
-/// The contents of the first element inside a SEQUENCE (an AlgorithmIdentifier's, for a
-/// SubjectPublicKeyInfo).
-fn first_element_contents(seq: &[u8]) -> Option<&[u8]> {
-    let (_, _, inner) = element(seq)?;
-    let (_, _, contents) = element(inner)?;
-    Some(contents)
-}
-
-/// Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }:
-/// the signed bytes (the whole TBS element), the algorithm's contents, the signature.
-fn split_signed(cert: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (_, _, body) = element(cert)?;
-    let (_, tbs_len, _) = element(body)?;
-    let tbs = &body[..tbs_len];
-    let rest = &body[tbs_len..];
-    let (_, alg_len, alg) = element(rest)?;
-    let (tag, _, bits) = element(&rest[alg_len..])?;
-    if tag != 0x03 || bits.first() != Some(&0) {
-        return None;
-    }
-    Some((tbs, alg, &bits[1..]))
+/// A certificate's signed bytes (its TBS), its signature algorithm (as DER contents) and
+/// its signature.
+fn signed_parts<'a>(
+    cert: &'a X509Certificate<'a>,
+    der: &'a [u8],
+) -> Option<(&'a [u8], Vec<u8>, &'a [u8])> {
+    // Certificate ::= SEQUENCE { tbsCertificate, signatureAlgorithm, signatureValue }
+    let (_, outer) = Any::from_der(der).ok()?;
+    let (rest, _tbs) = Any::from_der(outer.data).ok()?;
+    let (_, alg) = Any::from_der(rest).ok()?;
+    Some((
+        cert.tbs_certificate.as_ref(),
+        alg.data.to_vec(),
+        cert.signature_value.data.as_ref(),
+    ))
 }
 
 impl ClientCertVerifier for ExternalClientVerifier {
