@@ -61,13 +61,18 @@ fn route(shared: &Shared, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/edges" => reply(
             StatusCode::OK,
             "application/json",
-            serde_json::to_string_pretty(&shared.edges.report(shared.node_id(), shared.identity()))
-                .unwrap_or_default(),
+            serde_json::to_string_pretty(
+                &shared
+                    .telemetry
+                    .edges
+                    .report(shared.node_id(), shared.identity()),
+            )
+            .unwrap_or_default(),
         ),
         "/stats/prometheus" | "/stats" => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.stats.prometheus(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            shared.telemetry.metrics.render(),
         ),
         "/ready" | "/healthz/ready" => {
             if shared.is_draining() {

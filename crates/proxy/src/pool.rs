@@ -5,7 +5,7 @@
 
 use crate::config::{EndpointRoute, Flavor};
 use crate::connect::{connect, Phase, UpstreamError};
-use crate::telemetry::edges::Edges;
+use crate::telemetry::Telemetry;
 use http::Request;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -20,7 +20,7 @@ pub struct HttpPool {
     h1: Mutex<HashMap<u64, Vec<http1::SendRequest<Incoming>>>>,
     h2: Mutex<HashMap<u64, http2::SendRequest<Incoming>>>,
     /// New connections are counted here.
-    edges: Arc<Edges>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// A connection ready for one request.
@@ -35,11 +35,11 @@ pub enum Sender {
 }
 
 impl HttpPool {
-    pub fn new(edges: Arc<Edges>) -> HttpPool {
+    pub fn new(telemetry: Arc<Telemetry>) -> HttpPool {
         HttpPool {
             h1: Mutex::default(),
             h2: Mutex::default(),
-            edges,
+            telemetry,
         }
     }
 
@@ -58,7 +58,7 @@ impl HttpPool {
             if let Some(s) = existing {
                 return Ok(Sender::H2(s));
             }
-            let (io, _) = connect(ep, Flavor::Http2, &self.edges).await?;
+            let (io, _) = connect(ep, Flavor::Http2, &self.telemetry.edges).await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(TokioIo::new(io))
                 .await
@@ -90,7 +90,7 @@ impl HttpPool {
         &self,
         ep: &EndpointRoute,
     ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
-        let (io, _) = connect(ep, Flavor::Http1, &self.edges).await?;
+        let (io, _) = connect(ep, Flavor::Http1, &self.telemetry.edges).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await

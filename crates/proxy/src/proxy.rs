@@ -18,7 +18,7 @@ use crate::identity::{CertError, CertKeeper};
 use crate::listeners::{accept_loop, desired_listeners, RunningListener};
 use crate::pool::HttpPool;
 use crate::shared::Shared;
-use crate::telemetry::{edges, Stats};
+use crate::telemetry::Telemetry;
 use crate::{admin, identity, push};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,9 @@ impl ProxyControl {
         let result = match Snapshot::build(config, &self.shared.store) {
             Ok(snap) => {
                 let config = snap.config.clone();
+                self.shared
+                    .telemetry
+                    .set_access_log(config.runtime.access_log);
                 self.shared.snapshot.store(Arc::new(snap));
                 self.shared.config_epoch.send_modify(|e| *e += 1);
                 self.apply_listeners(&config).await
@@ -107,11 +110,11 @@ impl ProxyControl {
         };
         match &result {
             Ok(()) => {
-                self.shared.stats.config(true);
+                self.shared.telemetry.metrics.config(true);
                 tracing::info!(version = %version, "configuration applied");
             }
             Err(e) => {
-                self.shared.stats.config(false);
+                self.shared.telemetry.metrics.config(false);
                 *self.shared.last_rejected.lock().unwrap() =
                     Some(format!("version {version}: {e}"));
                 tracing::warn!(version = %version, error = %e, "configuration rejected; keeping the last good one");
@@ -131,7 +134,7 @@ impl push::ConfigTarget for ProxyControl {
     }
 
     fn refused(&self, reason: &str) {
-        self.shared.stats.config(false);
+        self.shared.telemetry.metrics.config(false);
         *self.shared.last_rejected.lock().unwrap() = Some(reason.to_string());
     }
 }
@@ -168,10 +171,10 @@ impl ProxyHandle {
         }
         shared.drain.send_replace(true);
         let started = Instant::now();
-        while shared.stats.active() > 0 && started.elapsed() < deadline {
+        while shared.telemetry.metrics.active() > 0 && started.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let left = shared.stats.active();
+        let left = shared.telemetry.metrics.active();
         if left > 0 {
             tracing::warn!(
                 connections = left,
@@ -209,13 +212,13 @@ pub async fn start(
             message: e.to_string(),
         }
     })?;
-    let edges = Arc::new(edges::Edges::default());
+    let telemetry = Arc::new(Telemetry::default());
+    telemetry.set_access_log(config.runtime.access_log);
     let shared = Arc::new(Shared {
         snapshot: ArcSwap::from_pointee(snapshot),
         store,
-        stats: Stats::default(),
-        pools: Arc::new(HttpPool::new(edges.clone())),
-        edges,
+        pools: Arc::new(HttpPool::new(telemetry.clone())),
+        telemetry,
         inbound_tls: TlsAcceptor::from(Arc::new(server_config)),
         drain: tokio::sync::watch::channel(false).0,
         draining: AtomicBool::new(false),
@@ -295,7 +298,7 @@ async fn watch_config(control: Arc<ProxyControl>, path: PathBuf) {
                 let _ = control.update(config).await;
             }
             Err(e) => {
-                control.shared.stats.config(false);
+                control.shared.telemetry.metrics.config(false);
                 *control.shared.last_rejected.lock().unwrap() = Some(e.to_string());
                 tracing::warn!(error = %e, "configuration file changed but cannot be read; keeping the last good one");
             }

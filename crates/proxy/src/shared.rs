@@ -15,16 +15,15 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::{EndpointRoute, Origination, Snapshot};
 use crate::pool::HttpPool;
 use crate::push;
-use crate::telemetry::{edges, Stats};
+use crate::telemetry::Telemetry;
 
 /// What every connection handler shares.
 pub struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub store: CredentialStore,
-    pub stats: Stats,
+    /// Metrics, edges and the access log.
+    pub telemetry: Arc<Telemetry>,
     pub pools: Arc<HttpPool>,
-    /// Connections seen, per peer and outcome (admin `/edges`).
-    pub edges: Arc<edges::Edges>,
     pub(crate) inbound_tls: TlsAcceptor,
     /// Set once when a drain starts; open HTTP connections are asked to finish.
     pub(crate) drain: tokio::sync::watch::Sender<bool>,
@@ -51,7 +50,7 @@ impl Shared {
     }
 
     pub fn access_log(&self) -> bool {
-        self.snapshot.load().config.runtime.access_log
+        self.telemetry.access_log()
     }
 
     pub fn detection_wait(&self) -> Duration {

@@ -135,7 +135,8 @@ async fn modes_per_port() {
         if mode == InboundMode::Strict {
             let refused = server
                 .shared()
-                .stats
+                .telemetry
+                .metrics
                 .refusals_of(tessera_contract::inbound::Refusal::StrictPlaintext);
             assert_eq!(refused, 1, "the refusal is counted on the refusing side");
             let metrics = curl(&[&format!(

@@ -19,7 +19,8 @@ use crate::connect::Phase;
 use crate::http::{self as l7, Body, XFCC};
 use crate::outbound::http::unavailable;
 use crate::shared::Shared;
-use crate::telemetry::Direction;
+use crate::telemetry::access_log::AccessLine;
+use crate::telemetry::{Direction, RequestResult};
 
 pub(super) static DRAW: AtomicU64 = AtomicU64::new(0);
 
@@ -29,6 +30,140 @@ fn empty(code: StatusCode) -> Response<Body> {
     resp
 }
 
+/// What the route table says to do with a request.
+enum Routed {
+    /// Answered at the gateway (no route, a redirect, a direct response), with the
+    /// access log's response flag.
+    Answer(Response<Body>, &'static str),
+    /// To a destination service.
+    Forward(Forwarding),
+}
+
+/// A request's destination and the rewrites its route asks for.
+struct Forwarding {
+    /// `host:port` of a mesh service; `None` when the route has no destination.
+    service: Option<String>,
+    path: Option<String>,
+    authority: Option<String>,
+    /// The VirtualService, for messages.
+    source: String,
+    action: RouteAction,
+}
+
+/// The route for a request to `host`, from the server's virtual hosts.
+fn route(chain: &ServerChain, view: &RequestView<'_>, host: &str, scheme: &str) -> Routed {
+    let not_found = || Routed::Answer(empty(StatusCode::NOT_FOUND), "NR route_not_found");
+    let Some(vh) = route::find_vhost(&chain.vhosts, host) else {
+        return not_found();
+    };
+    if vh.https_redirect && scheme == "http" {
+        let location = route::redirect_location(view, host, None, None, Some("https"), None);
+        return Routed::Answer(
+            redirect(StatusCode::MOVED_PERMANENTLY, &location),
+            "https_redirect",
+        );
+    }
+    let Some((rule, matched)) = route::find_rule(vh, view) else {
+        return not_found();
+    };
+    match &rule.action {
+        RouteAction::Redirect {
+            uri,
+            authority,
+            scheme,
+            port,
+            code,
+        } => {
+            let location = route::redirect_location(
+                view,
+                host,
+                uri.as_deref(),
+                authority.as_deref(),
+                scheme.as_deref(),
+                *port,
+            );
+            let code = StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+            Routed::Answer(redirect(code, &location), "redirect")
+        }
+        RouteAction::DirectResponse { status, body } => {
+            let mut r = l7::answer(
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
+                "istio-envoy",
+                body.clone().unwrap_or_default(),
+            );
+            if body.is_none() {
+                r.headers_mut().remove(http::header::CONTENT_TYPE);
+            }
+            Routed::Answer(r, "direct_response")
+        }
+        RouteAction::Forward {
+            destinations,
+            rewrite_uri,
+            rewrite_authority,
+            ..
+        } => {
+            let pick = route::pick(destinations, DRAW.fetch_add(1, Ordering::Relaxed));
+            Routed::Forward(Forwarding {
+                service: pick.map(|i| destinations[i].service.clone()),
+                path: rewrite_uri
+                    .as_deref()
+                    .map(|to| route::rewrite_path(view.path, view.query, matched, to)),
+                authority: rewrite_authority.clone(),
+                source: rule.source.clone(),
+                action: rule.action.clone(),
+            })
+        }
+    }
+}
+
+fn redirect(code: StatusCode, location: &str) -> Response<Body> {
+    let mut r = empty(code);
+    if let Ok(v) = HeaderValue::from_str(location) {
+        r.headers_mut().insert(LOCATION, v);
+    }
+    r
+}
+
+/// The request as it leaves the gateway: XFCC as Envoy's SANITIZE_SET (what the client
+/// sent is dropped; its certificate, if any, is set) and the route's rewrites.
+fn rewrite(req: &mut Request<Incoming>, xfcc: Option<&HeaderValue>, f: &Forwarding) {
+    req.headers_mut().remove(XFCC);
+    if let Some(x) = xfcc {
+        req.headers_mut().insert(XFCC, x.clone());
+    }
+    if let Some(p) = f
+        .path
+        .as_deref()
+        .and_then(|p| p.parse::<http::uri::PathAndQuery>().ok())
+    {
+        let mut parts = req.uri().clone().into_parts();
+        parts.path_and_query = Some(p);
+        if let Ok(uri) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+    if let Some(a) = f
+        .authority
+        .as_deref()
+        .and_then(|a| HeaderValue::from_str(a).ok())
+    {
+        req.headers_mut().insert(HOST, a);
+        if req.uri().authority().is_some() {
+            let mut parts = req.uri().clone().into_parts();
+            parts.authority = req
+                .headers()
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .and_then(|h| h.parse().ok());
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
+    }
+}
+
+/// One request on a gateway server: routed by its VirtualService table, answered here or
+/// forwarded over the mesh.
 pub(super) async fn request(
     shared: Arc<Shared>,
     chain: Arc<ServerChain>,
@@ -38,178 +173,61 @@ pub(super) async fn request(
     xfcc: Option<HeaderValue>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let started = Instant::now();
     let authority = l7::authority_of(&req).unwrap_or_default();
     let host = route::host_of(&authority);
     let path = req.uri().path().to_string();
     let query = req.uri().query().map(str::to_string);
     let method = req.method().to_string();
-    let (resp, routed, flag) = {
-        let view = RequestView {
-            path: &path,
-            query: query.as_deref(),
-            method: &method,
-            authority: &authority,
-            scheme,
-            headers: req.headers(),
-            port: server_port,
-        };
-        match route::find_vhost(&chain.vhosts, &host) {
-            None => (
-                Some(empty(StatusCode::NOT_FOUND)),
-                None,
-                "NR route_not_found",
-            ),
-            Some(vh) if vh.https_redirect && scheme == "http" => {
-                let mut r = empty(StatusCode::MOVED_PERMANENTLY);
-                if let Ok(v) = HeaderValue::from_str(&route::redirect_location(
-                    &view,
-                    &host,
-                    None,
-                    None,
-                    Some("https"),
-                    None,
-                )) {
-                    r.headers_mut().insert(LOCATION, v);
-                }
-                (Some(r), None, "https_redirect")
-            }
-            Some(vh) => match route::find_rule(vh, &view) {
-                None => (
-                    Some(empty(StatusCode::NOT_FOUND)),
-                    None,
-                    "NR route_not_found",
-                ),
-                Some((rule, matched)) => match &rule.action {
-                    RouteAction::Redirect {
-                        uri,
-                        authority: a,
-                        scheme: s,
-                        port,
-                        code,
-                    } => {
-                        let mut r = empty(
-                            StatusCode::from_u16(*code).unwrap_or(StatusCode::MOVED_PERMANENTLY),
-                        );
-                        let loc = route::redirect_location(
-                            &view,
-                            &host,
-                            uri.as_deref(),
-                            a.as_deref(),
-                            s.as_deref(),
-                            *port,
-                        );
-                        if let Ok(v) = HeaderValue::from_str(&loc) {
-                            r.headers_mut().insert(LOCATION, v);
-                        }
-                        (Some(r), None, "redirect")
-                    }
-                    RouteAction::DirectResponse { status, body } => {
-                        let mut r = l7::answer(
-                            StatusCode::from_u16(*status).unwrap_or(StatusCode::OK),
-                            "istio-envoy",
-                            body.clone().unwrap_or_default(),
-                        );
-                        if body.is_none() {
-                            r.headers_mut().remove(http::header::CONTENT_TYPE);
-                        }
-                        (Some(r), None, "direct_response")
-                    }
-                    RouteAction::Forward {
-                        destinations,
-                        rewrite_uri,
-                        rewrite_authority,
-                        ..
-                    } => {
-                        let pick = route::pick(destinations, DRAW.fetch_add(1, Ordering::Relaxed));
-                        let new_path = rewrite_uri
-                            .as_deref()
-                            .map(|to| route::rewrite_path(&path, query.as_deref(), matched, to));
-                        (
-                            None,
-                            pick.map(|i| {
-                                (
-                                    destinations[i].service.clone(),
-                                    new_path,
-                                    rewrite_authority.clone(),
-                                    rule.source.clone(),
-                                    rule.action.clone(),
-                                )
-                            }),
-                            "",
-                        )
-                    }
-                },
-            },
-        }
+    let mut outcome = RequestResult::new(shared.telemetry.clone(), Direction::Inbound);
+    outcome.describe(|| AccessLine {
+        side: "gateway",
+        src: Some(peer),
+        server: Some(chain.name.clone()),
+        authority: Some(authority.clone()),
+        method: Some(method.clone()),
+        path: Some(path.clone()),
+        ..Default::default()
+    });
+    let view = RequestView {
+        path: &path,
+        query: query.as_deref(),
+        method: &method,
+        authority: &authority,
+        scheme,
+        headers: req.headers(),
+        port: server_port,
     };
-    let (resp, dst) = match (resp, routed) {
-        (Some(r), _) => (r, String::from("-")),
-        (None, None) => (
+    let routed = route(&chain, &view, &host, scheme);
+    let (resp, dst, flags) = match routed {
+        Routed::Answer(resp, flags) => (resp, None, flags),
+        Routed::Forward(Forwarding { service: None, .. }) => (
             l7::answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "istio-envoy",
                 "no healthy upstream. reason: the route has no destination\n".into(),
             ),
-            String::from("-"),
+            None,
+            "",
         ),
-        (None, Some((service, new_path, new_authority, source, action))) => {
-            // SANITIZE_SET: what the client sent is dropped; its certificate, if any, is set.
-            req.headers_mut().remove(XFCC);
-            if let Some(x) = &xfcc {
-                req.headers_mut().insert(XFCC, x.clone());
-            }
-            if let Some(p) = new_path.and_then(|p| p.parse::<http::uri::PathAndQuery>().ok()) {
-                let mut parts = req.uri().clone().into_parts();
-                parts.path_and_query = Some(p);
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    *req.uri_mut() = uri;
-                }
-            }
-            if let Some(a) = new_authority.and_then(|a| HeaderValue::from_str(&a).ok()) {
-                req.headers_mut().insert(HOST, a);
-                if req.uri().authority().is_some() {
-                    let mut parts = req.uri().clone().into_parts();
-                    parts.authority = req
-                        .headers()
-                        .get(HOST)
-                        .and_then(|h| h.to_str().ok())
-                        .and_then(|h| h.parse().ok());
-                    if let Ok(uri) = http::Uri::from_parts(parts) {
-                        *req.uri_mut() = uri;
-                    }
-                }
-            }
-            let upstream = shared.snapshot().upstream_named(&service).cloned();
-            let resp = match upstream {
+        Routed::Forward(f) => {
+            rewrite(&mut req, xfcc.as_ref(), &f);
+            let service = f.service.clone().unwrap_or_default();
+            let resp = match shared.snapshot().upstream_named(&service).cloned() {
                 None => l7::answer(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "istio-envoy",
-                    format!("no healthy upstream. hop: gateway {} -> {service}; reason: {source} routes to {service}, which is not a service port of the mesh (NC cluster_not_found)\n", shared.node_id()),
+                    format!("no healthy upstream. hop: gateway {} -> {service}; reason: {} routes to {service}, which is not a service port of the mesh (NC cluster_not_found)\n", shared.node_id(), f.source),
                 ),
-                Some(up) => forward(&shared, up, req, &action, peer).await,
+                Some(up) => forward(&shared, up, req, &f.action, peer).await,
             };
-            (resp, service)
+            (resp, Some(service), "")
         }
     };
-    shared
-        .stats
-        .request(Direction::Inbound, resp.status().as_u16());
-    if shared.access_log() {
-        tracing::info!(
-            target: "tessera::access",
-            direction = "gateway",
-            src = %peer,
-            server = %chain.name,
-            authority = %authority,
-            method = %method,
-            path = %path,
-            dst = %dst,
-            code = resp.status().as_u16(),
-            flags = flag,
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        );
+    if let Some(line) = outcome.line_mut() {
+        line.dst = dst;
+        line.flags = flags;
     }
+    outcome.answered(resp.status().as_u16());
     Ok(resp)
 }
 
@@ -262,18 +280,20 @@ async fn forward(
                     return match shared.pools.send(sender, ep, req).await {
                         Ok(resp) => l7::finish(resp, "istio-envoy", upstream_started),
                         Err(e) => {
-                            shared.stats.upstream_failure();
+                            shared.telemetry.metrics.upstream_failure();
                             failures.push((ep.clone(), e));
                             unavailable(shared, &upstream, &failures, "gateway", "istio-envoy")
                         }
                     };
                 }
                 Err(e) => {
-                    shared.stats.upstream_failure();
+                    shared.telemetry.metrics.upstream_failure();
                     if e.phase == Phase::TlsHandshake {
-                        shared
-                            .stats
-                            .handshake(Direction::Outbound, ep.origination.used(), false);
+                        shared.telemetry.metrics.handshake(
+                            Direction::Outbound,
+                            ep.origination.used(),
+                            false,
+                        );
                     }
                     tracing::warn!(direction = "gateway", src = %peer, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
                     failures.push((ep.clone(), e));

@@ -9,7 +9,6 @@ mod http;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http::header::HeaderValue;
 use bytes::Bytes;
@@ -29,14 +28,12 @@ use crate::inbound::user_tls::{accept_user_tls, peer_leaf};
 use crate::io::{reset_connection, Prefixed};
 use crate::outbound::forward_tcp;
 use crate::shared::Shared;
-use crate::telemetry::Direction;
+use crate::telemetry::{ConnectionResult, TlsUsed};
 use tessera_contract::inbound::Refusal;
 
 /// A connection on gateway pod port `port`.
 pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
-    let started = Instant::now();
-    let guard_owner = shared.clone();
-    let _active = guard_owner.stats.connection(Direction::Inbound);
+    let result = ConnectionResult::gateway(shared.telemetry.clone(), peer, port);
     let Some(table) = shared.snapshot().gateway_table(port) else {
         tracing::warn!(direction = "gateway", src = %peer, port, "no Gateway server on this port; closed");
         reset_connection(tcp);
@@ -49,8 +46,17 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
         _ => (table.plain_chain(ServerKind::Tcp), None),
     };
     let Some(chain) = chain.cloned() else {
-        shared.stats.refusal(Refusal::NoTlsChain);
-        tracing::warn!(direction = "gateway", src = %peer, port, sni = sni.as_deref().unwrap_or("-"), tls = matches!(detected, Detected::Tls(_)), reason = Refusal::NoTlsChain.explain(), "connection refused (reset): filter_chain_not_found");
+        let (tls, detail) = match &sni {
+            Some(sni) => (
+                TlsUsed::Simple,
+                format!("{} (SNI {sni})", Refusal::NoTlsChain.explain()),
+            ),
+            None => (
+                TlsUsed::Plaintext,
+                Refusal::NoTlsChain.explain().to_string(),
+            ),
+        };
+        result.refused(Refusal::NoTlsChain, tls, &detail);
         reset_connection(tcp);
         return;
     };
@@ -68,17 +74,16 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
             )
             .await
         }
-        ServerKind::Tcp => forward_l4(shared, tcp, prefix, peer, &chain, None, started).await,
+        ServerKind::Tcp => forward_l4(&shared, tcp, prefix, &result, &chain, None).await,
         ServerKind::Passthrough => {
-            forward_l4(shared, tcp, prefix, peer, &chain, sni.as_deref(), started).await
+            forward_l4(&shared, tcp, prefix, &result, &chain, sni.as_deref()).await
         }
         ServerKind::TerminateHttp | ServerKind::TerminateTcp => {
             let Some(termination) = chain.termination.clone() else {
                 reset_connection(tcp);
                 return;
             };
-            let Some(tls) = accept_user_tls(&shared, &termination, prefix, tcp, peer, port).await
-            else {
+            let Some(tls) = accept_user_tls(&result, &termination, prefix, tcp).await else {
                 return;
             };
             let leaf = peer_leaf(&tls);
@@ -89,7 +94,7 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
                     .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
                 serve_http(shared, tls, peer, chain, server_port, "https", xfcc).await
             } else {
-                forward_l4(shared, tls, Bytes::new(), peer, &chain, None, started).await
+                forward_l4(&shared, tls, Bytes::new(), &result, &chain, None).await
             }
         }
     }
@@ -128,13 +133,12 @@ async fn serve_http<S>(
 /// L4 at a gateway: the route (by SNI for passthrough), then the bytes to a destination
 /// endpoint with the TLS the mesh decided for it.
 async fn forward_l4<D>(
-    shared: Arc<Shared>,
+    shared: &Shared,
     down: D,
     prefix: Bytes,
-    peer: SocketAddr,
+    result: &ConnectionResult,
     chain: &ServerChain,
     sni: Option<&str>,
-    started: Instant,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
@@ -146,12 +150,12 @@ async fn forward_l4<D>(
         let i = route::pick(&r.destinations, DRAW.fetch_add(1, Ordering::Relaxed))?;
         r.destinations.get(i)
     }) else {
-        tracing::warn!(direction = "gateway", src = %peer, server = %chain.name, sni = sni.unwrap_or("-"), "no route for this connection; closed");
+        tracing::warn!(direction = "gateway", src = %result.peer(), server = %chain.name, sni = sni.unwrap_or("-"), "no route for this connection; closed");
         return;
     };
     let Some(upstream) = shared.snapshot().upstream_named(&dest.service).cloned() else {
-        tracing::warn!(direction = "gateway", src = %peer, dst = %dest.service, "the route's destination is not a service port of the mesh; closed");
+        tracing::warn!(direction = "gateway", src = %result.peer(), dst = %dest.service, "the route's destination is not a service port of the mesh; closed");
         return;
     };
-    forward_tcp(shared, down, peer, &upstream, prefix, started).await;
+    forward_tcp(shared, down, result, &upstream, prefix).await;
 }

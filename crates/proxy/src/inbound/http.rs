@@ -2,7 +2,6 @@
 //! verified peer and stripped otherwise; a failure to reach the app is a 503 that names
 //! the hop.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,13 +12,13 @@ use hyper::body::Incoming;
 use crate::config::{EndpointRoute, Flavor};
 use crate::http::{answer, finish, prepare, Body, XFCC};
 use crate::shared::Shared;
-use crate::telemetry::edges::{Connection, Edges};
-use crate::telemetry::{Direction, TlsUsed};
-use tessera_contract::inbound::Refusal;
+use crate::telemetry::access_log::AccessLine;
+use crate::telemetry::{ConnectionResult, Direction, RequestResult, TlsUsed};
 
-/// What the inbound side knows about a downstream connection.
+/// What the inbound side knows about a downstream HTTP connection.
 pub struct InboundConn {
-    pub peer: SocketAddr,
+    /// The connection's result: its edge is recorded at its first request.
+    pub result: ConnectionResult,
     pub port: u16,
     /// The XFCC element of a mesh mTLS peer; `None` on plaintext (XFCC is then stripped).
     pub xfcc: Option<HeaderValue>,
@@ -29,29 +28,8 @@ pub struct InboundConn {
     pub flavor: Flavor,
     /// `x-envoy-decorator-operation` on responses (Sidecar ingress listeners).
     pub operation: Option<HeaderValue>,
-    /// A plaintext HTTP connection is counted as an edge at its first request (before
-    /// that it may turn out not to be HTTP at all).
-    pub edge_pending: std::sync::atomic::AtomicBool,
-    /// Why the port took it, for that edge.
+    /// Why the port took it, for its edge.
     pub accepted_by: String,
-}
-
-impl InboundConn {
-    /// Counts a plaintext HTTP connection once: at its first request, or as refused when
-    /// its bytes turned out not to be HTTP.
-    pub fn record_pending_edge(&self, edges: &Edges, refused: Option<Refusal>) {
-        if !self
-            .edge_pending
-            .swap(false, std::sync::atomic::Ordering::Relaxed)
-        {
-            return;
-        }
-        let edge = Connection::inbound(self.peer, self.port, self.tls);
-        match refused {
-            Some(r) => edges.record(edge.failed(r.label()), || r.explain().to_string()),
-            None => edges.record(edge, || self.accepted_by.clone()),
-        }
-    }
 }
 
 /// Inbound: the request goes to the app, XFCC set for mesh peers and stripped otherwise.
@@ -60,10 +38,22 @@ pub async fn request(
     conn: Arc<InboundConn>,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let started = Instant::now();
-    conn.record_pending_edge(&shared.edges, None);
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let peer = conn.result.peer();
+    conn.result
+        .accepted(conn.tls, conn.peer_identity.as_deref(), || {
+            conn.accepted_by.clone()
+        });
+    let mut outcome = RequestResult::new(conn.result.telemetry().clone(), Direction::Inbound);
+    outcome.describe(|| AccessLine {
+        side: "inbound",
+        src: Some(peer),
+        src_identity: conn.peer_identity.clone(),
+        dst: Some(conn.app.address.to_string()),
+        tls: Some(conn.tls),
+        method: Some(req.method().to_string()),
+        path: Some(req.uri().path().to_string()),
+        ..Default::default()
+    });
     match &conn.xfcc {
         Some(element) => {
             // APPEND_FORWARD: a value the peer's proxy forwarded is kept, ours appended.
@@ -91,15 +81,15 @@ pub async fn request(
     let mut resp = match result {
         Ok(resp) => finish(resp, "istio-envoy", upstream_started),
         Err(e) => {
-            shared.stats.upstream_failure();
-            tracing::warn!(direction = "inbound", src = %conn.peer, app = %conn.app.address, error = %e, "the app could not be reached");
+            shared.telemetry.metrics.upstream_failure();
+            tracing::warn!(direction = "inbound", src = %peer, app = %conn.app.address, error = %e, "the app could not be reached");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "istio-envoy",
                 format!(
                     "upstream connect error or disconnect/reset before headers. hop: inbound {} (from {} over {}{}) -> app {}; phase: {}; reason: {}\n",
                     shared.node_id(),
-                    conn.peer.ip(),
+                    peer.ip(),
                     conn.tls.label(),
                     conn.peer_identity
                         .as_deref()
@@ -115,22 +105,6 @@ pub async fn request(
         resp.headers_mut()
             .insert("x-envoy-decorator-operation", op.clone());
     }
-    shared
-        .stats
-        .request(Direction::Inbound, resp.status().as_u16());
-    if shared.access_log() {
-        tracing::info!(
-            target: "tessera::access",
-            direction = "inbound",
-            src = %conn.peer,
-            src_identity = conn.peer_identity.as_deref().unwrap_or("-"),
-            port = conn.port,
-            tls = conn.tls.label(),
-            method = %method,
-            path = %path,
-            code = resp.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        );
-    }
+    outcome.answered(resp.status().as_u16());
     Ok(resp)
 }

@@ -9,9 +9,7 @@ pub mod user_tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::Instant;
 
 use ::http::header::HeaderValue;
 use bytes::Bytes;
@@ -31,16 +29,13 @@ use crate::detect::{read_detect, Detected};
 use crate::http as l7;
 use crate::io::{close_after_alert, copy_until, reset, Prefixed};
 use crate::shared::Shared;
-use crate::telemetry::access_log::tcp_log;
-use crate::telemetry::edges::Connection;
-use crate::telemetry::{Direction, TlsUsed};
+use crate::telemetry::access_log::AccessLine;
+use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
 
 /// An inbound connection toward workload port `port`: detect what arrives, decide with the
 /// port's rule, act.
 pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
-    let started = Instant::now();
-    let guard_owner = shared.clone();
-    let _active = guard_owner.stats.connection(Direction::Inbound);
+    let result = ConnectionResult::new(shared.telemetry.clone(), Direction::Inbound, peer, port);
     // Subscribed before the rule is read, so no change between the two is missed.
     let updates = shared.config_updates();
     let snap = shared.snapshot();
@@ -59,24 +54,26 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     let conn = Accepted {
         app: shared.app_route(app),
         shared,
-        peer,
         port,
         rule,
-        started,
+        result,
     };
     match decide(decided, arrival(&detected, silent)) {
         InboundAction::Reset(refusal) => conn.refuse(tcp, refusal),
         InboundAction::Plain(Payload::Http) => {
-            let http = conn.http(None, None, TlsUsed::Plaintext, true);
-            serve_inbound_http(conn.shared, Prefixed::new(prefix, tcp), http, replaced).await;
+            let shared = conn.shared.clone();
+            // Its edge is recorded at its first request: bytes that are not HTTP count
+            // as refused instead.
+            let http = conn.http(None, None, TlsUsed::Plaintext);
+            serve_inbound_http(shared, Prefixed::new(prefix, tcp), http, replaced).await;
         }
         InboundAction::Plain(Payload::Tcp) => {
-            conn.record_accepted(TlsUsed::Plaintext, None);
+            conn.accept(TlsUsed::Plaintext, None);
             conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)
                 .await;
         }
         InboundAction::Passthrough => {
-            conn.record_accepted(TlsUsed::AppTls, None);
+            conn.accept(TlsUsed::AppTls, None);
             conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)
                 .await;
         }
@@ -92,28 +89,25 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
 /// An inbound connection once its port's rule is known.
 pub(crate) struct Accepted {
     pub shared: Arc<Shared>,
-    pub peer: SocketAddr,
     pub port: u16,
     pub rule: InboundRule,
     /// The app behind the port.
     pub app: Arc<EndpointRoute>,
-    pub started: Instant,
+    pub result: ConnectionResult,
 }
 
 impl Accepted {
-    fn edge(&self, tls: TlsUsed) -> Connection<'static> {
-        Connection::inbound(self.peer, self.port, tls)
+    fn accepted_by(&self) -> String {
+        format!(
+            "accepted by port {} ({})",
+            self.port,
+            mode_name(self.rule.mode)
+        )
     }
 
-    /// Counts the connection as an edge that went through.
-    pub fn record_accepted(&self, tls: TlsUsed, identity: Option<&str>) {
-        let port = self.port;
-        let mode = mode_name(self.rule.mode);
-        self.shared
-            .edges
-            .record(self.edge(tls).identified(identity), || {
-                format!("accepted by port {port} ({mode})")
-            });
+    /// The connection went through (its edge).
+    pub fn accept(&self, tls: TlsUsed, identity: Option<&str>) {
+        self.result.accepted(tls, identity, || self.accepted_by());
     }
 
     /// Closes with a reset; counted and logged with the reason.
@@ -123,77 +117,58 @@ impl Accepted {
         } else {
             TlsUsed::Plaintext
         };
-        self.shared
-            .edges
-            .record(self.edge(tls).failed(refusal.label()), || {
-                refusal.explain().to_string()
-            });
-        self.shared.stats.refusal(refusal);
-        tracing::warn!(direction = "inbound", src = %self.peer, port = self.port, mode = ?self.rule.mode, reason = refusal.explain(), "connection refused (reset)");
+        self.result.refused(refusal, tls, refusal.explain());
         reset(tcp);
     }
 
-    /// What HTTP requests on this connection carry. A plaintext connection's edge is
-    /// counted at its first request (`edge_pending`): bytes that are not HTTP count as
-    /// refused instead.
+    /// What HTTP requests on this connection carry; the connection's result goes with it.
     pub fn http(
-        &self,
+        self,
         xfcc: Option<HeaderValue>,
         peer_identity: Option<String>,
         tls: TlsUsed,
-        edge_pending: bool,
     ) -> Arc<InboundConn> {
         let flavor = match (self.rule.protocol, self.rule.termination.is_some()) {
             (PortProtocol::Http2, false) => Flavor::Http2,
             _ => Flavor::Http1,
         };
         Arc::new(InboundConn {
-            peer: self.peer,
+            accepted_by: self.accepted_by(),
             port: self.port,
             xfcc,
             peer_identity,
             tls,
-            app: self.app.clone(),
+            app: self.app,
             flavor,
-            operation: self.rule.operation.clone(),
-            edge_pending: AtomicBool::new(edge_pending),
-            accepted_by: format!(
-                "accepted by port {} ({})",
-                self.port,
-                mode_name(self.rule.mode)
-            ),
+            operation: self.rule.operation,
+            result: self.result,
         })
     }
 
     /// Opaque bytes to the app until either side closes or the port's policy changes.
     pub async fn forward<D>(
-        &self,
+        self,
         down: D,
         prefix: Bytes,
         tls: TlsUsed,
-        peer_identity: Option<&str>,
+        peer_identity: Option<String>,
         replaced: impl Future<Output = ()>,
     ) where
         D: AsyncRead + AsyncWrite + Unpin,
     {
         match connect_tcp(self.app.address).await {
             Ok(up) => {
-                let (sent, received, result) = copy_until(down, &prefix, up, replaced).await;
-                tcp_log(
-                    self.shared.access_log(),
-                    Direction::Inbound,
-                    self.peer,
-                    peer_identity,
-                    &self.app.address.to_string(),
-                    tls,
-                    result,
-                    sent,
-                    received,
-                    self.started,
-                );
+                let (sent, received, ended) = copy_until(down, &prefix, up, replaced).await;
+                let line = AccessLine {
+                    src_identity: peer_identity,
+                    dst: Some(self.app.address.to_string()),
+                    tls: Some(tls),
+                    ..Default::default()
+                };
+                self.result.forwarded(line, ended, sent, received);
             }
             Err(e) => {
-                tracing::warn!(direction = "inbound", src = %self.peer, app = %self.app.address, error = %e, "the app could not be reached");
+                tracing::warn!(direction = "inbound", src = %self.result.peer(), app = %self.app.address, error = %e, "the app could not be reached");
             }
         }
     }
@@ -221,24 +196,21 @@ impl Accepted {
                 None,
             )),
         };
-        let stats = &self.shared.stats;
         let tls = match refused {
             Ok(tls) => tls,
             Err((reason, io)) => {
-                stats.handshake(Direction::Inbound, TlsUsed::Mesh, false);
-                stats.refusal(Refusal::Handshake);
-                self.shared.edges.record(
-                    self.edge(TlsUsed::Mesh).failed(Refusal::Handshake.label()),
-                    || reason.clone(),
-                );
-                tracing::warn!(direction = "inbound", src = %self.peer, port = self.port, mode = ?self.rule.mode, reason = %reason, "mesh mTLS handshake refused");
+                self.result
+                    .handshake(Direction::Inbound, TlsUsed::Mesh, false);
+                self.result
+                    .refused(Refusal::Handshake, TlsUsed::Mesh, &reason);
                 if let Some(io) = io {
                     close_after_alert(io).await;
                 }
                 return;
             }
         };
-        stats.handshake(Direction::Inbound, TlsUsed::Mesh, true);
+        self.result
+            .handshake(Direction::Inbound, TlsUsed::Mesh, true);
         let (_, session) = tls.get_ref();
         let leaf = session
             .peer_certificates()
@@ -246,25 +218,20 @@ impl Accepted {
             .map(|c| c.to_vec());
         let peer_identity =
             tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
-        self.record_accepted(TlsUsed::Mesh, peer_identity.as_deref());
+        self.accept(TlsUsed::Mesh, peer_identity.as_deref());
         match payload {
             Payload::Http => {
                 let own = vec![self.shared.identity()];
                 let xfcc = leaf
                     .as_deref()
                     .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
-                let http = self.http(xfcc, peer_identity, TlsUsed::Mesh, false);
-                serve_inbound_http(self.shared, tls, http, replaced).await;
+                let shared = self.shared.clone();
+                let http = self.http(xfcc, peer_identity, TlsUsed::Mesh);
+                serve_inbound_http(shared, tls, http, replaced).await;
             }
             Payload::Tcp => {
-                self.forward(
-                    tls,
-                    Bytes::new(),
-                    TlsUsed::Mesh,
-                    peer_identity.as_deref(),
-                    replaced,
-                )
-                .await
+                self.forward(tls, Bytes::new(), TlsUsed::Mesh, peer_identity, replaced)
+                    .await
             }
         }
     }
@@ -274,27 +241,25 @@ pub(crate) async fn serve_inbound_http<S>(
     shared: Arc<Shared>,
     io: S,
     conn: Arc<InboundConn>,
-    replaced: impl std::future::Future<Output = ()>,
+    replaced: impl Future<Output = ()>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let (peer, port, tls) = (conn.peer, conn.port, conn.tls);
-    let pending = conn.clone();
-    let svc = service_fn(move |req| http::request(svc_shared.clone(), conn.clone(), req));
+    let served_conn = conn.clone();
+    let svc = service_fn(move |req| http::request(svc_shared.clone(), served_conn.clone(), req));
     let builder = auto::Builder::new(TokioExecutor::new());
     let served = builder.serve_connection(TokioIo::new(io), svc);
-    let result = shared.serve_graceful(served, replaced).await;
-    let unparsable = result.as_ref().err().is_some_and(|e| {
+    let ended = shared.serve_graceful(served, replaced).await;
+    let unparsable = ended.as_ref().err().is_some_and(|e| {
         e.downcast_ref::<hyper::Error>()
             .is_some_and(hyper::Error::is_parse)
     });
     if unparsable {
         // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
         // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
-        pending.record_pending_edge(&shared.edges, Some(Refusal::NotHttp));
-        shared.stats.refusal(Refusal::NotHttp);
-        tracing::warn!(direction = "inbound", src = %peer, port, tls = tls.label(), reason = Refusal::NotHttp.explain(), "request refused (400)");
+        conn.result
+            .refused(Refusal::NotHttp, conn.tls, Refusal::NotHttp.explain());
     }
 }
 

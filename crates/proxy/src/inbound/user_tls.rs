@@ -3,7 +3,6 @@
 //! its reason on this side, and the client gets the alert.
 
 use std::future::Future;
-use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -15,9 +14,7 @@ use crate::config::termination::Termination;
 use crate::connect::HANDSHAKE_TIMEOUT;
 use crate::http as l7;
 use crate::io::{close_after_alert, reset, Prefixed};
-use crate::shared::Shared;
-use crate::telemetry::edges::Connection;
-use crate::telemetry::{Direction, TlsUsed};
+use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
 
 /// A port with Sidecar ingress TLS: the TLS is terminated with the user's certificate
 /// (client certificate verified against the user's CA under MUTUAL), then HTTP or TCP to
@@ -32,9 +29,7 @@ pub(crate) async fn serve(
     let Some(termination) = conn.rule.termination.clone() else {
         return conn.refuse(tcp, Refusal::NoTlsChain);
     };
-    let shared = &conn.shared;
-    let Some(tls) = accept_user_tls(shared, &termination, prefix, tcp, conn.peer, conn.port).await
-    else {
+    let Some(tls) = accept_user_tls(&conn.result, &termination, prefix, tcp).await else {
         return;
     };
     let leaf = peer_leaf(&tls);
@@ -44,11 +39,9 @@ pub(crate) async fn serve(
         TlsUsed::Simple
     };
     let port = conn.port;
-    shared
-        .edges
-        .record(Connection::inbound(conn.peer, port, used), || {
-            format!("TLS with the user's certificate on port {port} (Sidecar ingress)")
-        });
+    conn.result.accepted(used, None, || {
+        format!("TLS with the user's certificate on port {port} (Sidecar ingress)")
+    });
     let subject = leaf
         .as_deref()
         .and_then(|der| {
@@ -60,11 +53,12 @@ pub(crate) async fn serve(
             let xfcc = leaf
                 .as_deref()
                 .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&[], der)).ok());
-            let http = conn.http(xfcc, subject, used, false);
-            serve_inbound_http(conn.shared, tls, http, replaced).await;
+            let shared = conn.shared.clone();
+            let http = conn.http(xfcc, subject, used);
+            serve_inbound_http(shared, tls, http, replaced).await;
         }
         Payload::Tcp => {
-            conn.forward(tls, Bytes::new(), used, subject.as_deref(), replaced)
+            conn.forward(tls, Bytes::new(), used, subject, replaced)
                 .await
         }
     }
@@ -82,18 +76,15 @@ pub(crate) fn peer_leaf<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option
 /// The TLS handshake with a user certificate; a refusal is counted and logged with its
 /// reason on this side, and the client gets the alert.
 pub(crate) async fn accept_user_tls(
-    shared: &Shared,
+    result: &ConnectionResult,
     termination: &Termination,
     prefix: Bytes,
     tcp: TcpStream,
-    peer: SocketAddr,
-    port: u16,
 ) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
     let acceptor = match termination {
         Termination::Ready(a) => a.clone(),
         Termination::Unavailable(why) => {
-            shared.stats.refusal(Refusal::TlsUnavailable);
-            tracing::warn!(direction = "inbound", src = %peer, port, reason = %why, "TLS refused: {}", Refusal::TlsUnavailable.explain());
+            result.refused(Refusal::TlsUnavailable, TlsUsed::Simple, why);
             reset(tcp);
             return None;
         }
@@ -103,26 +94,21 @@ pub(crate) async fn accept_user_tls(
         acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
     )
     .await;
-    match accepted {
+    let (reason, io) = match accepted {
         Ok(Ok(tls)) => {
-            shared
-                .stats
-                .handshake(Direction::Inbound, TlsUsed::Simple, true);
-            Some(tls)
+            result.handshake(Direction::Inbound, TlsUsed::Simple, true);
+            return Some(tls);
         }
-        Ok(Err((e, io))) => {
-            shared
-                .stats
-                .handshake(Direction::Inbound, TlsUsed::Simple, false);
-            shared.stats.refusal(Refusal::TlsHandshake);
-            tracing::warn!(direction = "inbound", src = %peer, port, reason = %tessera_ca::tls::handshake_reason(&e), "TLS handshake refused");
-            close_after_alert(io).await;
-            None
-        }
-        Err(_) => {
-            shared.stats.refusal(Refusal::TlsHandshake);
-            tracing::warn!(direction = "inbound", src = %peer, port, reason = "the client did not finish the TLS handshake in time", "TLS handshake refused");
-            None
-        }
+        Ok(Err((e, io))) => (tessera_ca::tls::handshake_reason(&e), Some(io)),
+        Err(_) => (
+            "the client did not finish the TLS handshake in time".to_string(),
+            None,
+        ),
+    };
+    result.handshake(Direction::Inbound, TlsUsed::Simple, false);
+    result.refused(Refusal::TlsHandshake, TlsUsed::Simple, &reason);
+    if let Some(io) = io {
+        close_after_alert(io).await;
     }
+    None
 }

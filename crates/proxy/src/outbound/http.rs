@@ -12,7 +12,8 @@ use crate::config::{EndpointRoute, Flavor, Upstream};
 use crate::connect::{Phase, UpstreamError};
 use crate::http::{answer, finish, prepare, Body, XFCC};
 use crate::shared::Shared;
-use crate::telemetry::{Direction, TlsUsed};
+use crate::telemetry::access_log::AccessLine;
+use crate::telemetry::{Direction, RequestResult, TlsUsed};
 
 /// Outbound: round-robin over the endpoints; a connect or TLS failure tries the next one,
 /// and when none answers, a 503 that says where and why.
@@ -22,9 +23,16 @@ pub async fn request(
     src: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
-    let started = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_string();
+    let mut outcome = RequestResult::new(shared.telemetry.clone(), Direction::Outbound);
+    outcome.describe(|| AccessLine {
+        side: "outbound",
+        src: Some(src),
+        src_identity: Some(shared.identity()),
+        dst: Some(upstream.name.clone()),
+        method: Some(req.method().to_string()),
+        path: Some(req.uri().path().to_string()),
+        ..Default::default()
+    });
     // SANITIZE: an XFCC the app set never leaves the pod.
     req.headers_mut().remove(XFCC);
     let flavor = if upstream.protocol == tessera_contract::config::PortProtocol::Http2 {
@@ -43,11 +51,13 @@ pub async fn request(
                 break;
             }
             Err(e) => {
-                shared.stats.upstream_failure();
+                shared.telemetry.metrics.upstream_failure();
                 if e.phase == Phase::TlsHandshake {
-                    shared
-                        .stats
-                        .handshake(Direction::Outbound, ep.origination.used(), false);
+                    shared.telemetry.metrics.handshake(
+                        Direction::Outbound,
+                        ep.origination.used(),
+                        false,
+                    );
                 }
                 failures.push((ep.clone(), e));
             }
@@ -61,7 +71,7 @@ pub async fn request(
                 ep.origination.used(),
             ),
             Err(e) => {
-                shared.stats.upstream_failure();
+                shared.telemetry.metrics.upstream_failure();
                 let tls = ep.origination.used();
                 failures.push((ep.clone(), e));
                 (
@@ -79,27 +89,14 @@ pub async fn request(
                 .map_or(TlsUsed::Plaintext, |(ep, _)| ep.origination.used()),
         ),
     };
-    shared
-        .stats
-        .request(Direction::Outbound, resp.status().as_u16());
     for (ep, e) in &failures {
         tracing::warn!(direction = "outbound", src = %src, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
     }
-    if shared.access_log() {
-        tracing::info!(
-            target: "tessera::access",
-            direction = "outbound",
-            src = %src,
-            src_identity = %shared.identity(),
-            dst = %upstream.name,
-            endpoint = %endpoint.map_or("-".to_string(), |a| a.to_string()),
-            tls = tls.label(),
-            method = %method,
-            path = %path,
-            code = resp.status().as_u16(),
-            duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        );
+    if let Some(line) = outcome.line_mut() {
+        line.endpoint = endpoint;
+        line.tls = Some(tls);
     }
+    outcome.answered(resp.status().as_u16());
     Ok(resp)
 }
 

@@ -6,7 +6,6 @@ pub mod http;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::service::service_fn;
@@ -21,8 +20,8 @@ use crate::connect::{connect, connect_tcp, Phase};
 use crate::detect::{read_detect, Detected};
 use crate::io::{copy, reset, Prefixed};
 use crate::shared::Shared;
-use crate::telemetry::access_log::tcp_log;
-use crate::telemetry::{Direction, TlsUsed};
+use crate::telemetry::access_log::AccessLine;
+use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
 
 /// Where an outbound connection is going.
 pub enum OutboundTarget {
@@ -32,15 +31,19 @@ pub enum OutboundTarget {
     Original(SocketAddr),
 }
 
+/// A connection the app opened, toward a service of the mesh or (captured, not a mesh
+/// service) wherever it was going.
 pub async fn outbound(
     shared: Arc<Shared>,
     mut tcp: TcpStream,
     peer: SocketAddr,
     target: OutboundTarget,
 ) {
-    let started = Instant::now();
-    let guard_owner = shared.clone();
-    let _active = guard_owner.stats.connection(Direction::Outbound);
+    let port = match &target {
+        OutboundTarget::Named(_) => 0,
+        OutboundTarget::Original(addr) => addr.port(),
+    };
+    let result = ConnectionResult::new(shared.telemetry.clone(), Direction::Outbound, peer, port);
     let snap = shared.snapshot();
     let found = match &target {
         OutboundTarget::Named(name) => snap.upstream_named(name).cloned(),
@@ -48,29 +51,8 @@ pub async fn outbound(
     };
     drop(snap);
     let Some(upstream) = found else {
-        // Not a mesh service: pass through to where the app was going (Istio's ALLOW_ANY).
         if let OutboundTarget::Original(addr) = target {
-            match connect_tcp(addr).await {
-                Ok(up) => {
-                    let (sent, received) = copy(tcp, &[], up).await;
-                    tcp_log(
-                        shared.access_log(),
-                        Direction::Outbound,
-                        peer,
-                        None,
-                        &format!("{addr} (passthrough)"),
-                        TlsUsed::Plaintext,
-                        "ok",
-                        sent,
-                        received,
-                        started,
-                    );
-                }
-                Err(e) => {
-                    tracing::warn!(direction = "outbound", src = %peer, dst = %addr, error = %e, "passthrough failed");
-                    reset(tcp);
-                }
-            }
+            passthrough(tcp, addr, &result).await;
         }
         return;
     };
@@ -93,72 +75,72 @@ pub async fn outbound(
             .await;
         return;
     }
-    outbound_tcp(shared, tcp, peer, &upstream, prefix, started).await;
+    if !forward_tcp(&shared, &mut tcp, &result, &upstream, prefix).await {
+        reset(tcp);
+    }
 }
 
-async fn outbound_tcp(
-    shared: Arc<Shared>,
-    mut tcp: TcpStream,
-    peer: SocketAddr,
-    upstream: &Upstream,
-    prefix: Bytes,
-    started: Instant,
-) {
-    if !forward_tcp(shared, &mut tcp, peer, upstream, prefix, started).await {
-        reset(tcp);
+/// Not a mesh service: the bytes go where the app was going (Istio's ALLOW_ANY).
+async fn passthrough(tcp: TcpStream, addr: SocketAddr, result: &ConnectionResult) {
+    match connect_tcp(addr).await {
+        Ok(up) => {
+            let (sent, received) = copy(tcp, &[], up).await;
+            let line = AccessLine {
+                dst: Some(format!("{addr} (passthrough)")),
+                tls: Some(TlsUsed::Plaintext),
+                ..Default::default()
+            };
+            result.forwarded(line, "ok", sent, received);
+        }
+        Err(e) => {
+            tracing::warn!(direction = "outbound", src = %result.peer(), dst = %addr, error = %e, "passthrough failed");
+            reset(tcp);
+        }
     }
 }
 
 /// Opaque bytes to the upstream's endpoints (the first that accepts, with the TLS the
 /// mesh decided for it). False when none did.
 pub(crate) async fn forward_tcp<D>(
-    shared: Arc<Shared>,
+    shared: &Shared,
     down: D,
-    peer: SocketAddr,
+    result: &ConnectionResult,
     upstream: &Upstream,
     prefix: Bytes,
-    started: Instant,
 ) -> bool
 where
     D: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut reasons = Vec::new();
+    let mut tried = false;
     for ep in upstream.pick_order() {
-        match connect(ep, Flavor::Tcp, &shared.edges).await {
+        tried = true;
+        let tls = ep.origination.used();
+        match connect(ep, Flavor::Tcp, &shared.telemetry.edges).await {
             Ok((up, _)) => {
-                let tls = ep.origination.used();
                 if matches!(ep.origination, Origination::Tls { .. }) {
-                    shared.stats.handshake(Direction::Outbound, tls, true);
+                    result.handshake(Direction::Outbound, tls, true);
                 }
                 let (sent, received) = copy(down, &prefix, up).await;
-                tcp_log(
-                    shared.access_log(),
-                    Direction::Outbound,
-                    peer,
-                    Some(&shared.identity()),
-                    &format!("{} endpoint {}", upstream.name, ep.address),
-                    tls,
-                    "ok",
-                    sent,
-                    received,
-                    started,
-                );
+                let line = AccessLine {
+                    src_identity: Some(shared.identity()),
+                    dst: Some(format!("{} endpoint {}", upstream.name, ep.address)),
+                    tls: Some(tls),
+                    ..Default::default()
+                };
+                result.forwarded(line, "ok", sent, received);
                 return true;
             }
             Err(e) => {
-                shared.stats.upstream_failure();
+                shared.telemetry.metrics.upstream_failure();
                 if e.phase == Phase::TlsHandshake {
-                    shared
-                        .stats
-                        .handshake(Direction::Outbound, ep.origination.used(), false);
+                    result.handshake(Direction::Outbound, tls, false);
                 }
-                tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
-                reasons.push(e);
+                tracing::warn!(direction = "outbound", src = %result.peer(), dst = %upstream.name, endpoint = %ep.address, tls = tls.label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
             }
         }
     }
-    if reasons.is_empty() {
-        tracing::warn!(direction = "outbound", src = %peer, dst = %upstream.name, "no endpoints: connection closed");
+    if !tried {
+        tracing::warn!(direction = "outbound", src = %result.peer(), dst = %upstream.name, "no endpoints: connection closed");
     }
     false
 }

@@ -1,8 +1,83 @@
-//! What a proxy reports: counters for `/stats/prometheus` ([`stats`]), the connections it
-//! has seen per peer ([`edges`], admin `/edges`), and the access log ([`access_log`]).
+//! What a proxy reports: Prometheus metrics ([`metrics`]), the connections it has seen per
+//! peer ([`edges`], admin `/edges`) and the access log ([`access_log`]). The traffic path
+//! records through one [`ConnectionResult`] per downstream connection and one
+//! [`RequestResult`] per HTTP request, which feed all three when they end.
 
 pub mod access_log;
 pub mod edges;
-pub mod stats;
+pub mod metrics;
+mod result;
 
-pub use stats::{Direction, Stats, TlsUsed};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub use self::metrics::Metrics;
+pub use self::result::{ConnectionResult, RequestResult};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub const ALL: [Direction; 2] = [Direction::Inbound, Direction::Outbound];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// TLS on a connection, as logged and counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TlsUsed {
+    /// Mesh mTLS (ISTIO_MUTUAL).
+    Mesh,
+    /// DestinationRule SIMPLE / MUTUAL.
+    Simple,
+    Mutual,
+    /// The application's own TLS, passed through.
+    AppTls,
+    Plaintext,
+}
+
+impl TlsUsed {
+    pub const ALL: [TlsUsed; 5] = [
+        TlsUsed::Mesh,
+        TlsUsed::Simple,
+        TlsUsed::Mutual,
+        TlsUsed::AppTls,
+        TlsUsed::Plaintext,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsUsed::Mesh => "mtls",
+            TlsUsed::Simple => "simple",
+            TlsUsed::Mutual => "mutual",
+            TlsUsed::AppTls => "app_tls_passthrough",
+            TlsUsed::Plaintext => "plaintext",
+        }
+    }
+}
+
+/// Everything a proxy reports into, shared by its connections.
+#[derive(Default)]
+pub struct Telemetry {
+    pub metrics: Metrics,
+    pub edges: edges::Edges,
+    /// The snapshot's `runtime.accessLog`, kept current on every configuration applied.
+    access_log: AtomicBool,
+}
+
+impl Telemetry {
+    pub fn access_log(&self) -> bool {
+        self.access_log.load(Ordering::Relaxed)
+    }
+
+    pub fn set_access_log(&self, on: bool) {
+        self.access_log.store(on, Ordering::Relaxed);
+    }
+}
