@@ -481,73 +481,11 @@ pub async fn https(state_dir: &Path, ns: &str, say: &mut dyn FnMut(&str)) -> Res
     say(&format!(
         "Mutual TLS over HTTPS (seeds 000/001): nginx serving HTTPS with its own certificate, namespace {ns}"
     ));
-    let dir = std::env::temp_dir().join(format!("tessera-demo-https-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let (key, crt) = (dir.join("nginx.key"), dir.join("nginx.crt"));
-    say("$ openssl req -x509 -nodes -days 365 -newkey rsa:2048 -keyout nginx.key -out nginx.crt -subj \"/CN=my-nginx/O=my-nginx\"");
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-nodes", "-days", "365", "-newkey", "rsa:2048",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&crt)
-        .args(["-subj", "/CN=my-nginx/O=my-nginx"])
-        .output()
-        .map_err(|e| format!("openssl: {e} (install openssl)"))?;
-    if !made.status.success() {
-        return Err(format!(
-            "openssl failed: {}",
-            String::from_utf8_lossy(&made.stderr)
-        ));
-    }
-    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    use base64::Engine;
-    let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: nginxsecret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-        b64(read(&crt)?),
-        b64(read(&key)?)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
-    mesh.apply("nginxsecret", secret, Some(ns)).await?;
-    let conf = serde_json::json!({
-        "apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "nginxconfigmap"},
-        "data": {"default.conf": NGINX_CONF},
-    });
-    mesh.apply("nginxconfigmap", conf.to_string(), Some(ns))
-        .await?;
+    nginx_secret_and_config(&mesh, ns, say).await?;
     say("secret/nginxsecret, configmap/nginxconfigmap");
 
     let curl = |mesh: &Mesh, pod: &str, container: &str, say: &mut dyn FnMut(&str)| {
-        say(&format!(
-            "$ tessera exec {pod} -c {container} -- curl https://my-nginx -k"
-        ));
-        let (exit, out, err) = mesh.run_in(
-            ns,
-            pod,
-            container,
-            &["curl", "-sS", "https://my-nginx", "-k"],
-        )?;
-        match out.lines().find(|l| l.contains("<h1>")) {
-            Some(h1) => {
-                say("...");
-                say(h1.trim());
-                say("...");
-            }
-            None => {
-                for l in err.lines() {
-                    say(l);
-                }
-            }
-        }
-        if exit != 0 {
-            say(&format!("command terminated with exit code {exit}"));
-        }
-        say("");
-        Ok::<(), String>(())
+        curl_nginx(mesh, ns, pod, container, say)
     };
 
     // 1. Without a sidecar.
@@ -608,6 +546,91 @@ pub async fn https(state_dir: &Path, ns: &str, say: &mut dyn FnMut(&str)) -> Res
     say(&format!(
         "Clean up: tessera -n {ns} delete -f samples/sleep/sleep.yaml -f samples/https/nginx-app.yaml; tessera -n {ns} delete configmap nginxconfigmap; tessera -n {ns} delete secret nginxsecret"
     ));
+    Ok(())
+}
+
+/// Seeds 000/001's self-signed certificate for my-nginx (made with openssl) as the
+/// `nginxsecret` Secret, and nginx's configuration as `nginxconfigmap`.
+async fn nginx_secret_and_config(
+    mesh: &Mesh,
+    ns: &str,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("tessera-demo-https-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let (key, crt) = (dir.join("nginx.key"), dir.join("nginx.crt"));
+    say("$ openssl req -x509 -nodes -days 365 -newkey rsa:2048 -keyout nginx.key -out nginx.crt -subj \"/CN=my-nginx/O=my-nginx\"");
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-nodes", "-days", "365", "-newkey", "rsa:2048",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .args(["-subj", "/CN=my-nginx/O=my-nginx"])
+        .output()
+        .map_err(|e| format!("openssl: {e} (install openssl)"))?;
+    if !made.status.success() {
+        return Err(format!(
+            "openssl failed: {}",
+            String::from_utf8_lossy(&made.stderr)
+        ));
+    }
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+    use base64::Engine;
+    let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: nginxsecret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(read(&crt)?),
+        b64(read(&key)?)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    mesh.apply("nginxsecret", secret, Some(ns)).await?;
+    let conf = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "nginxconfigmap"},
+        "data": {"default.conf": NGINX_CONF},
+    });
+    mesh.apply("nginxconfigmap", conf.to_string(), Some(ns))
+        .await?;
+    Ok(())
+}
+
+/// `curl https://my-nginx -k` from a container of the sleep pod, printed as the seed shows
+/// it: nginx's `<h1>` line, or curl's error and exit code.
+fn curl_nginx(
+    mesh: &Mesh,
+    ns: &str,
+    pod: &str,
+    container: &str,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), String> {
+    say(&format!(
+        "$ tessera exec {pod} -c {container} -- curl https://my-nginx -k"
+    ));
+    let (exit, out, err) = mesh.run_in(
+        ns,
+        pod,
+        container,
+        &["curl", "-sS", "https://my-nginx", "-k"],
+    )?;
+    match out.lines().find(|l| l.contains("<h1>")) {
+        Some(h1) => {
+            say("...");
+            say(h1.trim());
+            say("...");
+        }
+        None => {
+            for l in err.lines() {
+                say(l);
+            }
+        }
+    }
+    if exit != 0 {
+        say(&format!("command terminated with exit code {exit}"));
+    }
+    say("");
     Ok(())
 }
 

@@ -10,7 +10,7 @@ use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig, TlsMode};
 
 use crate::compile::compile;
 use crate::insight::verdict::{decide, ClientSends, Hop, ServerTakes, Verdict};
-use crate::policy::Protocol;
+use crate::policy::{EffectiveMode, Protocol};
 use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
 use crate::world::World;
 use tessera_contract::inbound::PortRule;
@@ -309,39 +309,9 @@ fn port_reach(
             }
         };
         let effective = world.effective_mode(ep.workload, ep.port);
-        let (server_takes, server_reason, server_rule, sidecar_rule) = if !ep.workload.has_sidecar {
-            (
-                ServerTakes::NoSidecar,
-                "the endpoint has no sidecar".to_string(),
-                None,
-                None,
-            )
-        } else {
-            let inbound = configs.of(ep.workload).map(|c| c.inbound.clone());
-            let declared = inbound
-                .as_ref()
-                .and_then(|i| i.ports.iter().find(|p| p.port == ep.port).cloned());
-            let (rule, reason) = match (&declared, &inbound) {
-                (Some(p), _) => (PortRule::of(p), p.reason.clone()),
-                (None, Some(i)) => (
-                    undeclared(i.default_mode),
-                    format!("{effective} (port {} is not declared)", ep.port),
-                ),
-                (None, None) => (undeclared(InboundMode::Permissive), effective.to_string()),
-            };
-            let takes = match (rule.user_tls, rule.mode) {
-                (true, _) => ServerTakes::UserTls,
-                (false, InboundMode::Strict) => ServerTakes::Strict,
-                (false, InboundMode::Permissive) => ServerTakes::Permissive,
-                (false, InboundMode::Disable) => ServerTakes::Disable,
-            };
-            let sidecar = declared
-                .as_ref()
-                .and_then(|p| p.operation.as_ref())
-                .and_then(|_| world.sidecar_for(ep.workload))
-                .map(|s| format!("Sidecar {}/{}", s.namespace, s.name));
-            (takes, reason, Some(rule), sidecar)
-        };
+        let server = server_side(configs, ep.workload, ep.port, &effective);
+        let (server_takes, server_reason, server_rule, sidecar_rule) =
+            (server.takes, server.reason, server.rule, server.sidecar);
         let hop = Hop {
             client: client_sends,
             client_http: http,
@@ -349,34 +319,15 @@ fn port_reach(
             app_tls: matches!(port.protocol, Protocol::Https | Protocol::Tls),
         };
         let (verdict, why) = decide(&hop);
-        let mut decided_by: Vec<String> = Vec::new();
-        let mut add = |s: String| {
-            if !decided_by.contains(&s) {
-                decided_by.push(s);
-            }
-        };
-        if client.has_sidecar {
-            if let Some((source, _)) = world.tls_rule(client, svc, port) {
-                add(source.to_string());
-            }
-        }
-        if ep.workload.has_sidecar {
-            for d in &effective.decided_by {
-                if let Some(src) = &d.source {
-                    add(src.to_string());
-                }
-            }
-        }
-        if let Some(rule) = sidecar_rule {
-            add(rule);
-        }
-        if decided_by.is_empty() {
-            decided_by.push(if ep.workload.has_sidecar || client.has_sidecar {
-                "mesh defaults (no policy)".to_string()
-            } else {
-                "no sidecar on either side".to_string()
-            });
-        }
+        let decided_by = decided_by(
+            world,
+            client,
+            svc,
+            port,
+            ep.workload,
+            &effective,
+            sidecar_rule,
+        );
         let fix = fix(
             client,
             ep.workload,
@@ -414,6 +365,104 @@ fn port_reach(
         protocol: protocol_name(protocol).to_string(),
         endpoints,
     })
+}
+
+/// What an endpoint's port takes, as its sidecar is configured.
+struct ServerSide {
+    takes: ServerTakes,
+    reason: String,
+    /// The port as the inbound decision reads it; `None` without a sidecar.
+    rule: Option<PortRule>,
+    /// The Sidecar resource whose ingress listener serves the port.
+    sidecar: Option<String>,
+}
+
+fn server_side(
+    configs: &mut Configs<'_>,
+    server: &WorkloadEntry,
+    port: u16,
+    effective: &EffectiveMode,
+) -> ServerSide {
+    if !server.has_sidecar {
+        return ServerSide {
+            takes: ServerTakes::NoSidecar,
+            reason: "the endpoint has no sidecar".to_string(),
+            rule: None,
+            sidecar: None,
+        };
+    }
+    let world = configs.world;
+    let inbound = configs.of(server).map(|c| c.inbound.clone());
+    let declared = inbound
+        .as_ref()
+        .and_then(|i| i.ports.iter().find(|p| p.port == port).cloned());
+    let (rule, reason) = match (&declared, &inbound) {
+        (Some(p), _) => (PortRule::of(p), p.reason.clone()),
+        (None, Some(i)) => (
+            undeclared(i.default_mode),
+            format!("{effective} (port {port} is not declared)"),
+        ),
+        (None, None) => (undeclared(InboundMode::Permissive), effective.to_string()),
+    };
+    let takes = match (rule.user_tls, rule.mode) {
+        (true, _) => ServerTakes::UserTls,
+        (false, InboundMode::Strict) => ServerTakes::Strict,
+        (false, InboundMode::Permissive) => ServerTakes::Permissive,
+        (false, InboundMode::Disable) => ServerTakes::Disable,
+    };
+    let sidecar = declared
+        .as_ref()
+        .and_then(|p| p.operation.as_ref())
+        .and_then(|_| world.sidecar_for(server))
+        .map(|s| format!("Sidecar {}/{}", s.namespace, s.name));
+    ServerSide {
+        takes,
+        reason,
+        rule: Some(rule),
+        sidecar,
+    }
+}
+
+/// The resources that decided a hop, by kind and name, each once: the client's
+/// DestinationRule, the server's policy chain, the Sidecar listener.
+fn decided_by(
+    world: &World,
+    client: &WorkloadEntry,
+    svc: &ServiceEntry,
+    port: &ServicePortEntry,
+    server: &WorkloadEntry,
+    effective: &EffectiveMode,
+    sidecar: Option<String>,
+) -> Vec<String> {
+    let mut decided_by: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !decided_by.contains(&s) {
+            decided_by.push(s);
+        }
+    };
+    if client.has_sidecar {
+        if let Some((source, _)) = world.tls_rule(client, svc, port) {
+            add(source.to_string());
+        }
+    }
+    if server.has_sidecar {
+        for d in &effective.decided_by {
+            if let Some(src) = &d.source {
+                add(src.to_string());
+            }
+        }
+    }
+    if let Some(rule) = sidecar {
+        add(rule);
+    }
+    if decided_by.is_empty() {
+        decided_by.push(if server.has_sidecar || client.has_sidecar {
+            "mesh defaults (no policy)".to_string()
+        } else {
+            "no sidecar on either side".to_string()
+        });
+    }
+    decided_by
 }
 
 /// What an operator changes to make a failing hop work, naming the resources.

@@ -149,6 +149,13 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+/// Upstreams by service `host:port` and by address (VIP:port, and each endpoint's own
+/// address for connections straight to a pod).
+type UpstreamTables = (
+    HashMap<SocketAddr, Arc<Upstream>>,
+    HashMap<String, Arc<Upstream>>,
+);
+
 impl Snapshot {
     pub fn build(config: ProxyConfig, store: &CredentialStore) -> Result<Snapshot, ConfigError> {
         let identity: SpiffeId = config
@@ -165,148 +172,16 @@ impl Snapshot {
                 ),
             ));
         }
-        let mut mesh_configs: HashMap<Vec<String>, [Arc<ClientConfig>; 3]> = HashMap::new();
-        let mut by_address = HashMap::new();
-        let mut by_name = HashMap::new();
-        for (si, service) in config.services.iter().enumerate() {
-            for (pi, port) in service.ports.iter().enumerate() {
-                let path = format!("services[{si}].ports[{pi}]");
-                let mut endpoints = Vec::new();
-                for (ei, ep) in port.endpoints.iter().enumerate() {
-                    let path = format!("{path}.endpoints[{ei}].tls");
-                    let origination = origination(
-                        &ep.tls,
-                        &service.host,
-                        port.port,
-                        store,
-                        &mut mesh_configs,
-                        &path,
-                    )?;
-                    endpoints.push(Arc::new(EndpointRoute {
-                        address: ep.address,
-                        workload: ep.workload.clone(),
-                        origination,
-                        pool_key: pool_key(ep.address, &ep.tls),
-                        reason: ep.tls.reason.clone(),
-                        local_app: false,
-                    }));
-                }
-                let upstream = Arc::new(Upstream {
-                    name: format!("{}:{}", service.host, port.port),
-                    protocol: port.protocol,
-                    endpoints,
-                    next: AtomicUsize::new(0),
-                });
-                if by_name
-                    .insert(upstream.name.clone(), upstream.clone())
-                    .is_some()
-                {
-                    return Err(invalid_config(
-                        &path,
-                        format!("{} is listed twice", upstream.name),
-                    ));
-                }
-                for vip in &service.vips {
-                    by_address.insert(SocketAddr::new(*vip, port.port), upstream.clone());
-                }
-            }
-        }
-        // A connection straight to a pod address (headless services) goes to that endpoint
-        // with its own TLS settings.
-        let mut direct = HashMap::new();
-        for upstream in by_name.values() {
-            for ep in &upstream.endpoints {
-                direct.entry(ep.address).or_insert_with(|| {
-                    Arc::new(Upstream {
-                        name: upstream.name.clone(),
-                        protocol: upstream.protocol,
-                        endpoints: vec![ep.clone()],
-                        next: AtomicUsize::new(0),
-                    })
-                });
-            }
-        }
-        for (addr, upstream) in direct {
-            by_address.entry(addr).or_insert(upstream);
-        }
-        let mut inbound = HashMap::new();
+        let (by_address, by_name) = upstreams(&config, store)?;
         let mut secrets_in_use = Vec::new();
-        for (i, port) in config.inbound.ports.iter().enumerate() {
-            let termination = port.tls.as_ref().map(|tls| {
-                let alpn: &[&[u8]] = match port.protocol {
-                    PortProtocol::Http | PortProtocol::Http2 => termination::ALPN_HTTP,
-                    _ => &[],
-                };
-                let material = termination::Material {
-                    secrets: &config.secrets,
-                    store,
-                    volumes: &config.volumes,
-                };
-                termination::build(tls, &material, alpn, &mut secrets_in_use)
-            });
-            let operation = match &port.operation {
-                Some(op) => Some(http::HeaderValue::from_str(op).map_err(|_| {
-                    invalid_config(
-                        format!("inbound.ports[{i}].operation"),
-                        "not a valid header value",
-                    )
-                })?),
-                None => None,
-            };
-            let rule = InboundRule {
-                protocol: port.protocol,
-                mode: port.mode,
-                reason: port.reason.clone(),
-                forward_to: port.forward_to,
-                termination,
-                operation,
-            };
-            if inbound.insert(port.port, rule).is_some() {
-                return Err(invalid_config(
-                    format!("inbound.ports[{i}]"),
-                    format!("port {} is listed twice", port.port),
-                ));
-            }
-        }
-        let mut gateway = HashMap::new();
-        {
-            let material = termination::Material {
-                secrets: &config.secrets,
-                store,
-                volumes: &config.volumes,
-            };
-            for (i, l) in config.gateway.iter().enumerate() {
-                let table = GatewayTable::build(l, &material, &mut secrets_in_use)
-                    .map_err(|e| invalid_config(format!("gateway[{i}]"), e))?;
-                if gateway.insert(l.port, Arc::new(table)).is_some() {
-                    return Err(invalid_config(
-                        format!("gateway[{i}]"),
-                        format!("port {} is listed twice", l.port),
-                    ));
-                }
-            }
-        }
-        for (i, l) in config.listeners.explicit.iter().enumerate() {
-            let path = format!("listeners.explicit[{i}]");
-            match (&l.outbound, l.inbound) {
-                (Some(target), None) => {
-                    // Pushed mode: the bootstrap names services the first push brings.
-                    if !by_name.contains_key(target) && config.control_plane.is_none() {
-                        return Err(invalid_config(
-                            path,
-                            format!("outbound target {target} is not a service port in services[] (host:port)"),
-                        ));
-                    }
-                }
-                (None, Some(_)) => {}
-                _ => {
-                    return Err(invalid_config(
-                        path,
-                        "set exactly one of outbound (host:port) or inbound (a workload port)",
-                    ))
-                }
-            }
-        }
+        let material = termination::Material {
+            secrets: &config.secrets,
+            store,
+            volumes: &config.volumes,
+        };
+        let inbound = inbound_rules(&config, &material, &mut secrets_in_use)?;
+        let gateway = gateway_tables(&config, &material, &mut secrets_in_use)?;
+        check_explicit_listeners(&config, &by_name)?;
         Ok(Snapshot {
             app_host: config.inbound.app_host,
             default_inbound: InboundRule {
@@ -343,6 +218,168 @@ impl Snapshot {
     pub fn inbound_rule(&self, port: u16) -> &InboundRule {
         self.inbound.get(&port).unwrap_or(&self.default_inbound)
     }
+}
+
+/// Every service port's upstream, with each endpoint's TLS made ready (mesh client
+/// configs shared between endpoints that expect the same identities).
+fn upstreams(config: &ProxyConfig, store: &CredentialStore) -> Result<UpstreamTables, ConfigError> {
+    let mut mesh_configs: HashMap<Vec<String>, [Arc<ClientConfig>; 3]> = HashMap::new();
+    let mut by_address = HashMap::new();
+    let mut by_name = HashMap::new();
+    for (si, service) in config.services.iter().enumerate() {
+        for (pi, port) in service.ports.iter().enumerate() {
+            let path = format!("services[{si}].ports[{pi}]");
+            let mut endpoints = Vec::new();
+            for (ei, ep) in port.endpoints.iter().enumerate() {
+                let path = format!("{path}.endpoints[{ei}].tls");
+                let origination = origination(
+                    &ep.tls,
+                    &service.host,
+                    port.port,
+                    store,
+                    &mut mesh_configs,
+                    &path,
+                )?;
+                endpoints.push(Arc::new(EndpointRoute {
+                    address: ep.address,
+                    workload: ep.workload.clone(),
+                    origination,
+                    pool_key: pool_key(ep.address, &ep.tls),
+                    reason: ep.tls.reason.clone(),
+                    local_app: false,
+                }));
+            }
+            let upstream = Arc::new(Upstream {
+                name: format!("{}:{}", service.host, port.port),
+                protocol: port.protocol,
+                endpoints,
+                next: AtomicUsize::new(0),
+            });
+            if by_name
+                .insert(upstream.name.clone(), upstream.clone())
+                .is_some()
+            {
+                return Err(invalid_config(
+                    &path,
+                    format!("{} is listed twice", upstream.name),
+                ));
+            }
+            for vip in &service.vips {
+                by_address.insert(SocketAddr::new(*vip, port.port), upstream.clone());
+            }
+        }
+    }
+    // A connection straight to a pod address (headless services) goes to that endpoint
+    // with its own TLS settings.
+    let mut direct = HashMap::new();
+    for upstream in by_name.values() {
+        for ep in &upstream.endpoints {
+            direct.entry(ep.address).or_insert_with(|| {
+                Arc::new(Upstream {
+                    name: upstream.name.clone(),
+                    protocol: upstream.protocol,
+                    endpoints: vec![ep.clone()],
+                    next: AtomicUsize::new(0),
+                })
+            });
+        }
+    }
+    for (addr, upstream) in direct {
+        by_address.entry(addr).or_insert(upstream);
+    }
+    Ok((by_address, by_name))
+}
+
+/// The workload's ports, each with its rule (and the user's TLS made ready, for Sidecar
+/// ingress listeners).
+fn inbound_rules(
+    config: &ProxyConfig,
+    material: &termination::Material<'_>,
+    secrets_in_use: &mut Vec<SecretInUse>,
+) -> Result<HashMap<u16, InboundRule>, ConfigError> {
+    let mut inbound = HashMap::new();
+    for (i, port) in config.inbound.ports.iter().enumerate() {
+        let termination = port.tls.as_ref().map(|tls| {
+            let alpn: &[&[u8]] = match port.protocol {
+                PortProtocol::Http | PortProtocol::Http2 => termination::ALPN_HTTP,
+                _ => &[],
+            };
+            termination::build(tls, material, alpn, secrets_in_use)
+        });
+        let operation = match &port.operation {
+            Some(op) => Some(http::HeaderValue::from_str(op).map_err(|_| {
+                invalid_config(
+                    format!("inbound.ports[{i}].operation"),
+                    "not a valid header value",
+                )
+            })?),
+            None => None,
+        };
+        let rule = InboundRule {
+            protocol: port.protocol,
+            mode: port.mode,
+            reason: port.reason.clone(),
+            forward_to: port.forward_to,
+            termination,
+            operation,
+        };
+        if inbound.insert(port.port, rule).is_some() {
+            return Err(invalid_config(
+                format!("inbound.ports[{i}]"),
+                format!("port {} is listed twice", port.port),
+            ));
+        }
+    }
+    Ok(inbound)
+}
+
+/// Gateway mode: each listener's filter chains, by pod port.
+fn gateway_tables(
+    config: &ProxyConfig,
+    material: &termination::Material<'_>,
+    secrets_in_use: &mut Vec<SecretInUse>,
+) -> Result<HashMap<u16, Arc<GatewayTable>>, ConfigError> {
+    let mut gateway = HashMap::new();
+    for (i, l) in config.gateway.iter().enumerate() {
+        let table = GatewayTable::build(l, material, secrets_in_use)
+            .map_err(|e| invalid_config(format!("gateway[{i}]"), e))?;
+        if gateway.insert(l.port, Arc::new(table)).is_some() {
+            return Err(invalid_config(
+                format!("gateway[{i}]"),
+                format!("port {} is listed twice", l.port),
+            ));
+        }
+    }
+    Ok(gateway)
+}
+
+/// An explicit listener names exactly one target, and an outbound one a known service
+/// (in pushed mode the bootstrap may name services the first push brings).
+fn check_explicit_listeners(
+    config: &ProxyConfig,
+    by_name: &HashMap<String, Arc<Upstream>>,
+) -> Result<(), ConfigError> {
+    for (i, l) in config.listeners.explicit.iter().enumerate() {
+        let path = format!("listeners.explicit[{i}]");
+        match (&l.outbound, l.inbound) {
+            (Some(target), None) => {
+                if !by_name.contains_key(target) && config.control_plane.is_none() {
+                    return Err(invalid_config(
+                        path,
+                        format!("outbound target {target} is not a service port in services[] (host:port)"),
+                    ));
+                }
+            }
+            (None, Some(_)) => {}
+            _ => {
+                return Err(invalid_config(
+                    path,
+                    "set exactly one of outbound (host:port) or inbound (a workload port)",
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The user certificate files a config names (Sidecar ingress and Gateway TLS).
