@@ -269,7 +269,7 @@ fn seed_003_sidecar_terminates_external_mtls() {
         r.code == 0
     });
     let lines = header_lines(&run);
-    // The sidecar offers ALPN h2 and http/1.1 (§5.2 rule 4), so curl speaks HTTP/2 here;
+    // The sidecar offers ALPN h2 and http/1.1, as Envoy's does, so curl speaks HTTP/2 here;
     // the seed's transcript leaves the status line out.
     assert_eq!(
         lines.first().map(String::as_str),
@@ -290,7 +290,7 @@ fn seed_003_sidecar_terminates_external_mtls() {
         "{}",
         run.stdout
     );
-    // SCI-09: the app sees the external client's certificate in XFCC.
+    // The app sees the external client's certificate in XFCC.
     let xfcc = mesh.ok(&seed(
         &EXTERNAL_8443
             .replace("curl -IsS", "curl -sS")
@@ -321,7 +321,7 @@ fn seed_003_sidecar_terminates_external_mtls() {
         run.stderr
     );
 
-    // SCI-05: without a client certificate the handshake is refused, and the sidecar logs it.
+    // Without a client certificate the handshake is refused, and the sidecar logs it.
     let run = mesh.sh(&seed(&EXTERNAL_8443.replace(" --key /tmp/client.test.svc.cluster.local.key --cert /tmp/client.test.svc.cluster.local.crt", "")));
     assert!(matches!(run.code, 35 | 56), "{}", run.both());
     assert!(

@@ -69,7 +69,7 @@ impl fmt::Display for SpiffeId {
 impl FromStr for SpiffeId {
     type Err = SpiffeError;
 
-    /// Valid only with exactly the segments `ns` and `sa` in those positions (spec CERT-04).
+    /// Valid only with exactly the segments `ns` and `sa` in those positions.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let rest = s
             .strip_prefix(SCHEME)
@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn workload_ids_round_trip() {
-        // CERT-01, CERT-02, CERT-03
+        // spiffe://<trust domain>/ns/<namespace>/sa/<service account>, both ways.
         for (td, ns, sa, text) in [
             (
                 "cluster.local",
@@ -169,7 +169,7 @@ mod tests {
 
     #[test]
     fn only_the_ns_sa_shape_parses() {
-        // CERT-04
+        // Segments out of order, missing or extra are not workload identities.
         for bad in [
             "spiffe://cluster.local/sa/sleep/ns/full",
             "spiffe://cluster.local/ns/full",

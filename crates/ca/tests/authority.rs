@@ -76,7 +76,8 @@ fn workload_certificates_look_like_istios() {
     );
     let der = leaf_der(&chain.leaf_pem);
     let (_, cert) = parse_x509_certificate(&der).unwrap();
-    // CERT-10: empty subject, one critical SAN holding only the SPIFFE URI, 24h + 2 min.
+    // As Istio issues them: empty subject, one critical SAN holding only the SPIFFE URI,
+    // 24 h plus 2 min of clock skew.
     assert_eq!(cert.subject().iter().count(), 0);
     let san = cert
         .extensions()
@@ -120,7 +121,7 @@ fn ttl_defaults_and_caps() {
     };
     assert_eq!(lifetime(Some(Duration::from_secs(5))), 5);
     assert_eq!(lifetime(Some(Duration::ZERO)), 24 * 3600);
-    // CERT-12: 200 days requested, 90 days issued.
+    // Validity is capped: 200 days requested, 90 days issued.
     assert_eq!(
         lifetime(Some(Duration::from_secs(200 * 24 * 3600))),
         90 * 24 * 3600
@@ -129,7 +130,7 @@ fn ttl_defaults_and_caps() {
 
 #[test]
 fn a_csr_asking_for_another_identity_gets_the_authenticated_one() {
-    // CERT-13
+    // The CA signs the identity the caller authenticated as, whatever the CSR asks.
     let dir = tempfile::tempdir().unwrap();
     let (ca, _) = Authority::init(dir.path()).unwrap();
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();

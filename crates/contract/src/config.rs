@@ -429,7 +429,7 @@ pub struct InboundPort {
     /// `app_host` (a Sidecar ingress listener's `defaultEndpoint`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub forward_to: Option<SocketAddr>,
-    /// Sidecar ingress TLS (spec §5): the client's TLS is terminated with the user's
+    /// Sidecar ingress TLS: the client's TLS is terminated with the user's
     /// certificate, and only TLS is accepted on the port.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTls>,
@@ -439,7 +439,7 @@ pub struct InboundPort {
 }
 
 /// TLS a proxy terminates with the user's certificate: a Gateway server, or a Sidecar
-/// ingress listener (spec §5, §6.3).
+/// ingress listener.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServerTls {

@@ -75,7 +75,7 @@ impl WorkloadEntry {
         format!("{}.{}", self.name, self.namespace)
     }
 
-    /// Auto mTLS sends mesh mTLS to it only with this label (spec §2.1 step B).
+    /// Auto mTLS sends mesh mTLS to it only with this label (`security.istio.io/tlsMode: istio`).
     pub fn tls_mode_istio(&self) -> bool {
         self.labels.get(TLS_MODE_LABEL).map(String::as_str) == Some("istio")
     }

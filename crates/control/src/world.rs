@@ -209,7 +209,8 @@ impl World {
         )
     }
 
-    /// The server-side mode of `w` receiving on `port` (§3.2, §3.3, §3.4).
+    /// The server-side mode of `w` receiving on `port`: its PeerAuthentication (or legacy
+    /// Policy) chain over the install default.
     pub fn effective_mode(&self, w: &WorkloadEntry, port: u16) -> EffectiveMode {
         let workload = crate::policy::Workload {
             namespace: &w.namespace,
@@ -223,7 +224,8 @@ impl World {
         )
     }
 
-    /// The namespace-level hint auto mTLS reads (§2.1 step A4), from the API in use there.
+    /// The namespace-level mode auto mTLS reads (a namespace that takes plaintext only gets
+    /// plaintext), from the API in use there.
     pub fn namespace_mode(&self, ns: &str) -> MtlsMode {
         let root = &self.options.root_namespace;
         // As the server side chooses (a v1beta1 policy for the namespace's workloads, or

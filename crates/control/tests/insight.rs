@@ -1,5 +1,5 @@
 //! Operator insight on seed 002's topology at each policy step: the predicted matrix is
-//! the seed's (AMTLS-01..10), `what-if` of the next step names the hops it breaks, and
+//! the seed's, `what-if` of the next step names the hops it breaks, and
 //! `analyze` flags the DestinationRule that forces mTLS toward a plaintext-only server.
 
 use std::collections::BTreeMap;

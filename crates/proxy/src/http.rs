@@ -168,7 +168,7 @@ pub(crate) fn finish(
     strip_hop_by_hop(resp.headers_mut());
     let h = resp.headers_mut();
     if server == "envoy" {
-        // A client sidecar does not pass the server side's tracing decorator on (SCI-02).
+        // A client sidecar does not pass the server side's tracing decorator on.
         h.remove("x-envoy-decorator-operation");
     }
     h.insert(SERVER, HeaderValue::from_static(server));

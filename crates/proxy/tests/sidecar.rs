@@ -11,7 +11,7 @@ use tessera_contract::config::{InboundMode, PortProtocol, TlsMode};
 
 const HTTPBIN: &str = "httpbin.full.svc.cluster.local";
 
-/// XFCC-01, AMTLS-01: sleep → httpbin over mesh mTLS; the app sees exactly Istio's XFCC.
+/// sleep → httpbin over mesh mTLS; the app sees exactly Istio's XFCC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mesh_mtls_sets_exact_xfcc_and_strips_the_apps() {
     let mesh = Mesh::new();
@@ -39,7 +39,7 @@ async fn mesh_mtls_sets_exact_xfcc_and_strips_the_apps() {
     ))
     .await;
     let outbound = addr(&client, "outbound").await;
-    // XFCC-04: a value the app sets itself never leaves the pod.
+    // A value the app sets itself never leaves the pod.
     let out = curl(&[
         "-H",
         "X-Forwarded-Client-Cert: By=evil",
@@ -64,7 +64,8 @@ async fn mesh_mtls_sets_exact_xfcc_and_strips_the_apps() {
     );
 }
 
-/// IN-02 / XFCC-02 / XFCC-03 and IN-04 / AMTLS-05 / AMTLS-06 and DISABLE, per port.
+/// Plaintext and mesh clients toward each mode of a port: PERMISSIVE takes both (XFCC only
+/// for mesh clients), STRICT resets plaintext, DISABLE takes plaintext.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn modes_per_port() {
     let mesh = Mesh::new();
@@ -99,7 +100,7 @@ async fn modes_per_port() {
         .await;
         let outbound = addr(&client, "outbound").await;
 
-        // A client with a sidecar: always 200; XFCC unless the server is DISABLE (AMTLS-08).
+        // A client with a sidecar: always 200; XFCC unless the server is DISABLE (then auto mTLS sends plaintext).
         let out = curl(&[&format!("http://{outbound}/headers")]).await;
         assert_eq!(out.code, 0, "{mode:?} mesh client: {}", out.stderr);
         assert_eq!(
@@ -120,7 +121,7 @@ async fn modes_per_port() {
         .await;
         match mode {
             InboundMode::Strict => {
-                // AMTLS-05: reset; curl exit 56, http_code 000.
+                // No sidecar toward STRICT: reset; curl exit 56, http_code 000.
                 assert_eq!(out.code, 56, "{mode:?}: {} {}", out.stdout, out.stderr);
                 assert_eq!(out.http_code(), "000");
                 assert!(out.stderr.contains("reset"), "{}", out.stderr);
@@ -155,7 +156,7 @@ async fn modes_per_port() {
     }
 }
 
-/// AMTLS-02: one endpoint with a sidecar (mTLS), one without (plaintext), round robin.
+/// Auto mTLS per endpoint: one endpoint with a sidecar (mTLS), one without (plaintext), round robin.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_mtls_is_decided_per_endpoint() {
     let mesh = Mesh::new();
@@ -205,9 +206,9 @@ async fn auto_mtls_is_decided_per_endpoint() {
     assert_eq!((with, without), (5, 5));
 }
 
-/// AMTLS-09: DR ISTIO_MUTUAL toward a server whose port is DISABLE (and toward a workload
+/// A DestinationRule ISTIO_MUTUAL toward a server whose port is DISABLE (and toward a workload
 /// without a sidecar): 503 that says the server answered plaintext.
-/// AMTLS-11: DR DISABLE toward STRICT: 503, the server closed the connection.
+/// A DestinationRule DISABLE toward STRICT: 503, the server closed the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn destination_rule_overrides_fail_with_reasons() {
     let mesh = Mesh::new();
@@ -282,7 +283,7 @@ async fn destination_rule_overrides_fail_with_reasons() {
     }
 }
 
-/// HTTPS-04/05/06, IN-05/06: the app's own TLS passes through (PERMISSIVE), is wrapped in
+/// The app's own TLS passes through (PERMISSIVE), is wrapped in
 /// mesh mTLS between sidecars (STRICT), and a client without a mesh cert fails on STRICT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_https_passthrough_with_and_without_mesh_mtls() {
@@ -319,7 +320,7 @@ async fn app_https_passthrough_with_and_without_mesh_mtls() {
                 assert!(out.stderr.contains("CN=my-nginx"), "{}", out.stderr);
             }
             _ => {
-                // HTTPS-06: the sidecar demands a client certificate (TLS 1.3: alert after
+                // Under STRICT the sidecar demands a client certificate (TLS 1.3: alert after
                 // the handshake, exit 56; TLS 1.2: handshake failure, exit 35).
                 assert!(
                     out.code == 56 || out.code == 35,
@@ -337,7 +338,7 @@ async fn app_https_passthrough_with_and_without_mesh_mtls() {
     }
 }
 
-/// IN-03 under STRICT: a non-mesh TLS client that holds a valid mesh certificate is
+/// STRICT terminates any TLS: a non-mesh TLS client that holds a valid mesh certificate is
 /// terminated and served (STRICT does not look at ALPN).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn strict_serves_a_client_with_a_mesh_certificate() {
@@ -366,7 +367,7 @@ async fn strict_serves_a_client_with_a_mesh_certificate() {
     assert!(xfcc(&out.stdout)
         .unwrap()
         .ends_with("URI=spiffe://cluster.local/ns/full/sa/sleep"));
-    // The same request under PERMISSIVE is reset: its ALPN is not a mesh one (IN-03).
+    // The same request under PERMISSIVE is reset: its ALPN is not a mesh one.
     let permissive = start(server_config(
         &httpbin,
         app.port(),
@@ -555,7 +556,7 @@ async fn admin_certs() {
     assert_eq!(ready.stdout, "200");
 }
 
-/// PROTO-03/12: an HTTP2 port speaks h2 between the sidecars (ALPN istio-h2) and h2c to
+/// An HTTP2 port speaks h2 between the sidecars (ALPN istio-h2) and h2c to
 /// the app; an HTTP/2 client works against an HTTP/1 port too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_end_to_end() {
@@ -604,7 +605,7 @@ async fn http2_end_to_end() {
     }
 }
 
-/// PROTO-20/22 outbound and the AUTO inbound rows: an undeclared port sniffs HTTP (L7,
+/// An undeclared port sniffs HTTP (L7,
 /// XFCC) and passes the app's TLS through (inside mesh mTLS).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auto_ports_sniff() {
@@ -646,7 +647,7 @@ async fn auto_ports_sniff() {
     }
 }
 
-/// PROTO-24 / HTTPS-09: the app speaks TLS to a port declared `http`: the client sidecar
+/// The app speaks TLS to a port declared `http`: the client sidecar
 /// answers 400 in plaintext and curl's TLS fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_to_an_http_port_fails_at_the_client() {

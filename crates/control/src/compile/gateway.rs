@@ -1,4 +1,4 @@
-//! Gateway mode (spec §6–§7): the Gateways that select a gateway pod and the
+//! Gateway mode: the Gateways that select a gateway pod and the
 //! VirtualServices bound to them, compiled into listeners per pod port, filter chains per
 //! server (SNI names, TLS from files or `credentialName` Secrets) and route tables. Pure.
 
@@ -153,7 +153,8 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The hosts a VirtualService host and a server host have in common (§7.1 rule 2).
+/// The hosts a VirtualService host and a server host have in common (a wildcard on either
+/// side narrows to the other).
 fn intersect(vs_host: &str, server_host: &str) -> Option<String> {
     if host_matches(server_host, vs_host) {
         Some(vs_host.to_ascii_lowercase())

@@ -140,7 +140,7 @@ pub(crate) fn endpoint_tls(
     }
 }
 
-/// §2.1 A6: a headless Service's connections go to the pod address directly, with no
+/// A headless Service's connections go to the pod address directly, with no
 /// per-endpoint choice: auto mTLS is mTLS for all only when every endpoint would get it.
 fn headless_all_or_nothing(endpoints: &mut [Endpoint]) {
     let auto = |e: &Endpoint| e.tls.reason.starts_with("auto mTLS");

@@ -41,7 +41,7 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
             ),
             Some(Err(why)) => (None, format!("; its tls is ignored: {why}")),
         };
-        // Terminated here, the port carries what was inside the TLS (§5.2 rule 3).
+        // Terminated here, the port carries what was inside the TLS.
         let protocol = match (&tls, declared) {
             (Some(_), Protocol::Https) => PortProtocol::Http,
             (Some(_), _) => PortProtocol::Tcp,

@@ -1,6 +1,6 @@
 //! Legacy `authentication.istio.io/v1alpha1` `Policy` and `MeshPolicy` (Istio ≤1.5),
 //! validated with the 1.4 rules and mapped onto [`PeerAuthn`] so one resolver
-//! ([`effective_mode`]) serves both APIs (spec §3.3).
+//! ([`effective_mode`]) serves both APIs.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -59,7 +59,8 @@ pub enum LegacyPeers {
 }
 
 impl LegacyPeers {
-    /// The equivalent PeerAuthentication mode (mapping table of §3.3).
+    /// The equivalent PeerAuthentication mode: no `peers` is plaintext only (DISABLE),
+    /// `mtls` with PERMISSIVE or `allowTls` is PERMISSIVE, any other `mtls` is STRICT.
     pub fn mode(self) -> MtlsMode {
         match self {
             // Emit DISABLE, not PERMISSIVE: keeps the plaintext-only semantics.
@@ -239,7 +240,7 @@ impl<'a> Group<'a> {
 /// Problems found while converting, each naming the policy it concerns.
 type Problems = Vec<(PolicyRef, String)>;
 
-/// Maps legacy policies onto PeerAuthentication equivalents (mapping table of §3.3).
+/// Maps legacy policies onto PeerAuthentication equivalents.
 ///
 /// - `MeshPolicy default` → selector-less policy in its (root) namespace.
 /// - namespace `Policy default` → selector-less policy in that namespace.
@@ -247,7 +248,7 @@ type Problems = Vec<(PolicyRef, String)>;
 ///   the Service's pod selector. A target without ports sets the workload mode;
 ///   a target with ports leaves the mode UNSET (inherit namespace/mesh, as 1.4
 ///   fell back to the namespace and mesh policies) and sets `portLevelMtls` keyed
-///   by each selected Service port's **targetPort** (LEG-05).
+///   by each selected Service port's **targetPort**.
 ///
 /// 1.4 chose, per Service, the oldest policy whose ports match, else the oldest
 /// port-less one. A PeerAuthentication resolver only honours one workload policy,
@@ -505,7 +506,8 @@ fn report_overlaps(converted: &[(&Group, PeerAuthn)], problems: &mut Problems) {
     }
 }
 
-/// Effective mode when both APIs exist, as in Istio 1.5 (LEG-06).
+/// Effective mode when both APIs exist, as in Istio 1.5: a v1beta1 policy that applies to
+/// the workload makes it ignore the legacy ones.
 ///
 /// If any v1beta1 PeerAuthentication applies to the workload — a mesh-level,
 /// namespace-level or matching workload-level policy, even one whose mode is
@@ -513,7 +515,7 @@ fn report_overlaps(converted: &[(&Group, PeerAuthn)], problems: &mut Problems) {
 /// converted by [`to_peer_authn`] are used. The two sets are never mixed, so a
 /// beta PERMISSIVE namespace policy beats an alpha STRICT service policy, and a
 /// single beta mesh-level policy switches the whole mesh to the beta API.
-/// Root-namespace selector policies do not count: they never apply (PA-12).
+/// Root-namespace selector policies do not count: they never apply.
 pub fn effective_mode_with_legacy(
     beta: &[PeerAuthn],
     legacy_converted: &[PeerAuthn],

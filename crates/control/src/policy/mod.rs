@@ -1,6 +1,6 @@
 //! mTLS policy model: effective PeerAuthentication mode, the legacy
 //! `authentication.istio.io/v1alpha1` mapping, Service port protocol
-//! classification, and the install-time knobs that feed them (spec §1.2, §3).
+//! classification, and the install-time knobs that feed them.
 //!
 //! Everything here is pure and deterministic: no I/O, sorted outputs.
 
@@ -63,7 +63,7 @@ const EXPECT_NAMESPACE: &str = "a Kubernetes namespace name: 1-63 lowercase lett
                                 '-', starting and ending with a letter or digit";
 const EXPECT_PROFILE: &str = "one of default, demo, minimal";
 
-/// Install-time, mesh-wide knobs (spec §3.4).
+/// Install-time, mesh-wide knobs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshOptions {
     /// `values.global.mtls.auto` / `meshConfig.enableAutoMtls`.
@@ -73,7 +73,7 @@ pub struct MeshOptions {
     pub mtls_enabled: bool,
     pub trust_domain: String,
     pub root_namespace: String,
-    /// istiod env `ENABLE_TLS_ON_SIDECAR_INGRESS` (spec §5).
+    /// istiod env `ENABLE_TLS_ON_SIDECAR_INGRESS`: Sidecar ingress listeners may terminate TLS.
     pub enable_tls_on_sidecar_ingress: bool,
     pub workload_cert_ttl_secs: u64,
     /// Deploy `istio-ingressgateway` in the root namespace (off with profile=minimal).

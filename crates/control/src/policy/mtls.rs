@@ -1,6 +1,7 @@
 //! Server-side effective mTLS mode of a workload port, from `security.istio.io`
-//! `PeerAuthentication` resources (spec §3.2), plus the client-side namespace hint
-//! used by auto mTLS (spec §2.1 step A4) and a report of policies that never apply.
+//! `PeerAuthentication` resources, plus the client-side namespace hint used by auto mTLS
+//! (a namespace whose mode is DISABLE gets plaintext) and a report of policies that never
+//! apply.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -229,7 +230,7 @@ pub struct EffectiveMode {
     /// Inheritance chain, most specific level first. Every level that exists for
     /// the workload is listed down to (and including) the one that decided, which
     /// is always the last entry; levels below it were overridden and are omitted.
-    /// Example (PA-10): `[port UNSET, workload UNSET, namespace STRICT]`.
+    /// Example: `[port UNSET, workload UNSET, namespace STRICT]`.
     pub decided_by: Vec<Decision>,
 }
 
@@ -277,21 +278,21 @@ fn oldest_selectorless<'p>(policies: &'p [PeerAuthn], namespace: &str) -> Option
     )
 }
 
-/// Step 1 of §3.2: pick mesh, namespace and workload policies for `w`.
+/// The mesh, namespace and workload policies that apply to `w`.
 pub(crate) fn applicable<'p>(
     policies: &'p [PeerAuthn],
     root_namespace: &str,
     w: &Workload,
 ) -> Applicable<'p> {
     let mesh = oldest_selectorless(policies, root_namespace);
-    // A workload in the root namespace has no separate namespace level (PA-13).
+    // A workload in the root namespace has no separate namespace level.
     let namespace = if w.namespace != root_namespace {
         oldest_selectorless(policies, w.namespace)
     } else {
         None
     };
     // Selector policies in the root namespace never apply, even to workloads that
-    // live there (PA-12); Istio skips them when composing.
+    // live there; Istio skips them when composing.
     let workload = if w.namespace != root_namespace {
         oldest(policies.iter().filter(|p| {
             p.namespace == w.namespace
@@ -312,7 +313,7 @@ pub(crate) fn applicable<'p>(
 /// Effective server-side mode for workload `w` receiving on `target_port`
 /// (the container port the sidecar receives on, never the Service port).
 ///
-/// Reproduces §3.2: start from `default_mode` (PERMISSIVE normally, STRICT when
+/// Istio's composition: start from `default_mode` (PERMISSIVE normally, STRICT when
 /// the install option `global.mtls.enabled=true`), overwrite with mesh, namespace
 /// and workload modes that are not UNSET, then with the workload policy's
 /// `portLevelMtls[target_port]` unless that is UNSET. A `default_mode` of `Unset`
@@ -345,7 +346,7 @@ pub fn effective_mode(
     }
 
     // Walking from the most specific level and stopping at the first non-UNSET
-    // one is the same as the spec's top-down overwrite, and yields the chain.
+    // one is the same as Istio's top-down overwrite, and yields the chain.
     let mut decided_by = Vec::with_capacity(levels.len() + 1);
     for d in levels {
         let decided = d.mode != MtlsMode::Unset;
@@ -372,7 +373,7 @@ pub fn effective_mode(
     EffectiveMode { mode, decided_by }
 }
 
-/// Client-side hint of §2.1 step A4: the namespace-level mode, else the
+/// The client-side hint of auto mTLS: the namespace-level mode, else the
 /// mesh-level mode, else `default_mode`. UNSET at a level falls through to the
 /// next one. Workload and port levels are deliberately not consulted: they reach
 /// clients through endpoint marking instead.
@@ -402,11 +403,10 @@ pub fn namespace_mode(
 /// Policies (or parts of them) that can never take effect, with a reason an
 /// operator can act on. Sorted by policy, then reason.
 ///
-/// Reported: selector policies in the root namespace (PA-V4/PA-12); the younger
-/// of two selector-less policies in a namespace (PA-V5); a selector policy that
-/// an older policy in the same namespace always shadows because the older
-/// selector is a subset of its own (PA-11); `portLevelMtls` on a selector-less
-/// policy (PA-V1; only the port part is ignored).
+/// Reported: selector policies in the root namespace; the younger of two
+/// selector-less policies in a namespace; a selector policy that an older policy in the
+/// same namespace always shadows because the older selector is a subset of its own;
+/// `portLevelMtls` on a selector-less policy (only the port part is ignored).
 pub fn ignored(policies: &[PeerAuthn], root_namespace: &str) -> Vec<(PolicyRef, String)> {
     let mut out = Vec::new();
     for p in policies {

@@ -1,5 +1,5 @@
 //! Service port protocol classification, as Istio's `ConvertProtocol` does it
-//! (spec §1.2), and the sidecar listener class each protocol gets.
+//! (Istio's protocol selection by port name and `appProtocol`), and the sidecar listener class each protocol gets.
 
 use std::fmt;
 

@@ -1,4 +1,4 @@
-//! HTTP routing at a gateway (VirtualService semantics, spec §7.2): virtual host by Host
+//! HTTP routing at a gateway (VirtualService semantics): virtual host by Host
 //! header, first matching rule, weighted destination, rewrites and redirect locations.
 //! Pure: built once per snapshot (regexes compiled there), looked up per request.
 

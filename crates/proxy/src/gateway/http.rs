@@ -280,21 +280,20 @@ async fn forward(
                     return match shared.pools.send(sender, ep, req).await {
                         Ok(resp) => l7::finish(resp, "istio-envoy", upstream_started),
                         Err(e) => {
-                            shared.telemetry.metrics.upstream_failure();
+                            shared
+                                .telemetry
+                                .metrics
+                                .upstream_failed(ep.origination.used(), false);
                             failures.push((ep.clone(), e));
                             unavailable(shared, &upstream, &failures, "gateway", "istio-envoy")
                         }
                     };
                 }
                 Err(e) => {
-                    shared.telemetry.metrics.upstream_failure();
-                    if e.phase == Phase::TlsHandshake {
-                        shared.telemetry.metrics.handshake(
-                            Direction::Outbound,
-                            ep.origination.used(),
-                            false,
-                        );
-                    }
+                    shared
+                        .telemetry
+                        .metrics
+                        .upstream_failed(ep.origination.used(), e.phase == Phase::TlsHandshake);
                     tracing::warn!(direction = "gateway", src = %peer, dst = %upstream.name, endpoint = %ep.address, tls = ep.origination.used().label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
                     failures.push((ep.clone(), e));
                 }

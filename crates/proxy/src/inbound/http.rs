@@ -9,6 +9,8 @@ use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use tessera_contract::config::InboundMode;
+
 use crate::config::{EndpointRoute, Flavor};
 use crate::http::{answer, finish, prepare, Body, XFCC};
 use crate::shared::Shared;
@@ -28,8 +30,8 @@ pub struct InboundConn {
     pub flavor: Flavor,
     /// `x-envoy-decorator-operation` on responses (Sidecar ingress listeners).
     pub operation: Option<HeaderValue>,
-    /// Why the port took it, for its edge.
-    pub accepted_by: String,
+    /// The port's mode, for its edge's reason.
+    pub mode: InboundMode,
 }
 
 /// Inbound: the request goes to the app, XFCC set for mesh peers and stripped otherwise.
@@ -41,7 +43,7 @@ pub async fn request(
     let peer = conn.result.peer();
     conn.result
         .accepted(conn.tls, conn.peer_identity.as_deref(), || {
-            conn.accepted_by.clone()
+            super::accepted_by(conn.port, conn.mode)
         });
     let mut outcome = RequestResult::new(conn.result.telemetry().clone(), Direction::Inbound);
     outcome.describe(|| AccessLine {
@@ -81,7 +83,10 @@ pub async fn request(
     let mut resp = match result {
         Ok(resp) => finish(resp, "istio-envoy", upstream_started),
         Err(e) => {
-            shared.telemetry.metrics.upstream_failure();
+            shared
+                .telemetry
+                .metrics
+                .upstream_failed(TlsUsed::Plaintext, false);
             tracing::warn!(direction = "inbound", src = %peer, app = %conn.app.address, error = %e, "the app could not be reached");
             answer(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -97,17 +97,10 @@ pub(crate) struct Accepted {
 }
 
 impl Accepted {
-    fn accepted_by(&self) -> String {
-        format!(
-            "accepted by port {} ({})",
-            self.port,
-            mode_name(self.rule.mode)
-        )
-    }
-
     /// The connection went through (its edge).
     pub fn accept(&self, tls: TlsUsed, identity: Option<&str>) {
-        self.result.accepted(tls, identity, || self.accepted_by());
+        self.result
+            .accepted(tls, identity, || accepted_by(self.port, self.rule.mode));
     }
 
     /// Closes with a reset; counted and logged with the reason.
@@ -133,7 +126,7 @@ impl Accepted {
             _ => Flavor::Http1,
         };
         Arc::new(InboundConn {
-            accepted_by: self.accepted_by(),
+            mode: self.rule.mode,
             port: self.port,
             xfcc,
             peer_identity,
@@ -285,6 +278,11 @@ async fn rule_replaced(
             return;
         }
     }
+}
+
+/// Why a port took a connection, for its edge.
+fn accepted_by(port: u16, mode: InboundMode) -> String {
+    format!("accepted by port {port} ({})", mode_name(mode))
 }
 
 fn mode_name(mode: InboundMode) -> &'static str {

@@ -51,14 +51,10 @@ pub async fn request(
                 break;
             }
             Err(e) => {
-                shared.telemetry.metrics.upstream_failure();
-                if e.phase == Phase::TlsHandshake {
-                    shared.telemetry.metrics.handshake(
-                        Direction::Outbound,
-                        ep.origination.used(),
-                        false,
-                    );
-                }
+                shared
+                    .telemetry
+                    .metrics
+                    .upstream_failed(ep.origination.used(), e.phase == Phase::TlsHandshake);
                 failures.push((ep.clone(), e));
             }
         }
@@ -71,8 +67,8 @@ pub async fn request(
                 ep.origination.used(),
             ),
             Err(e) => {
-                shared.telemetry.metrics.upstream_failure();
                 let tls = ep.origination.used();
+                shared.telemetry.metrics.upstream_failed(tls, false);
                 failures.push((ep.clone(), e));
                 (
                     unavailable(&shared, &upstream, &failures, "outbound", "envoy"),

@@ -131,10 +131,10 @@ where
                 return true;
             }
             Err(e) => {
-                shared.telemetry.metrics.upstream_failure();
-                if e.phase == Phase::TlsHandshake {
-                    result.handshake(Direction::Outbound, tls, false);
-                }
+                shared
+                    .telemetry
+                    .metrics
+                    .upstream_failed(tls, e.phase == Phase::TlsHandshake);
                 tracing::warn!(direction = "outbound", src = %result.peer(), dst = %upstream.name, endpoint = %ep.address, tls = tls.label(), phase = e.phase.label(), reason = %e.reason, "upstream failed");
             }
         }

@@ -170,8 +170,13 @@ impl Metrics {
         self.refusals[refusal_index(r)].get()
     }
 
-    pub fn upstream_failure(&self) {
+    /// One attempt toward an endpoint failed; a failed TLS handshake (with `tls`) is
+    /// counted as such too.
+    pub fn upstream_failed(&self, tls: TlsUsed, in_handshake: bool) {
         self.upstream_failures.inc();
+        if in_handshake {
+            self.handshake(Direction::Outbound, tls, false);
+        }
     }
 
     pub fn config(&self, accepted: bool) {
