@@ -51,6 +51,21 @@ pub async fn serve_unix<S: GrpcService>(
     service: S,
     shutdown: impl Future<Output = ()>,
 ) {
+    accept_unix(listener, shutdown, |stream| {
+        Some(serve_connection(stream, service.clone()))
+    })
+    .await
+}
+
+/// Accepts on `listener` until `shutdown`, running `serve` for each connection it returns
+/// (`None` refuses one); every connection ends with the server.
+pub async fn accept_unix<F>(
+    listener: UnixListener,
+    shutdown: impl Future<Output = ()>,
+    mut serve: impl FnMut(UnixStream) -> Option<F>,
+) where
+    F: Future<Output = ()> + Send + 'static,
+{
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -65,7 +80,9 @@ pub async fn serve_unix<S: GrpcService>(
             },
             () = &mut shutdown => break,
         };
-        conns.spawn(serve_connection(stream, service.clone()));
+        if let Some(task) = serve(stream) {
+            conns.spawn(task);
+        }
         while conns.try_join_next().is_some() {}
     }
     conns.abort_all();

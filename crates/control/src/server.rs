@@ -15,7 +15,7 @@ use tessera_ca::issuance::Issuer;
 use tessera_ca::service::CaService;
 use tessera_ca::token::TokenKey;
 use tessera_ca::{Authority, CaError};
-use tessera_contract::transport::serve_unix;
+use tessera_contract::transport::{accept_unix, serve_unix};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -244,43 +244,12 @@ async fn rebuild_world(
     }
 }
 
-/// Accepts on `listener` until `shutdown`, running `serve` for each connection it returns
-/// (`None` refuses one); every connection ends with the server.
-async fn accept_loop<F>(
-    listener: UnixListener,
-    shutdown: impl Future<Output = ()>,
-    mut serve: impl FnMut(UnixStream) -> Option<F>,
-) where
-    F: Future<Output = ()> + Send + 'static,
-{
-    let mut conns = JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        if let Some(task) = serve(stream) {
-            conns.spawn(task);
-        }
-        while conns.try_join_next().is_some() {}
-    }
-    conns.abort_all();
-}
-
 async fn serve_api(
     control: Arc<ControlState>,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    accept_loop(listener, shutdown, |stream| {
+    accept_unix(listener, shutdown, |stream| {
         // The API can mint any identity's token: only root and the control plane's own
         // user may use it, whatever the socket's file permissions.
         let allowed = match stream.peer_cred() {
