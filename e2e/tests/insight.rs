@@ -246,6 +246,19 @@ fn probed_matrix_equals_predicted_at_every_seed_002_step() {
         analyzed.stdout
     );
 
+    // 6. The same DestinationRule SIMPLE toward a STRICT HTTP port: the server's sidecar
+    // terminates any TLS as mesh mTLS and requires a mesh client certificate, which the
+    // user's TLS does not present: the client's sidecar answers 503.
+    mesh.ok(seed002::BETA.strict);
+    let m = probed_equals_predicted(&mesh, "user TLS toward STRICT");
+    assert_eq!(cell(&m, "full", "full"), "503");
+    assert_eq!(cell(&m, "legacy", "full"), "refused");
+    let explained = mesh.ok("tessera explain -n full deploy/sleep httpbin:8000");
+    assert!(
+        explained.contains("the port is STRICT: it takes only a mesh certificate"),
+        "{explained}"
+    );
+
     mesh.ok(seed002::CLEANUP);
 }
 

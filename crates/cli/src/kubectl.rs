@@ -7,7 +7,6 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use base64::Engine;
 use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{json, Value};
 use tessera_control::api::client::{ApiClient, ClientError};
@@ -237,7 +236,7 @@ fn file_key(p: &Path) -> String {
 }
 
 fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+    tessera_model::kube::encode_base64(bytes)
 }
 
 pub fn create(ctx: &Ctx, args: &CreateArgs) -> ExitCode {

@@ -105,10 +105,13 @@ pub enum Refusal {
     TlsUnavailable,
     /// The client's TLS handshake with the user's certificate failed.
     TlsHandshake,
+    /// A gateway server has no route for the connection (Envoy's `NR`), or the route's
+    /// destination is not a service of the mesh (`NC`).
+    NoRoute,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::StrictPlaintext,
         Refusal::StrictSilent,
         Refusal::NonMeshTlsOnHttpPort,
@@ -117,6 +120,7 @@ impl Refusal {
         Refusal::NoTlsChain,
         Refusal::TlsUnavailable,
         Refusal::TlsHandshake,
+        Refusal::NoRoute,
     ];
 
     pub fn label(self) -> &'static str {
@@ -129,6 +133,7 @@ impl Refusal {
             Refusal::NoTlsChain => "filter_chain_not_found",
             Refusal::TlsUnavailable => "certificate_not_available",
             Refusal::TlsHandshake => "tls_handshake_failed",
+            Refusal::NoRoute => "route_not_found",
         }
     }
 
@@ -154,6 +159,9 @@ impl Refusal {
                 "the certificate this port serves is not available yet (a Secret or mounted file is missing or unreadable)"
             }
             Refusal::TlsHandshake => "the client's TLS handshake failed",
+            Refusal::NoRoute => {
+                "no route takes the connection: the server's routes match neither its SNI nor the port, or the route's destination is not a service of the mesh"
+            }
         }
     }
 }

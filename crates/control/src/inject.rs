@@ -136,7 +136,7 @@ fn capture_args(annotations: &BTreeMap<String, String>) -> Vec<String> {
         "-z",
         "15006",
         "-u",
-        "1337",
+        &PROXY_UID.to_string(),
         "-m",
         "REDIRECT",
     ]

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use crate::policy::MeshOptions;
 use serde_json::json;
+use tessera_model::names::{PROXY_CONTAINER, TLS_MODE_LABEL};
 use tessera_model::{LoadOptions, Resource};
 
 use crate::objects::{Objects, Op};
@@ -48,11 +49,11 @@ pub fn pod_of(deployment: &Resource, inject: bool, ip: &str) -> Resource {
     let mut labels: BTreeMap<String, String> = d.spec.template.metadata.labels.clone();
     let mut containers = serde_json::to_value(&d.spec.template.spec.containers).unwrap();
     if inject {
-        labels.insert("security.istio.io/tlsMode".into(), "istio".into());
+        labels.insert(TLS_MODE_LABEL.into(), "istio".into());
         containers
             .as_array_mut()
             .unwrap()
-            .push(json!({"name": "istio-proxy", "image": "tessera"}));
+            .push(json!({"name": PROXY_CONTAINER, "image": "tessera"}));
     }
     let pod = json!({
         "apiVersion": "v1",

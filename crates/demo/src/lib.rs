@@ -17,6 +17,7 @@ use serde_json::Value;
 use tessera_control::api::client::ApiClient;
 use tessera_control::api::{ApplyRequest, DeleteRequest, Document, GetRequest, Target};
 use tessera_control::push::SyncState;
+use tessera_model::names::PROXY_CONTAINER;
 
 use tessera_control::inject::kube_inject_yaml;
 
@@ -506,7 +507,7 @@ pub async fn https(state_dir: &Path, ns: &str, say: &mut dyn FnMut(&str)) -> Res
     say("");
     say("== 1. nginx without a sidecar: the page from the app container and from istio-proxy");
     curl(&mesh, &sleep, "sleep", say)?;
-    curl(&mesh, &sleep, "istio-proxy", say)?;
+    curl(&mesh, &sleep, PROXY_CONTAINER, say)?;
 
     // 2. With a sidecar, mTLS off.
     say("== 2. nginx with a sidecar, mutual TLS off (PERMISSIVE): the sidecars pass nginx's own TLS through");
@@ -523,7 +524,7 @@ pub async fn https(state_dir: &Path, ns: &str, say: &mut dyn FnMut(&str)) -> Res
     mesh.wait_pods(ns, 2, &old_nginx).await?;
     mesh.wait_synced(revision).await?;
     curl(&mesh, &sleep, "sleep", say)?;
-    curl(&mesh, &sleep, "istio-proxy", say)?;
+    curl(&mesh, &sleep, PROXY_CONTAINER, say)?;
 
     // 3. Mesh-wide STRICT.
     say("== 3. Mesh-wide mutual TLS (PeerAuthentication istio-system/default mode STRICT, what `--set values.global.mtls.enabled=true` installed): the app container still gets the page over sidecar-to-sidecar mTLS; istio-proxy's own curl has no client certificate and fails");
@@ -537,7 +538,7 @@ pub async fn https(state_dir: &Path, ns: &str, say: &mut dyn FnMut(&str)) -> Res
     let revision = mesh.apply("mesh-wide-strict", strict.into(), None).await?;
     mesh.wait_synced(revision).await?;
     let result =
-        curl(&mesh, &sleep, "sleep", say).and_then(|_| curl(&mesh, &sleep, "istio-proxy", say));
+        curl(&mesh, &sleep, "sleep", say).and_then(|_| curl(&mesh, &sleep, PROXY_CONTAINER, say));
     // The mesh-wide mode was the demo's; put it back.
     mesh.delete("peerauthentications", "default", Some("istio-system"))
         .await?;
@@ -578,8 +579,7 @@ async fn nginx_secret_and_config(
         ));
     }
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
-    use base64::Engine;
-    let b64 = |b: Vec<u8>| base64::engine::general_purpose::STANDARD.encode(b);
+    let b64 = |b: Vec<u8>| tessera_model::kube::encode_base64(&b);
     let secret = format!(
         "apiVersion: v1\nkind: Secret\nmetadata:\n  name: nginxsecret\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
         b64(read(&crt)?),

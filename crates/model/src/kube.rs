@@ -79,6 +79,12 @@ impl ConfigMap {
     }
 }
 
+/// A Secret's `data` value (or a ConfigMap's `binaryData`) for `bytes`.
+pub fn encode_base64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 /// A base64 value of a Secret's `data` or a ConfigMap's `binaryData`: the standard
 /// alphabet with padding; whitespace (a value folded over lines) is ignored, and
 /// non-zero trailing bits are accepted, as the API server's decoder accepts them.

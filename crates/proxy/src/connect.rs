@@ -4,7 +4,7 @@
 
 use crate::config::{EndpointRoute, Flavor, Origination};
 use crate::io::EitherIo;
-use crate::telemetry::edges::{Connection, Edges};
+use crate::telemetry::Telemetry;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -58,30 +58,26 @@ impl std::fmt::Display for UpstreamError {
 }
 
 /// Connects to `addr` with the endpoint's TLS for `flavor`. Returns the stream and the
-/// ALPN protocol negotiated.
-/// Each attempt is counted in `edges`.
+/// ALPN protocol negotiated. Each attempt toward the mesh is an outbound edge.
 pub async fn connect(
     ep: &EndpointRoute,
     flavor: Flavor,
-    edges: &Edges,
+    telemetry: &Telemetry,
 ) -> Result<(UpstreamIo, Option<Vec<u8>>), UpstreamError> {
     let result = connect_endpoint(ep, flavor).await;
     if ep.local_app {
         return result;
     }
-    let edge = Connection::outbound(ep.address, ep.origination.used());
-    // The server's identity is not parsed out of its certificate here (a cost per
-    // connection): the verifier already held it to the endpoint's SANs, and the server's
-    // own sidecar reports it for the same edge.
+    let tls = ep.origination.used();
     match &result {
-        Ok(_) => edges.record(edge, || ep.reason.clone()),
+        Ok(_) => telemetry.upstream_connection(ep.address, tls, None, || ep.reason.clone()),
         Err(e) => {
             let failure = match e.phase {
                 Phase::Connect => "connect_failed",
                 Phase::TlsHandshake => "tls_handshake_failed",
                 _ => "failed",
             };
-            edges.record(edge.failed(failure), || e.reason.clone());
+            telemetry.upstream_connection(ep.address, tls, Some(failure), || e.reason.clone());
         }
     }
     result

@@ -58,7 +58,7 @@ impl HttpPool {
             if let Some(s) = existing {
                 return Ok(Sender::H2(s));
             }
-            let (io, _) = connect(ep, Flavor::Http2, &self.telemetry.edges).await?;
+            let (io, _) = connect(ep, Flavor::Http2, &self.telemetry).await?;
             let (sender, conn) = http2::Builder::new(TokioExecutor::new())
                 .handshake(TokioIo::new(io))
                 .await
@@ -90,7 +90,7 @@ impl HttpPool {
         &self,
         ep: &EndpointRoute,
     ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
-        let (io, _) = connect(ep, Flavor::Http1, &self.telemetry.edges).await?;
+        let (io, _) = connect(ep, Flavor::Http1, &self.telemetry).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
             .await

@@ -4,6 +4,8 @@
 
 use std::fmt::Write;
 
+use tessera_model::names::PROXY_UID;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capture {
     /// Outbound listener (`-p`, Istio's 15001).
@@ -38,8 +40,8 @@ impl Capture {
         let mut c = Capture {
             outbound_port: 15001,
             inbound_port: 15006,
-            proxy_uid: 1337,
-            proxy_gid: 1337,
+            proxy_uid: PROXY_UID,
+            proxy_gid: PROXY_UID,
             inbound_ports: None,
             inbound_excluded: vec![],
             outbound_cidrs: None,

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
+use tessera_model::kube::PodStatus;
 
 use crate::netns;
 use crate::sandbox::{read_info, SandboxInfo};
@@ -47,7 +48,14 @@ pub fn resolve_target(pods: &[Value], target: &str) -> Result<String, String> {
                         .is_some_and(|(k, n)| k == kind && n == name)
                 })
                 .collect();
-            owned.sort_by_key(|p| p["status"]["phase"] != "Running");
+            // A running pod first, as kubectl picks one.
+            owned.sort_by_key(|p| {
+                serde_json::from_value::<PodStatus>(p["status"].clone())
+                    .ok()
+                    .and_then(|s| s.phase)
+                    .as_deref()
+                    != Some("Running")
+            });
             owned
                 .first()
                 .and_then(|p| p["metadata"]["name"].as_str())

@@ -1,10 +1,10 @@
 //! The local runtime behind `tessera up`: pods as processes in network namespaces on a
 //! sealed cluster network, with Kubernetes' controllers, kube-proxy's service VIPs, names
-//! from hosts files, Secret and ConfigMap volumes, and Istio's sidecar injection and
-//! traffic capture.
+//! from hosts files, Secret and ConfigMap volumes, and Istio's traffic capture; pods are
+//! admitted through the control plane's sidecar injection.
 //!
-//! Pure parts (what to run, which rules, which names) are in `inject`, `capture`,
-//! `cluster`, `workloads` and `programs`; the rest acts on them.
+//! Pure parts (what to run, which rules, which names) are in `capture`, `cluster`,
+//! `workloads` and `programs`; the rest acts on them.
 
 use std::path::{Path, PathBuf};
 

@@ -40,7 +40,8 @@ fn explain_text(world: &World, from: &str, to: &str, port: Option<u16>) -> Strin
 }
 
 /// What each sidecar records when the seed's two sleep pods request each httpbin
-/// (`conn.rs` and `upstream.rs` record one edge per connection; see there).
+/// (each connection's result records one edge: the inbound side in the proxy's
+/// `telemetry/result.rs`, the outbound side in `connect.rs`).
 fn seed_edges(world: &World) -> (Vec<EdgeReport>, BTreeMap<IpAddr, String>) {
     let mut reports: BTreeMap<String, EdgeReport> = BTreeMap::new();
     let ip_of = |id: &str| world.registry.workload(id).and_then(|w| w.ip).unwrap();

@@ -5,19 +5,14 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use tessera_contract::config::{Inbound, InboundPort, PortProtocol};
 
-use super::{inbound_mode, port_protocol, sidecar_ingress};
+use super::{inbound_mode, port_protocol};
 use crate::registry::WorkloadEntry;
 use crate::world::World;
 
+/// The ports a workload's Services and containers declare (a Sidecar with ingress
+/// listeners replaces them: see `sidecar_ingress`).
 pub(super) fn inbound(world: &World, me: &WorkloadEntry) -> Inbound {
     let default = world.effective_mode(me, 0);
-    if let Some(ports) = sidecar_ingress::sidecar_ports(world, me) {
-        return Inbound {
-            app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
-            default_mode: inbound_mode(default.mode),
-            ports,
-        };
-    }
     let mut ports: Vec<InboundPort> = Vec::new();
     let mut add = |port: u16, protocol: PortProtocol| {
         if ports.iter().any(|p| p.port == port) {

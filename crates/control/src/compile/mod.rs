@@ -55,7 +55,12 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
             inbound_capture: any(15006),
             explicit: vec![],
         };
-        (listeners, inbound::inbound(world, me), Default::default())
+        (
+            listeners,
+            // A Sidecar's ingress listeners replace the ports the Services give.
+            sidecar_ingress::inbound(world, me).unwrap_or_else(|| inbound::inbound(world, me)),
+            Default::default(),
+        )
     };
     Ok(ProxyConfig {
         version: world.revision.to_string(),

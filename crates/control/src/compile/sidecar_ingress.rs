@@ -6,7 +6,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use tessera_contract::config::{
-    CaBundleSource, InboundPort, KeyPairSource, PortProtocol, ServerTls, TerminationMode,
+    CaBundleSource, Inbound, InboundPort, KeyPairSource, PortProtocol, ServerTls, TerminationMode,
 };
 use tessera_model::istio::{IstioIngressListener, ServerTlsMode as ApiMode, ServerTlsSettings};
 
@@ -17,6 +17,16 @@ use crate::world::World;
 
 /// The inbound ports a Sidecar's ingress listeners give `me`; `None` when no Sidecar
 /// with ingress applies (the Services' ports are used then).
+/// The inbound side of a workload whose Sidecar has ingress listeners; `None` without one.
+pub(super) fn inbound(world: &World, me: &WorkloadEntry) -> Option<Inbound> {
+    let ports = sidecar_ports(world, me)?;
+    Some(Inbound {
+        app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        default_mode: inbound_mode(world.effective_mode(me, 0).mode),
+        ports,
+    })
+}
+
 pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPort>> {
     let sidecar = world.sidecar_for(me).filter(|s| !s.ingress.is_empty())?;
     let mut ports = Vec::new();

@@ -289,6 +289,10 @@ mod tests {
             ("DR SIMPLE → DISABLE TCP port, app declared tls", C::UserTls, false, port(Tcp, Disable), true, Tls),
             ("DR SIMPLE → no sidecar, plaintext app", C::UserTls, true, none, false, Unavailable),
             ("DR SIMPLE → no sidecar, app declared https", C::UserTls, false, none, true, Tls),
+            // MUTUAL presents the user's client certificate; toward sidecars it fares as SIMPLE.
+            ("DR MUTUAL → PERMISSIVE HTTP port", C::UserTls, true, port(Http, Permissive), false, Unavailable),
+            ("DR MUTUAL → STRICT HTTP port", C::UserTls, true, port(Http, Strict), false, Unavailable),
+            ("DR MUTUAL → Sidecar ingress tls", C::UserTls, true, ingress, false, Tls),
         ];
         for (case, client, client_http, server, app_tls, want) in table {
             let hop = Hop {

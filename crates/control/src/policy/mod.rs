@@ -332,7 +332,7 @@ mod tests {
     #[test]
     fn from_sets_table() {
         let rows: Vec<(&str, Vec<&str>, Result<MeshOptions, SetError>)> = vec![
-            ("§3.4 defaults", vec![], Ok(MeshOptions::default())),
+            ("install option defaults", vec![], Ok(MeshOptions::default())),
             (
                 "seed-002 install",
                 vec![
@@ -343,7 +343,7 @@ mod tests {
                 Ok(MeshOptions::default()),
             ),
             (
-                "§3.4 mtls.enabled",
+                "install option mtls.enabled",
                 vec!["values.global.mtls.enabled=true"],
                 Ok(with(|o| o.mtls_enabled = true)),
             ),
@@ -358,12 +358,12 @@ mod tests {
                 Err(SetError::MissingEquals { arg: "oops".into() }),
             ),
             (
-                "§3.4 mtls.auto off",
+                "install option mtls.auto off",
                 vec!["values.global.mtls.auto=false"],
                 Ok(with(|o| o.auto_mtls = false)),
             ),
             (
-                "§3.4 enableAutoMtls is mtls.auto; last wins",
+                "install option enableAutoMtls is mtls.auto; last wins",
                 vec![
                     "values.global.mtls.auto=false",
                     "meshConfig.enableAutoMtls=true",
@@ -371,17 +371,17 @@ mod tests {
                 Ok(MeshOptions::default()),
             ),
             (
-                "§3.4 trustDomain",
+                "install option trustDomain",
                 vec!["meshConfig.trustDomain=example.org"],
                 Ok(with(|o| o.trust_domain = "example.org".to_string())),
             ),
             (
-                "§3.4 rootNamespace",
+                "install option rootNamespace",
                 vec!["meshConfig.rootNamespace=istio-config"],
                 Ok(with(|o| o.root_namespace = "istio-config".to_string())),
             ),
             (
-                "§5 ENABLE_TLS_ON_SIDECAR_INGRESS",
+                "install option ENABLE_TLS_ON_SIDECAR_INGRESS",
                 vec!["values.pilot.env.ENABLE_TLS_ON_SIDECAR_INGRESS=true"],
                 Ok(with(|o| o.enable_tls_on_sidecar_ingress = true)),
             ),
@@ -586,8 +586,12 @@ mod tests {
     #[test]
     fn default_peer_mode_table() {
         let rows = [
-            ("§3.4 mtls.enabled=false", false, MtlsMode::Permissive),
-            ("§3.4 mtls.enabled=true", true, MtlsMode::Strict),
+            (
+                "install option mtls.enabled=false",
+                false,
+                MtlsMode::Permissive,
+            ),
+            ("install option mtls.enabled=true", true, MtlsMode::Strict),
         ];
         for (id, enabled, want) in rows {
             let o = with(|o| o.mtls_enabled = enabled);

@@ -35,7 +35,11 @@ use tessera_contract::inbound::Refusal;
 pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, port: u16) {
     let result = ConnectionResult::gateway(shared.telemetry.clone(), peer, port);
     let Some(table) = shared.snapshot().gateway_table(port) else {
-        tracing::warn!(direction = "gateway", src = %peer, port, "no Gateway server on this port; closed");
+        result.refused(
+            Refusal::NoTlsChain,
+            TlsUsed::Plaintext,
+            "no Gateway server on this port",
+        );
         reset_connection(tcp);
         return;
     };
@@ -150,12 +154,30 @@ async fn forward_l4<D>(
         let i = route::pick(&r.destinations, DRAW.fetch_add(1, Ordering::Relaxed))?;
         r.destinations.get(i)
     }) else {
-        tracing::warn!(direction = "gateway", src = %result.peer(), server = %chain.name, sni = sni.unwrap_or("-"), "no route for this connection; closed");
+        let why = format!(
+            "server {}: no route for SNI {}",
+            chain.name,
+            sni.unwrap_or("(none)")
+        );
+        result.refused(Refusal::NoRoute, tls_of(sni), &why);
         return;
     };
     let Some(upstream) = shared.snapshot().upstream_named(&dest.service).cloned() else {
-        tracing::warn!(direction = "gateway", src = %result.peer(), dst = %dest.service, "the route's destination is not a service port of the mesh; closed");
+        let why = format!(
+            "the route's destination {} is not a service port of the mesh",
+            dest.service
+        );
+        result.refused(Refusal::NoRoute, tls_of(sni), &why);
         return;
     };
     forward_tcp(shared, down, result, &upstream, prefix).await;
+}
+
+/// What the client spoke, for a refusal: TLS when it sent a server name.
+fn tls_of(sni: Option<&str>) -> TlsUsed {
+    if sni.is_some() {
+        TlsUsed::Simple
+    } else {
+        TlsUsed::Plaintext
+    }
 }

@@ -115,7 +115,7 @@ where
     for ep in upstream.pick_order() {
         tried = true;
         let tls = ep.origination.used();
-        match connect(ep, Flavor::Tcp, &shared.telemetry.edges).await {
+        match connect(ep, Flavor::Tcp, &shared.telemetry).await {
             Ok((up, _)) => {
                 if matches!(ep.origination, Origination::Tls { .. }) {
                     result.handshake(Direction::Outbound, tls, true);

@@ -8,6 +8,7 @@ pub mod edges;
 pub mod metrics;
 mod result;
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 pub use self::metrics::Metrics;
@@ -79,5 +80,23 @@ impl Telemetry {
 
     pub fn set_access_log(&self, on: bool) {
         self.access_log.store(on, Ordering::Relaxed);
+    }
+
+    /// A connection this proxy opened toward a mesh endpoint: an outbound edge that went
+    /// through, or failed with `failure`. The server's identity is not read from its
+    /// certificate here (a cost per connection): the verifier already held it to the
+    /// endpoint's SANs, and the server's own sidecar reports it for the same edge.
+    pub fn upstream_connection(
+        &self,
+        endpoint: SocketAddr,
+        tls: TlsUsed,
+        failure: Option<&'static str>,
+        reason: impl FnOnce() -> String,
+    ) {
+        let edge = edges::Connection::outbound(endpoint, tls);
+        match failure {
+            None => self.edges.record(edge, reason),
+            Some(f) => self.edges.record(edge.failed(f), reason),
+        }
     }
 }

@@ -176,6 +176,7 @@ fn refused_message(r: Refusal) -> &'static str {
         | Refusal::StrictSilent
         | Refusal::NonMeshTlsOnHttpPort
         | Refusal::NoTlsChain => "connection refused (reset)",
+        Refusal::NoRoute => "connection closed: no route",
     }
 }
 
