@@ -324,3 +324,55 @@ fn bad_install_options_are_refused_before_starting() {
     );
     assert!(!Path::new("/tmp/tessera-ctl-never").exists());
 }
+
+/// Nine anchors of nine aliases each: 387 million nodes if expanded.
+fn alias_bomb() -> String {
+    let mut text = String::from(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bomb\ndata:\n  a0: &a0 [x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..=9 {
+        let prev = format!("*a{}", i - 1);
+        let items = [prev.as_str(); 9].join(", ");
+        text.push_str(&format!("  a{i}: &a{i} [{items}]\n"));
+    }
+    text
+}
+
+#[test]
+fn hostile_manifests_are_refused_and_the_control_plane_stays_up() {
+    let mesh = Mesh::new("hostile");
+    // An alias bomb: refused with the limit and where it was hit, nothing applied.
+    let o = mesh.run_stdin(&["apply", "-f", "-"], &alias_bomb());
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("<stdin>:") && err(&o).contains("aliases repeat more than 100000 nodes"),
+        "{}",
+        err(&o)
+    );
+    let o = mesh.run_stdin(&["validate", "-f", "-"], &alias_bomb());
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).contains("aliases repeat more than 100000 nodes"),
+        "{}",
+        out(&o)
+    );
+    // A megabyte value is not echoed back.
+    let huge = format!(
+        "apiVersion: v1\nkind: {}\nmetadata:\n  name: x\n",
+        "K".repeat(1 << 20)
+    );
+    let o = mesh.run_stdin(&["apply", "-f", "-"], &huge);
+    assert!(!o.status.success());
+    assert!(err(&o).len() < 2_000, "{} bytes of error", err(&o).len());
+    assert!(err(&o).contains("(1048576 bytes)"), "{}", err(&o));
+    // The control plane still answers, and applies a good manifest.
+    let o = mesh.run_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: fine\ndata:\n  a: b\n",
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let o = mesh.run(&["get", "configmap", "fine"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let o = mesh.run(&["get", "configmap", "bomb"]);
+    assert!(!o.status.success(), "the bomb was not applied");
+}

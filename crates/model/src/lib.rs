@@ -10,6 +10,7 @@ pub mod load;
 pub mod meta;
 pub mod names;
 pub mod problem;
+pub mod quote;
 pub mod resource;
 pub mod validate;
 pub mod yaml;

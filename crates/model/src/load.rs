@@ -10,7 +10,7 @@ use crate::de::{from_node, overlaps_error};
 use crate::problem::{closest, FieldPath, Finding, Origin, Problem};
 use crate::resource::{api_version, Kind, Resource, KINDS};
 use crate::validate::{self, ValidateOptions};
-use crate::yaml::{parse_documents, Node, Value};
+use crate::yaml::{parse_documents, Limits, Node, Value};
 
 /// How namespaces are filled in.
 #[derive(Debug, Clone)]
@@ -75,7 +75,8 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> LoadReport {
     for path in paths {
         if path.as_os_str() == "-" {
             let mut text = String::new();
-            match std::io::stdin().read_to_string(&mut text) {
+            let limit = Limits::DEFAULT.stream_bytes as u64;
+            match std::io::stdin().take(limit + 1).read_to_string(&mut text) {
                 Ok(_) => report.merge(load_str(Path::new(STDIN_NAME), &text, opts)),
                 Err(e) => report.problems.push(file_problem(
                     Path::new(STDIN_NAME),
@@ -87,7 +88,7 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> LoadReport {
         match manifest_files(path) {
             Ok(files) => {
                 for file in files {
-                    match fs::read_to_string(&file) {
+                    match read_manifest(&file) {
                         Ok(text) => report.merge(load_str(&file, &text, opts)),
                         Err(e) => report
                             .problems
@@ -99,6 +100,18 @@ pub fn load_paths(paths: &[PathBuf], opts: &LoadOptions) -> LoadReport {
         }
     }
     report
+}
+
+/// A manifest file's text; one over the stream limit is not read into memory.
+fn read_manifest(file: &Path) -> std::io::Result<String> {
+    let limit = Limits::DEFAULT.stream_bytes;
+    let len = fs::metadata(file)?.len();
+    if len > limit as u64 {
+        return Err(std::io::Error::other(format!(
+            "the file is {len} bytes, over the limit of {limit} bytes"
+        )));
+    }
+    fs::read_to_string(file)
 }
 
 fn file_problem(file: &Path, message: String) -> Problem {

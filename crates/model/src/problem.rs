@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::PathBuf;
 
+pub use crate::quote::{clip, clip_message, QUOTE_MAX};
 use crate::yaml::{Node, Pos, Value};
 
 /// One step of a field path.
@@ -112,9 +113,9 @@ impl fmt::Display for FieldPath {
         }
         for (i, seg) in self.0.iter().enumerate() {
             match seg {
-                Seg::Field(name) if i == 0 => f.write_str(name)?,
-                Seg::Field(name) => write!(f, ".{name}")?,
-                Seg::Key(key) => write!(f, "[{key}]")?,
+                Seg::Field(name) if i == 0 => f.write_str(&clip(name))?,
+                Seg::Field(name) => write!(f, ".{}", clip(name))?,
+                Seg::Key(key) => write!(f, "[{}]", clip(key))?,
                 Seg::Index(idx) => write!(f, "[{idx}]")?,
             }
         }
@@ -199,7 +200,7 @@ impl Finding {
             severity: Severity::Error,
             path,
             pos: None,
-            message: message.into(),
+            message: clip_message(message.into()),
             hint: None,
         }
     }
@@ -217,7 +218,7 @@ impl Finding {
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
-        self.hint = Some(hint.into());
+        self.hint = Some(clip_message(hint.into()));
         self
     }
 
@@ -236,6 +237,10 @@ impl Finding {
 
 /// The closest candidate within a small edit distance, for "did you mean" hints.
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    if word.len() > 2 * QUOTE_MAX {
+        // Nothing that long is a misspelling of a field name (and the distance would cost).
+        return None;
+    }
     let lower = word.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for c in candidates {
@@ -305,5 +310,24 @@ mod tests {
         assert_eq!(closest("mdoe", ["mode", "selector"]), Some("mode"));
         assert_eq!(closest("strict", ["STRICT"]), Some("STRICT"));
         assert_eq!(closest("banana", ["mode", "selector"]), None);
+    }
+
+    #[test]
+    fn long_values_are_not_echoed_whole() {
+        let value = "v".repeat(1 << 20);
+        let f = Finding::error(
+            FieldPath::root().field("kind"),
+            format!("unknown kind \"{value}\"; accepted kinds: Pod, Service"),
+        );
+        assert!(f.message.len() < 200, "{}", f.message.len());
+        assert!(f.message.contains("… (1048576 bytes)"), "{}", f.message);
+        assert!(
+            f.message.ends_with("accepted kinds: Pod, Service"),
+            "{}",
+            f.message
+        );
+        let path = FieldPath::root().field("data").key(&value);
+        assert!(path.to_string().len() < 120);
+        assert_eq!(closest(&value, ["kind"]), None);
     }
 }

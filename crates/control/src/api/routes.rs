@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
 use serde::de::DeserializeOwned;
@@ -16,6 +16,9 @@ use super::types::*;
 use super::{insight, objects, proxies};
 use crate::objects::{ObjectKey, Outcome};
 use crate::state::ControlState;
+
+/// A request body's limit: manifests up to the loader's stream limit, JSON-escaped.
+const MAX_REQUEST_BYTES: usize = 2 * tessera_model::yaml::Limits::DEFAULT.stream_bytes;
 
 pub(super) type Reply = Response<Full<Bytes>>;
 
@@ -34,11 +37,21 @@ pub(super) fn refused(status: StatusCode, errors: Vec<String>) -> Reply {
 }
 
 pub(super) async fn body<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Reply> {
-    let bytes = req
-        .into_body()
+    let bytes = Limited::new(req.into_body(), MAX_REQUEST_BYTES)
         .collect()
         .await
-        .map_err(|e| refused(StatusCode::BAD_REQUEST, vec![format!("error: {e}")]))?
+        .map_err(|e| {
+            if e.is::<LengthLimitError>() {
+                refused(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    vec![format!(
+                        "error: the request is over the limit of {MAX_REQUEST_BYTES} bytes"
+                    )],
+                )
+            } else {
+                refused(StatusCode::BAD_REQUEST, vec![format!("error: {e}")])
+            }
+        })?
         .to_bytes();
     serde_json::from_slice(&bytes).map_err(|e| {
         refused(
