@@ -69,6 +69,7 @@ fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
             access_log: false,
             drain_seconds: 1,
             protocol_detection_ms: 300,
+            ..Default::default()
         },
         listeners: Listeners::default(),
         services: vec![],

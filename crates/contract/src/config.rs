@@ -237,6 +237,11 @@ pub struct ProxyRuntime {
     /// protocols are then treated as opaque TCP instead of hanging).
     #[serde(default = "default_detect")]
     pub protocol_detection_ms: u64,
+    /// How long a request for a known service with no endpoints yet is held for the
+    /// control plane's next push before it is answered 503 (a pod that just became Ready
+    /// reaches the clients' sidecars a moment later).
+    #[serde(default = "default_endpoint_hold")]
+    pub endpoint_hold_ms: u64,
 }
 
 impl Default for ProxyRuntime {
@@ -246,6 +251,7 @@ impl Default for ProxyRuntime {
             access_log: true,
             drain_seconds: default_drain(),
             protocol_detection_ms: default_detect(),
+            endpoint_hold_ms: default_endpoint_hold(),
         }
     }
 }
@@ -259,6 +265,10 @@ fn yes() -> bool {
 fn default_drain() -> u64 {
     5
 }
+fn default_endpoint_hold() -> u64 {
+    5000
+}
+
 fn default_detect() -> u64 {
     1000
 }

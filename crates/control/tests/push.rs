@@ -131,6 +131,7 @@ fn bootstrap(
             access_log: true,
             drain_seconds: 1,
             protocol_detection_ms: 300,
+            ..Default::default()
         },
         listeners: Listeners {
             outbound_capture: None,

@@ -12,7 +12,7 @@ use hyper_util::server::graceful::GracefulConnection;
 use tessera_ca::CredentialStore;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{EndpointRoute, Origination, Snapshot};
+use crate::config::{EndpointRoute, Origination, Snapshot, Upstream};
 use crate::pool::HttpPool;
 use crate::push;
 use crate::telemetry::Telemetry;
@@ -118,6 +118,31 @@ impl Shared {
         }
         conn.as_mut().graceful_shutdown();
         conn.await
+    }
+
+    /// `upstream` as the newest configuration has it, once it has endpoints: a known
+    /// service without endpoints yet is held (at most `runtime.endpointHoldMs`) for a push
+    /// that brings some, then answered as it stands.
+    pub async fn with_endpoints(&self, upstream: Arc<Upstream>) -> Arc<Upstream> {
+        if !upstream.endpoints.is_empty() {
+            return upstream;
+        }
+        let hold = Duration::from_millis(self.snapshot.load().config.runtime.endpoint_hold_ms);
+        let mut updates = self.config_updates();
+        let deadline = tokio::time::Instant::now() + hold;
+        let mut current = upstream;
+        loop {
+            if let Some(now) = self.snapshot().upstream_named(&current.name) {
+                current = now.clone();
+            }
+            if !current.endpoints.is_empty() {
+                return current;
+            }
+            match tokio::time::timeout_at(deadline, updates.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return current,
+            }
+        }
     }
 
     /// A receiver that sees every configuration applied from now on.

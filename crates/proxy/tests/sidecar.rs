@@ -809,3 +809,49 @@ async fn open_connections_follow_a_policy_change() {
     let out = curl(&["-w", "\n%{http_code}", &format!("http://{inbound}/headers")]).await;
     assert_eq!((out.code, out.http_code()), (56, "000"), "{}", out.stderr);
 }
+
+/// A known service without endpoints yet: the request is held until a configuration that
+/// lists one arrives (then answered), or answered 503 when none does within the hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_for_a_service_without_endpoints_waits_for_the_push_that_brings_one() {
+    let mesh = Mesh::new();
+    let sleep = mesh.workload("full", "sleep");
+    let app = echo_app().await;
+    let host = "httpbin.full.svc.cluster.local";
+    let mut empty = client_config(&sleep, host, 8000, PortProtocol::Http, vec![]);
+    empty.runtime.endpoint_hold_ms = 3000;
+    let client = start(empty.clone()).await;
+    let outbound = addr(&client, "outbound").await;
+    let code = ["-w", "\n%{http_code}"];
+    let request = tokio::spawn(async move {
+        curl(&[code[0], code[1], &format!("http://{outbound}/get")]).await
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut with_endpoint = client_config(
+        &sleep,
+        host,
+        8000,
+        PortProtocol::Http,
+        vec![endpoint(app, TlsMode::Disable, &[])],
+    );
+    with_endpoint.version = "2".into();
+    with_endpoint.runtime.endpoint_hold_ms = 3000;
+    client.update(with_endpoint).await.unwrap();
+    let out = request.await.unwrap();
+    assert_eq!(out.http_code(), "200", "{}", out.stdout);
+
+    // No push brings one: 503 after the hold, naming the empty service.
+    let mut short = empty;
+    short.version = "3".into();
+    short.runtime.endpoint_hold_ms = 300;
+    client.update(short).await.unwrap();
+    let started = std::time::Instant::now();
+    let out = curl(&["-w", "\n%{http_code}", &format!("http://{outbound}/get")]).await;
+    assert_eq!(out.http_code(), "503", "{}", out.stdout);
+    assert!(
+        out.stdout.contains("the service has no endpoints"),
+        "{}",
+        out.stdout
+    );
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+}

@@ -218,7 +218,10 @@ pub(super) async fn request(
                     "istio-envoy",
                     format!("no healthy upstream. hop: gateway {} -> {service}; reason: {} routes to {service}, which is not a service port of the mesh (NC cluster_not_found)\n", shared.node_id(), f.source),
                 ),
-                Some(up) => forward(&shared, up, req, &f.action, peer).await,
+                Some(up) => {
+                    let up = shared.with_endpoints(up).await;
+                    forward(&shared, up, req, &f.action, peer).await
+                }
             };
             (resp, Some(service), "")
         }

@@ -170,6 +170,7 @@ async fn forward_l4<D>(
         result.refused(Refusal::NoRoute, tls_of(sni), &why);
         return;
     };
+    let upstream = shared.with_endpoints(upstream).await;
     forward_tcp(shared, down, result, &upstream, prefix).await;
 }
 

@@ -23,6 +23,7 @@ pub async fn request(
     src: SocketAddr,
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, std::convert::Infallible> {
+    let upstream = shared.with_endpoints(upstream).await;
     let mut outcome = RequestResult::new(shared.telemetry.clone(), Direction::Outbound);
     outcome.describe(|| AccessLine {
         side: "outbound",

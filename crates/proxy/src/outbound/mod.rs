@@ -75,6 +75,7 @@ pub async fn outbound(
             .await;
         return;
     }
+    let upstream = shared.with_endpoints(upstream).await;
     if !forward_tcp(&shared, &mut tcp, &result, &upstream, prefix).await {
         reset(tcp);
     }

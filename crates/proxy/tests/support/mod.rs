@@ -107,6 +107,7 @@ pub fn base_config(w: &Workload) -> ProxyConfig {
             access_log: true,
             drain_seconds: 2,
             protocol_detection_ms: 300,
+            ..Default::default()
         },
         listeners: Listeners::default(),
         services: vec![],
