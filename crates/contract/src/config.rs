@@ -242,6 +242,9 @@ pub struct ProxyRuntime {
     /// reaches the clients' sidecars a moment later).
     #[serde(default = "default_endpoint_hold")]
     pub endpoint_hold_ms: u64,
+    /// What one client may make the proxy spend: connections, time, header bytes, streams.
+    #[serde(default)]
+    pub limits: ProxyLimits,
 }
 
 impl Default for ProxyRuntime {
@@ -252,7 +255,153 @@ impl Default for ProxyRuntime {
             drain_seconds: default_drain(),
             protocol_detection_ms: default_detect(),
             endpoint_hold_ms: default_endpoint_hold(),
+            limits: ProxyLimits::default(),
         }
+    }
+}
+
+/// Limits on what a client can make the proxy spend. Every limit refuses or closes
+/// cleanly, and each hit is counted (`tessera_limits_total{reason}`) and logged once per
+/// kind. The defaults follow Envoy's guidance for edge proxies where it has one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields, default)]
+pub struct ProxyLimits {
+    /// Open downstream connections per listener; past it a new connection is reset.
+    pub max_connections_per_listener: usize,
+    /// From a connection's start, or a request's first byte, to the end of its headers
+    /// (nginx's `client_header_timeout`, HAProxy's `timeout http-request`).
+    pub header_read_timeout_ms: u64,
+    /// A downstream HTTP connection with no request in flight is closed after this long
+    /// (Envoy's `idle_timeout`).
+    pub idle_timeout_ms: u64,
+    /// A pooled upstream HTTP/1.1 connection unused for this long is closed rather than
+    /// reused.
+    pub upstream_idle_timeout_ms: u64,
+    /// A request whose upstream answer (headers or the next body chunk), or whose
+    /// downstream body, does not move for this long is ended (Envoy's
+    /// `stream_idle_timeout`): 504 before the response started, a reset after.
+    pub stream_idle_timeout_ms: u64,
+    /// An opaque TCP connection with no bytes either way for this long is closed
+    /// (Envoy's TCP proxy `idle_timeout`).
+    pub tcp_idle_timeout_ms: u64,
+    /// A downstream TLS handshake must finish within this.
+    pub tls_handshake_timeout_ms: u64,
+    /// The request line (or pseudo-headers) and headers of one request, in bytes
+    /// (Envoy's `max_request_headers_kb`); larger requests get 431.
+    pub max_request_headers_bytes: usize,
+    /// Concurrent streams per HTTP/2 connection.
+    pub h2_max_concurrent_streams: u32,
+    /// Streams per HTTP/2 connection that the client may cancel (RST_STREAM) within one
+    /// second; past it the connection is closed (the rapid-reset attack).
+    pub h2_max_resets_per_second: u32,
+    /// Per-stream HTTP/2 flow-control window, which bounds what one stream can buffer.
+    pub h2_stream_window_bytes: u32,
+    /// Per-connection HTTP/2 flow-control window.
+    pub h2_connection_window_bytes: u32,
+}
+
+impl Default for ProxyLimits {
+    fn default() -> ProxyLimits {
+        ProxyLimits {
+            max_connections_per_listener: 16_384,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 3_600_000,
+            upstream_idle_timeout_ms: 60_000,
+            stream_idle_timeout_ms: 300_000,
+            tcp_idle_timeout_ms: 3_600_000,
+            tls_handshake_timeout_ms: 10_000,
+            max_request_headers_bytes: 60 * 1024,
+            h2_max_concurrent_streams: 100,
+            h2_max_resets_per_second: 100,
+            h2_stream_window_bytes: 64 * 1024,
+            h2_connection_window_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// HTTP/2's largest flow-control window (RFC 9113, 6.9.1).
+pub const H2_MAX_WINDOW: u32 = (1 << 31) - 1;
+/// HTTP/2's initial window, the smallest a receiver may advertise without stalling
+/// peers that wait for the first WINDOW_UPDATE.
+pub const H2_MIN_WINDOW: u32 = 65_535;
+
+impl ProxyLimits {
+    /// What is wrong with these limits, as (field under `runtime.limits`, what is allowed).
+    /// A limit of zero would refuse everything (or, for a timeout, cut everything at once),
+    /// so each must be at least 1.
+    pub fn problems(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        let at_least = |out: &mut Vec<_>, field, value: u64, min: u64| {
+            if value < min {
+                out.push((
+                    field,
+                    format!("{value} is too small: must be at least {min}"),
+                ));
+            }
+        };
+        at_least(
+            &mut out,
+            "maxConnectionsPerListener",
+            self.max_connections_per_listener as u64,
+            1,
+        );
+        at_least(
+            &mut out,
+            "headerReadTimeoutMs",
+            self.header_read_timeout_ms,
+            1,
+        );
+        at_least(&mut out, "idleTimeoutMs", self.idle_timeout_ms, 1);
+        at_least(
+            &mut out,
+            "upstreamIdleTimeoutMs",
+            self.upstream_idle_timeout_ms,
+            1,
+        );
+        at_least(
+            &mut out,
+            "streamIdleTimeoutMs",
+            self.stream_idle_timeout_ms,
+            1,
+        );
+        at_least(&mut out, "tcpIdleTimeoutMs", self.tcp_idle_timeout_ms, 1);
+        at_least(
+            &mut out,
+            "tlsHandshakeTimeoutMs",
+            self.tls_handshake_timeout_ms,
+            1,
+        );
+        // hyper's HTTP/1 read buffer holds a whole request head and is at least 8 KiB.
+        at_least(
+            &mut out,
+            "maxRequestHeadersBytes",
+            self.max_request_headers_bytes as u64,
+            8192,
+        );
+        at_least(
+            &mut out,
+            "h2MaxConcurrentStreams",
+            u64::from(self.h2_max_concurrent_streams),
+            1,
+        );
+        at_least(
+            &mut out,
+            "h2MaxResetsPerSecond",
+            u64::from(self.h2_max_resets_per_second),
+            1,
+        );
+        for (field, value) in [
+            ("h2StreamWindowBytes", self.h2_stream_window_bytes),
+            ("h2ConnectionWindowBytes", self.h2_connection_window_bytes),
+        ] {
+            if !(H2_MIN_WINDOW..=H2_MAX_WINDOW).contains(&value) {
+                out.push((
+                    field,
+                    format!("{value} is outside {H2_MIN_WINDOW}..={H2_MAX_WINDOW} (HTTP/2 flow-control windows)"),
+                ));
+            }
+        }
+        out
     }
 }
 
@@ -787,5 +936,36 @@ mod tests {
                 "{path}"
             );
         }
+    }
+
+    #[test]
+    fn limits_default_to_safe_values_and_zero_is_refused() {
+        assert!(ProxyLimits::default().problems().is_empty());
+        let parsed: ProxyRuntime = serde_json::from_str(
+            r#"{"limits": {"headerReadTimeoutMs": 0, "h2StreamWindowBytes": 1024, "maxRequestHeadersBytes": 100}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            parsed.limits.idle_timeout_ms, 3_600_000,
+            "unset fields keep defaults"
+        );
+        let fields: Vec<_> = parsed
+            .limits
+            .problems()
+            .into_iter()
+            .map(|(f, _)| f)
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "headerReadTimeoutMs",
+                "maxRequestHeadersBytes",
+                "h2StreamWindowBytes"
+            ]
+        );
+        let err = serde_json::from_str::<ProxyRuntime>(r#"{"limits": {"headerTimeout": 1}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `headerTimeout`"), "{err}");
     }
 }

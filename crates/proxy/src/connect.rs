@@ -24,6 +24,10 @@ pub enum Phase {
     TlsHandshake,
     HttpHandshake,
     Request,
+    /// The client's request body stopped moving for the stream idle timeout.
+    RequestIdle,
+    /// The upstream's response stopped moving (or never began) for the stream idle timeout.
+    ResponseIdle,
 }
 
 impl Phase {
@@ -33,6 +37,8 @@ impl Phase {
             Phase::TlsHandshake => "TLS handshake",
             Phase::HttpHandshake => "HTTP handshake",
             Phase::Request => "request",
+            Phase::RequestIdle => "request body (stream idle timeout)",
+            Phase::ResponseIdle => "response (stream idle timeout)",
         }
     }
 }
@@ -48,6 +54,17 @@ impl UpstreamError {
     /// another endpoint may be tried.
     pub fn retryable(&self) -> bool {
         matches!(self.phase, Phase::Connect | Phase::TlsHandshake)
+    }
+
+    /// The proxy's own answer when the stream idle timeout ended the exchange, as
+    /// Envoy's: 408 when the client's request body stopped, 504 when the upstream's
+    /// answer did not come.
+    pub fn stream_idle_status(&self) -> Option<http::StatusCode> {
+        match self.phase {
+            Phase::RequestIdle => Some(http::StatusCode::REQUEST_TIMEOUT),
+            Phase::ResponseIdle => Some(http::StatusCode::GATEWAY_TIMEOUT),
+            _ => None,
+        }
     }
 }
 

@@ -206,6 +206,12 @@ fn parse_client_hello(record: &[u8]) -> Option<ClientHello> {
     Some(hello)
 }
 
+/// The bytes read, in an allocation of their size: they are replayed once but held for
+/// the connection's life, and most are far shorter than the read buffer.
+fn exact(buf: BytesMut) -> Bytes {
+    Bytes::copy_from_slice(&buf)
+}
+
 /// Reads until the first bytes tell what the connection is, the client is silent for
 /// `wait`, or it closes. Returns the bytes read, the answer, and whether it was silence.
 pub async fn read_detect<S: AsyncRead + Unpin>(
@@ -217,17 +223,17 @@ pub async fn read_detect<S: AsyncRead + Unpin>(
     loop {
         let found = detect(&buf);
         if found != Detected::NeedMore {
-            return (buf.freeze(), found, false);
+            return (exact(buf), found, false);
         }
         if buf.len() >= MAX_PEEK {
-            return (buf.freeze(), Detected::Opaque, false);
+            return (exact(buf), Detected::Opaque, false);
         }
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return (buf.freeze(), Detected::Opaque, false),
+            Ok(Ok(0)) | Ok(Err(_)) => return (exact(buf), Detected::Opaque, false),
             Ok(Ok(_)) => {}
             Err(_) => {
                 let silent = buf.is_empty();
-                return (buf.freeze(), Detected::Opaque, silent);
+                return (exact(buf), Detected::Opaque, silent);
             }
         }
     }

@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use x509_parser::prelude::*;
 
 use crate::config::Flavor;
+use crate::limits::body::IdleBody;
 
-pub type Body = Either<Incoming, Full<Bytes>>;
+/// A response body: the upstream's (ended if it stops moving) or the proxy's own.
+pub type Body = Either<IdleBody<Incoming>, Full<Bytes>>;
 
 pub const XFCC: &str = "x-forwarded-client-cert";
 
@@ -161,7 +163,7 @@ pub(crate) fn prepare(req: &mut Request<Incoming>, flavor: Flavor) {
 /// The upstream's answer as the proxy returns it: its own `server` header and Envoy's
 /// `x-envoy-upstream-service-time` (milliseconds the upstream took).
 pub(crate) fn finish(
-    mut resp: Response<Incoming>,
+    mut resp: Response<IdleBody<Incoming>>,
     server: &'static str,
     upstream_started: Instant,
 ) -> Response<Body> {

@@ -12,6 +12,9 @@
 //!   503s that name the hop, phase and reason; [`connect`] and [`pool`] open and keep the
 //!   upstream connections both sides use;
 //! - [`gateway`]: Gateway servers, SNI filter chains, VirtualService routing;
+//! - [`server`]: one downstream HTTP connection served the same way on every side, under
+//!   the [`limits`] (connections per listener, header, idle and stream timeouts, HTTP/2
+//!   stream and reset budgets), each hit counted and logged once per kind;
 //! - [`config`]: the snapshot's lookup tables and ready TLS configs; [`telemetry`]: stats,
 //!   edges and the access log; [`admin`]: the admin endpoint; [`push`]: pushed mode.
 
@@ -24,11 +27,13 @@ pub mod http;
 pub mod identity;
 pub mod inbound;
 pub mod io;
+pub mod limits;
 pub mod listeners;
 pub mod outbound;
 pub mod pool;
 pub mod proxy;
 pub mod push;
+pub mod server;
 pub mod shared;
 pub mod telemetry;
 

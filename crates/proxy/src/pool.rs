@@ -1,10 +1,13 @@
 //! Keep-alive HTTP connections per pool key (endpoint and TLS settings), for both the
 //! outbound side and the inbound side's app: HTTP/1.1 connections are checked out one
 //! request at a time, HTTP/2 ones shared. Connect and TLS failures surface before the
-//! request is committed, so a caller can try another endpoint.
+//! request is committed, so a caller can try another endpoint. An HTTP/1.1 connection
+//! idle in the pool past the upstream idle timeout is closed, not reused; each exchange
+//! runs under the stream idle timeout.
 
 use crate::config::{EndpointRoute, Flavor};
 use crate::connect::{connect, Phase, UpstreamError};
+use crate::limits::body::{IdleBody, Stalled, StreamClock};
 use crate::telemetry::Telemetry;
 use http::Request;
 use hyper::body::Incoming;
@@ -12,13 +15,20 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 const MAX_IDLE_PER_KEY: usize = 256;
 
+/// A request body on its way to an upstream, ended if it stops moving.
+pub type UpstreamBody = IdleBody<Incoming>;
+
+type H1Sender = http1::SendRequest<UpstreamBody>;
+
 /// Keep-alive HTTP connections per pool key.
 pub struct HttpPool {
-    h1: Mutex<HashMap<u64, Vec<http1::SendRequest<Incoming>>>>,
-    h2: Mutex<HashMap<u64, http2::SendRequest<Incoming>>>,
+    /// Idle connections with the time each was checked in, newest last.
+    h1: Mutex<HashMap<u64, Vec<(H1Sender, Instant)>>>,
+    h2: Mutex<HashMap<u64, http2::SendRequest<UpstreamBody>>>,
     /// New connections are counted here.
     telemetry: Arc<Telemetry>,
 }
@@ -26,12 +36,12 @@ pub struct HttpPool {
 /// A connection ready for one request.
 pub enum Sender {
     H1 {
-        sender: http1::SendRequest<Incoming>,
+        sender: H1Sender,
         key: u64,
         /// Whether it came from the pool (it may have been closed by the server since).
         reused: bool,
     },
-    H2(http2::SendRequest<Incoming>),
+    H2(http2::SendRequest<UpstreamBody>),
 }
 
 impl HttpPool {
@@ -49,6 +59,7 @@ impl HttpPool {
         self: &Arc<Self>,
         ep: &EndpointRoute,
         flavor: Flavor,
+        upstream_idle: Duration,
     ) -> Result<Sender, UpstreamError> {
         if flavor == Flavor::Http2 {
             let existing = {
@@ -72,7 +83,7 @@ impl HttpPool {
             self.h2.lock().unwrap().insert(ep.pool_key, sender.clone());
             return Ok(Sender::H2(sender));
         }
-        if let Some(sender) = self.checkout_h1(ep.pool_key) {
+        if let Some(sender) = self.checkout_h1(ep.pool_key, upstream_idle) {
             return Ok(Sender::H1 {
                 sender,
                 key: ep.pool_key,
@@ -86,10 +97,7 @@ impl HttpPool {
         })
     }
 
-    async fn new_h1(
-        &self,
-        ep: &EndpointRoute,
-    ) -> Result<http1::SendRequest<Incoming>, UpstreamError> {
+    async fn new_h1(&self, ep: &EndpointRoute) -> Result<H1Sender, UpstreamError> {
         let (io, _) = connect(ep, Flavor::Http1, &self.telemetry).await?;
         let (sender, conn) = http1::Builder::new()
             .handshake(TokioIo::new(io))
@@ -104,13 +112,55 @@ impl HttpPool {
         Ok(sender)
     }
 
-    /// Sends the request. A pooled HTTP/1 connection that the server closed meanwhile
-    /// hands the request back unsent; it then goes over a new connection to `ep`.
+    /// Sends the request and waits for the response head, both under the stream idle
+    /// timeout `stream_idle` (the response body carries it on). A pooled HTTP/1
+    /// connection that the server closed meanwhile hands the request back unsent; it then
+    /// goes over a new connection to `ep`.
     pub async fn send(
         self: &Arc<Self>,
         sender: Sender,
         ep: &EndpointRoute,
         req: Request<Incoming>,
+        stream_idle: Duration,
+    ) -> Result<http::Response<IdleBody<Incoming>>, UpstreamError> {
+        let clock = StreamClock::new(stream_idle, self.telemetry.clone());
+        let req = req.map(|b| IdleBody::new(b, clock.clone(), Stalled::Request));
+        let sent = clock.within(self.exchange(sender, ep, req)).await;
+        let stalled = |clock: &StreamClock, e: UpstreamError| match clock.stalled() {
+            Some(Stalled::Request) => UpstreamError {
+                phase: Phase::RequestIdle,
+                reason: format!(
+                    "the client's request body moved no bytes for {} ms",
+                    stream_idle.as_millis()
+                ),
+            },
+            Some(Stalled::Response) => UpstreamError {
+                phase: Phase::ResponseIdle,
+                reason: format!(
+                    "the upstream sent no response for {} ms",
+                    stream_idle.as_millis()
+                ),
+            },
+            None => e,
+        };
+        match sent {
+            Ok(Ok(resp)) => Ok(resp.map(|b| IdleBody::new(b, clock, Stalled::Response))),
+            Ok(Err(e)) => Err(stalled(&clock, e)),
+            Err(_) => Err(stalled(
+                &clock,
+                UpstreamError {
+                    phase: Phase::ResponseIdle,
+                    reason: String::new(),
+                },
+            )),
+        }
+    }
+
+    async fn exchange(
+        self: &Arc<Self>,
+        sender: Sender,
+        ep: &EndpointRoute,
+        req: Request<UpstreamBody>,
     ) -> Result<http::Response<Incoming>, UpstreamError> {
         match sender {
             Sender::H2(mut s) => s.send_request(req).await.map_err(|e| UpstreamError {
@@ -152,10 +202,13 @@ impl HttpPool {
         }
     }
 
-    fn checkout_h1(&self, key: u64) -> Option<http1::SendRequest<Incoming>> {
+    /// The newest idle connection to `key` that is still open and was idle less than
+    /// `upstream_idle`; older ones are closed (dropped).
+    fn checkout_h1(&self, key: u64, upstream_idle: Duration) -> Option<H1Sender> {
         let mut idle = self.h1.lock().unwrap();
         let list = idle.get_mut(&key)?;
-        while let Some(sender) = list.pop() {
+        list.retain(|(_, since)| since.elapsed() < upstream_idle);
+        while let Some((sender, _)) = list.pop() {
             if sender.is_ready() {
                 return Some(sender);
             }
@@ -164,17 +217,34 @@ impl HttpPool {
     }
 
     /// Returns the connection to the pool once its response has been read.
-    fn checkin_h1(self: &Arc<Self>, key: u64, mut sender: http1::SendRequest<Incoming>) {
+    fn checkin_h1(self: &Arc<Self>, key: u64, mut sender: H1Sender) {
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
                 let mut idle = pool.h1.lock().unwrap();
                 let list = idle.entry(key).or_default();
                 if list.len() < MAX_IDLE_PER_KEY {
-                    list.push(sender);
+                    list.push((sender, Instant::now()));
                 }
             }
         });
+    }
+
+    /// Closes every pooled HTTP/1.1 connection idle for `upstream_idle` or longer, and
+    /// HTTP/2 connections that ended; run periodically so unused keys do not keep theirs.
+    pub fn sweep(&self, upstream_idle: Duration) {
+        let mut idle = self.h1.lock().unwrap();
+        idle.retain(|_, list| {
+            list.retain(|(s, since)| since.elapsed() < upstream_idle && !s.is_closed());
+            !list.is_empty()
+        });
+        drop(idle);
+        self.h2.lock().unwrap().retain(|_, s| !s.is_closed());
+    }
+
+    /// Pooled idle HTTP/1.1 connections, for tests and the admin page.
+    pub fn idle_h1(&self) -> usize {
+        self.h1.lock().unwrap().values().map(Vec::len).sum()
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{read_config, ConfigError, Snapshot, ALPN_SERVER};
 use crate::identity::{CertError, CertKeeper};
-use crate::listeners::{accept_loop, desired_listeners, RunningListener};
+use crate::listeners::{accept_loop, bind_listener, desired_listeners, RunningListener};
 use crate::pool::HttpPool;
 use crate::shared::Shared;
 use crate::telemetry::Telemetry;
@@ -70,13 +70,11 @@ impl ProxyControl {
                 l.task.abort();
                 running.remove(&name);
             }
-            let listener = TcpListener::bind(addr)
-                .await
-                .map_err(|source| ProxyError::Bind {
-                    name: name.clone(),
-                    addr,
-                    source,
-                })?;
+            let listener = bind_listener(addr).map_err(|source| ProxyError::Bind {
+                name: name.clone(),
+                addr,
+                source,
+            })?;
             let bound = listener.local_addr().map_err(ProxyError::Runtime)?;
             tracing::info!(listener = %name, address = %bound, kind = ?kind, "listening");
             let task = tokio::spawn(accept_loop(self.shared.clone(), listener, kind.clone()));
@@ -251,6 +249,7 @@ pub async fn start(
         None => None,
     };
     tasks.push(tokio::spawn(watch_user_certificates(control.clone())));
+    tasks.push(tokio::spawn(sweep_pools(shared.clone())));
     match (&config.control_plane, &shared.push) {
         // Pushed mode: the file was only the bootstrap.
         (Some(plane), Some(status)) => tasks.push(tokio::spawn(push::run(
@@ -331,9 +330,40 @@ async fn watch_user_certificates(control: Arc<ProxyControl>) {
     }
 }
 
+/// Closes pooled upstream connections idle past the upstream idle timeout, at a quarter
+/// of it, so connections to endpoints no longer used do not stay open.
+async fn sweep_pools(shared: Arc<Shared>) {
+    loop {
+        let idle = shared.limits().upstream_idle;
+        tokio::time::sleep((idle / 4).max(Duration::from_millis(10))).await;
+        shared.pools.sweep(idle);
+    }
+}
+
+/// Raises the open-file limit to its hard maximum: every connection is a descriptor (two
+/// when forwarded), and the per-listener connection cap, not the kernel's default soft
+/// limit of 1024, is what should bound them.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            let was = lim.rlim_cur;
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+                tracing::debug!(from = was, to = lim.rlim_max, "raised the open-file limit");
+            }
+        }
+    }
+}
+
 /// `tessera proxy --config FILE`: runs until SIGTERM or SIGINT, then drains.
 pub fn run_from_file(path: &Path) -> Result<(), ProxyError> {
     let config = read_config(path)?;
+    raise_open_file_limit();
     let threads = config.runtime.threads.max(1);
     let drain = Duration::from_secs(config.runtime.drain_seconds);
     // One worker: a current-thread runtime, so no request hops between threads (Envoy's

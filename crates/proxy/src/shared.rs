@@ -8,11 +8,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use hyper_util::server::graceful::GracefulConnection;
 use tessera_ca::CredentialStore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{EndpointRoute, Origination, Snapshot, Upstream};
+use crate::io::IdleLimit;
+use crate::limits::Limits;
 use crate::pool::HttpPool;
 use crate::push;
 use crate::telemetry::Telemetry;
@@ -57,6 +58,19 @@ impl Shared {
         Duration::from_millis(self.snapshot.load().config.runtime.protocol_detection_ms)
     }
 
+    /// The limits of the configuration in force.
+    pub fn limits(&self) -> Limits {
+        self.snapshot.load().limits
+    }
+
+    /// The TCP idle limit in force, for opaque flows.
+    pub(crate) fn tcp_idle(&self) -> IdleLimit<'_> {
+        IdleLimit {
+            idle: self.limits().tcp_idle,
+            telemetry: &self.telemetry,
+        }
+    }
+
     pub fn inbound_tls(&self) -> TlsAcceptor {
         self.inbound_tls.clone()
     }
@@ -94,30 +108,6 @@ impl Shared {
             reason: String::new(),
             local_app: true,
         })
-    }
-
-    /// Serves an HTTP connection until it ends. When a drain starts or `stop` resolves,
-    /// the connection is asked to finish (GOAWAY / `Connection: close` after the request
-    /// in flight; an idle keep-alive connection closes at once) instead of being cut.
-    pub async fn serve_graceful<C, F>(&self, conn: C, stop: F) -> C::Output
-    where
-        C: GracefulConnection,
-        F: std::future::Future<Output = ()>,
-    {
-        let mut conn = std::pin::pin!(conn);
-        let mut drain = self.drain.subscribe();
-        let drain_started = async move {
-            if drain.wait_for(|d| *d).await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        };
-        tokio::select! {
-            out = conn.as_mut() => return out,
-            _ = stop => {}
-            _ = drain_started => {}
-        }
-        conn.as_mut().graceful_shutdown();
-        conn.await
     }
 
     /// `upstream` as the newest configuration has it, once it has endpoints: a known

@@ -823,9 +823,10 @@ async fn a_request_for_a_service_without_endpoints_waits_for_the_push_that_bring
     let client = start(empty.clone()).await;
     let outbound = addr(&client, "outbound").await;
     let code = ["-w", "\n%{http_code}"];
-    let request = tokio::spawn(async move {
-        curl(&[code[0], code[1], &format!("http://{outbound}/get")]).await
-    });
+    let request =
+        tokio::spawn(
+            async move { curl(&[code[0], code[1], &format!("http://{outbound}/get")]).await },
+        );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let mut with_endpoint = client_config(
         &sleep,

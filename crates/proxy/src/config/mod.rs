@@ -25,6 +25,7 @@ use self::gateway::GatewayTable;
 use self::origination::{origination, pool_key};
 pub use self::origination::{Flavor, Origination, ALPN_SERVER};
 use self::termination::{SecretInUse, Termination};
+use crate::limits::Limits;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -139,6 +140,8 @@ pub struct Snapshot {
     pub watched_files: Vec<std::path::PathBuf>,
     /// Gateway mode: the chains of each listener, by pod port.
     gateway: HashMap<u16, Arc<GatewayTable>>,
+    /// `runtime.limits`, checked.
+    pub limits: Limits,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -172,6 +175,10 @@ impl Snapshot {
                 ),
             ));
         }
+        if let Some((field, message)) = config.runtime.limits.problems().into_iter().next() {
+            return Err(invalid_config(format!("runtime.limits.{field}"), message));
+        }
+        let limits = Limits::from(&config.runtime.limits);
         let (by_address, by_name) = upstreams(&config, store)?;
         let mut secrets_in_use = Vec::new();
         let material = termination::Material {
@@ -194,6 +201,7 @@ impl Snapshot {
             },
             watched_files: watched_files(&config),
             gateway,
+            limits,
             secrets_in_use,
             identity,
             by_address,

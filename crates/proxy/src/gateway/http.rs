@@ -172,7 +172,7 @@ pub(super) async fn request(
     scheme: &'static str,
     xfcc: Option<HeaderValue>,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Response<Body> {
     let authority = l7::authority_of(&req).unwrap_or_default();
     let host = route::host_of(&authority);
     let path = req.uri().path().to_string();
@@ -231,7 +231,7 @@ pub(super) async fn request(
         line.flags = flags;
     }
     outcome.answered(resp.status().as_u16());
-    Ok(resp)
+    resp
 }
 
 /// Forwards to an upstream service: endpoints in round-robin order, a connect or TLS
@@ -274,13 +274,14 @@ async fn forward(
     } else {
         1
     };
+    let limits = shared.limits();
     let exchange = async {
         let upstream_started = Instant::now();
         let mut failures = Vec::new();
         for ep in upstream.pick_order().take(tries.max(1)) {
-            match shared.pools.acquire(ep, flavor).await {
+            match shared.pools.acquire(ep, flavor, limits.upstream_idle).await {
                 Ok(sender) => {
-                    return match shared.pools.send(sender, ep, req).await {
+                    return match shared.pools.send(sender, ep, req, limits.stream_idle).await {
                         Ok(resp) => l7::finish(resp, "istio-envoy", upstream_started),
                         Err(e) => {
                             shared

@@ -12,9 +12,6 @@ use std::sync::Arc;
 
 use ::http::header::HeaderValue;
 use bytes::Bytes;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tessera_contract::config::ServerKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -27,6 +24,7 @@ use crate::http as l7;
 use crate::inbound::user_tls::{accept_user_tls, peer_leaf};
 use crate::io::{reset_connection, Prefixed};
 use crate::outbound::forward_tcp;
+use crate::server;
 use crate::shared::Shared;
 use crate::telemetry::{ConnectionResult, TlsUsed};
 use tessera_contract::inbound::Refusal;
@@ -78,16 +76,26 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
             )
             .await
         }
-        ServerKind::Tcp => forward_l4(&shared, tcp, prefix, &result, &chain, None).await,
+        ServerKind::Tcp => Box::pin(forward_l4(&shared, tcp, prefix, &result, &chain, None)).await,
         ServerKind::Passthrough => {
-            forward_l4(&shared, tcp, prefix, &result, &chain, sni.as_deref()).await
+            Box::pin(forward_l4(
+                &shared,
+                tcp,
+                prefix,
+                &result,
+                &chain,
+                sni.as_deref(),
+            ))
+            .await
         }
         ServerKind::TerminateHttp | ServerKind::TerminateTcp => {
             let Some(termination) = chain.termination.clone() else {
                 reset_connection(tcp);
                 return;
             };
-            let Some(tls) = accept_user_tls(&result, &termination, prefix, tcp).await else {
+            let within = shared.limits().tls_handshake;
+            let accepting = accept_user_tls(&result, &termination, prefix, tcp, within);
+            let Some(tls) = Box::pin(accepting).await else {
                 return;
             };
             let leaf = peer_leaf(&tls);
@@ -98,7 +106,15 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
                     .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
                 serve_http(shared, tls, peer, chain, server_port, "https", xfcc).await
             } else {
-                forward_l4(&shared, tls, Bytes::new(), &result, &chain, None).await
+                Box::pin(forward_l4(
+                    &shared,
+                    tls,
+                    Bytes::new(),
+                    &result,
+                    &chain,
+                    None,
+                ))
+                .await
             }
         }
     }
@@ -116,7 +132,7 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let svc = service_fn(move |req| {
+    let handler = move |req| {
         request(
             svc_shared.clone(),
             chain.clone(),
@@ -126,12 +142,8 @@ async fn serve_http<S>(
             xfcc.clone(),
             req,
         )
-    });
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let served = builder.serve_connection(TokioIo::new(io), svc);
-    let _ = shared
-        .serve_graceful(served, std::future::pending::<()>())
-        .await;
+    };
+    server::serve_http(&shared, io, handler, std::future::pending()).await;
 }
 
 /// L4 at a gateway: the route (by SNI for passthrough), then the bytes to a destination

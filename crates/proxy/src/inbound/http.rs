@@ -39,7 +39,7 @@ pub async fn request(
     shared: Arc<Shared>,
     conn: Arc<InboundConn>,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Response<Body> {
     let peer = conn.result.peer();
     conn.result
         .accepted(conn.tls, conn.peer_identity.as_deref(), || {
@@ -76,12 +76,23 @@ pub async fn request(
     }
     prepare(&mut req, conn.flavor);
     let upstream_started = Instant::now();
-    let result = match shared.pools.acquire(&conn.app, conn.flavor).await {
-        Ok(sender) => shared.pools.send(sender, &conn.app, req).await,
+    let limits = shared.limits();
+    let pools = &shared.pools;
+    let result = match pools
+        .acquire(&conn.app, conn.flavor, limits.upstream_idle)
+        .await
+    {
+        Ok(sender) => pools.send(sender, &conn.app, req, limits.stream_idle).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {
         Ok(resp) => finish(resp, "istio-envoy", upstream_started),
+        Err(e) if e.stream_idle_status().is_some() => {
+            let code = e
+                .stream_idle_status()
+                .unwrap_or(StatusCode::GATEWAY_TIMEOUT);
+            answer(code, "istio-envoy", "stream timeout\n".into())
+        }
         Err(e) => {
             shared
                 .telemetry
@@ -111,5 +122,5 @@ pub async fn request(
             .insert("x-envoy-decorator-operation", op.clone());
     }
     outcome.answered(resp.status().as_u16());
-    Ok(resp)
+    resp
 }

@@ -13,9 +13,6 @@ use std::sync::Arc;
 
 use ::http::header::HeaderValue;
 use bytes::Bytes;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tessera_contract::config::{InboundMode, PortProtocol};
 use tessera_contract::inbound::{decide, InboundAction, Payload, Refusal};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -24,10 +21,12 @@ use tokio::net::TcpStream;
 use self::chain::arrival;
 use self::http::InboundConn;
 use crate::config::{EndpointRoute, Flavor, InboundRule};
-use crate::connect::{connect_tcp, HANDSHAKE_TIMEOUT};
+use crate::connect::connect_tcp;
 use crate::detect::{read_detect, Detected};
 use crate::http as l7;
 use crate::io::{close_after_alert, copy_until, reset, Prefixed};
+use crate::limits::LimitEvent;
+use crate::server::{serve_http, Ended};
 use crate::shared::Shared;
 use crate::telemetry::access_log::AccessLine;
 use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
@@ -69,19 +68,19 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
         }
         InboundAction::Plain(Payload::Tcp) => {
             conn.accept(TlsUsed::Plaintext, None);
-            conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)
-                .await;
+            Box::pin(conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)).await;
         }
         InboundAction::Passthrough => {
             conn.accept(TlsUsed::AppTls, None);
-            conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)
-                .await;
+            Box::pin(conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)).await;
         }
+        // Boxed: a connection's task is as large as its largest stage, and most wait
+        // in detection first; the TLS stages are allocated when reached.
         InboundAction::TerminateMesh(payload) => {
-            conn.terminate_mesh(tcp, prefix, payload, replaced).await
+            Box::pin(conn.terminate_mesh(tcp, prefix, payload, replaced)).await
         }
         InboundAction::TerminateUser(payload) => {
-            user_tls::serve(conn, tcp, prefix, payload, replaced).await
+            Box::pin(user_tls::serve(conn, tcp, prefix, payload, replaced)).await
         }
     }
 }
@@ -151,7 +150,8 @@ impl Accepted {
     {
         match connect_tcp(self.app.address).await {
             Ok(up) => {
-                let (sent, received, ended) = copy_until(down, &prefix, up, replaced).await;
+                let (sent, received, ended) =
+                    copy_until(down, &prefix, up, self.shared.tcp_idle(), replaced).await;
                 let line = AccessLine {
                     src_identity: peer_identity,
                     dst: Some(self.app.address.to_string()),
@@ -177,17 +177,21 @@ impl Accepted {
     ) {
         let acceptor = self.shared.inbound_tls();
         let accepted = tokio::time::timeout(
-            HANDSHAKE_TIMEOUT,
+            self.shared.limits().tls_handshake,
             acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
         )
         .await;
         let refused = match accepted {
             Ok(Ok(tls)) => Ok(tls),
             Ok(Err((e, io))) => Err((tessera_ca::tls::handshake_reason(&e), Some(io))),
-            Err(_) => Err((
-                "the client did not finish the TLS handshake in time".to_string(),
-                None,
-            )),
+            Err(_) => {
+                let telemetry = &self.shared.telemetry;
+                telemetry.limit_hit(LimitEvent::TlsHandshakeTimeout);
+                Err((
+                    "the client did not finish the TLS handshake in time".to_string(),
+                    None,
+                ))
+            }
         };
         let tls = match refused {
             Ok(tls) => tls,
@@ -240,15 +244,8 @@ pub(crate) async fn serve_inbound_http<S>(
 {
     let svc_shared = shared.clone();
     let served_conn = conn.clone();
-    let svc = service_fn(move |req| http::request(svc_shared.clone(), served_conn.clone(), req));
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let served = builder.serve_connection(TokioIo::new(io), svc);
-    let ended = shared.serve_graceful(served, replaced).await;
-    let unparsable = ended.as_ref().err().is_some_and(|e| {
-        e.downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_parse)
-    });
-    if unparsable {
+    let handler = move |req| http::request(svc_shared.clone(), served_conn.clone(), req);
+    if serve_http(&shared, io, handler, replaced).await == Ended::NotHttp {
         // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
         // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.
         conn.result

@@ -3,6 +3,7 @@
 //! its reason on this side, and the client gets the alert.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -11,9 +12,9 @@ use tokio::net::TcpStream;
 
 use super::{serve_inbound_http, Accepted};
 use crate::config::termination::Termination;
-use crate::connect::HANDSHAKE_TIMEOUT;
 use crate::http as l7;
 use crate::io::{close_after_alert, reset, Prefixed};
+use crate::limits::LimitEvent;
 use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
 
 /// A port with Sidecar ingress TLS: the TLS is terminated with the user's certificate
@@ -29,7 +30,8 @@ pub(crate) async fn serve(
     let Some(termination) = conn.rule.termination.clone() else {
         return conn.refuse(tcp, Refusal::NoTlsChain);
     };
-    let Some(tls) = accept_user_tls(&conn.result, &termination, prefix, tcp).await else {
+    let within = conn.shared.limits().tls_handshake;
+    let Some(tls) = accept_user_tls(&conn.result, &termination, prefix, tcp, within).await else {
         return;
     };
     let leaf = peer_leaf(&tls);
@@ -73,13 +75,15 @@ pub(crate) fn peer_leaf<IO>(tls: &tokio_rustls::server::TlsStream<IO>) -> Option
         .map(|c| c.to_vec())
 }
 
-/// The TLS handshake with a user certificate; a refusal is counted and logged with its
-/// reason on this side, and the client gets the alert.
+/// The TLS handshake with a user certificate, due `within` the handshake timeout; a
+/// refusal is counted and logged with its reason on this side, and the client gets the
+/// alert.
 pub(crate) async fn accept_user_tls(
     result: &ConnectionResult,
     termination: &Termination,
     prefix: Bytes,
     tcp: TcpStream,
+    within: Duration,
 ) -> Option<tokio_rustls::server::TlsStream<Prefixed<TcpStream>>> {
     let acceptor = match termination {
         Termination::Ready(a) => a.clone(),
@@ -90,7 +94,7 @@ pub(crate) async fn accept_user_tls(
         }
     };
     let accepted = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
+        within,
         acceptor.accept(Prefixed::new(prefix, tcp)).into_fallible(),
     )
     .await;
@@ -100,10 +104,15 @@ pub(crate) async fn accept_user_tls(
             return Some(tls);
         }
         Ok(Err((e, io))) => (tessera_ca::tls::handshake_reason(&e), Some(io)),
-        Err(_) => (
-            "the client did not finish the TLS handshake in time".to_string(),
-            None,
-        ),
+        Err(_) => {
+            result
+                .telemetry()
+                .limit_hit(LimitEvent::TlsHandshakeTimeout);
+            (
+                "the client did not finish the TLS handshake in time".to_string(),
+                None,
+            )
+        }
     };
     result.handshake(Direction::Inbound, TlsUsed::Simple, false);
     result.refused(Refusal::TlsHandshake, TlsUsed::Simple, &reason);

@@ -22,8 +22,9 @@ pub async fn request(
     upstream: Arc<Upstream>,
     src: SocketAddr,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, std::convert::Infallible> {
+) -> Response<Body> {
     let upstream = shared.with_endpoints(upstream).await;
+    let limits = shared.limits();
     let mut outcome = RequestResult::new(shared.telemetry.clone(), Direction::Outbound);
     outcome.describe(|| AccessLine {
         side: "outbound",
@@ -46,7 +47,7 @@ pub async fn request(
     let mut chosen = None;
     let upstream_started = Instant::now();
     for ep in upstream.pick_order() {
-        match shared.pools.acquire(ep, flavor).await {
+        match shared.pools.acquire(ep, flavor, limits.upstream_idle).await {
             Ok(sender) => {
                 chosen = Some((ep.clone(), sender));
                 break;
@@ -61,7 +62,11 @@ pub async fn request(
         }
     }
     let (resp, endpoint, tls) = match chosen {
-        Some((ep, sender)) => match shared.pools.send(sender, &ep, req).await {
+        Some((ep, sender)) => match shared
+            .pools
+            .send(sender, &ep, req, limits.stream_idle)
+            .await
+        {
             Ok(resp) => (
                 finish(resp, "envoy", upstream_started),
                 Some(ep.address),
@@ -94,7 +99,7 @@ pub async fn request(
         line.tls = Some(tls);
     }
     outcome.answered(resp.status().as_u16());
-    Ok(resp)
+    resp
 }
 
 /// The 503 when no endpoint answered: each attempt's hop, TLS, phase and reason.
@@ -106,6 +111,9 @@ pub(crate) fn unavailable(
     hop: &str,
     server: &'static str,
 ) -> Response<Body> {
+    if let Some(code) = failures.last().and_then(|(_, e)| e.stream_idle_status()) {
+        return answer(code, server, "stream timeout\n".into());
+    }
     if failures.is_empty() {
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -8,9 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tessera_contract::config::PortProtocol;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
@@ -19,6 +16,7 @@ use crate::config::{Flavor, Origination, Upstream};
 use crate::connect::{connect, connect_tcp, Phase};
 use crate::detect::{read_detect, Detected};
 use crate::io::{copy, reset, Prefixed};
+use crate::server::serve_http;
 use crate::shared::Shared;
 use crate::telemetry::access_log::AccessLine;
 use crate::telemetry::{ConnectionResult, Direction, TlsUsed};
@@ -52,7 +50,7 @@ pub async fn outbound(
     drop(snap);
     let Some(upstream) = found else {
         if let OutboundTarget::Original(addr) = target {
-            passthrough(tcp, addr, &result).await;
+            Box::pin(passthrough(&shared, tcp, addr, &result)).await;
         }
         return;
     };
@@ -66,32 +64,28 @@ pub async fn outbound(
     };
     if is_http {
         let svc_shared = shared.clone();
-        let svc =
-            service_fn(move |req| http::request(svc_shared.clone(), upstream.clone(), peer, req));
-        let builder = auto::Builder::new(TokioExecutor::new());
-        let served = builder.serve_connection(TokioIo::new(Prefixed::new(prefix, tcp)), svc);
-        let _ = shared
-            .serve_graceful(served, std::future::pending::<()>())
-            .await;
+        let handler = move |req| http::request(svc_shared.clone(), upstream.clone(), peer, req);
+        let io = Prefixed::new(prefix, tcp);
+        serve_http(&shared, io, handler, std::future::pending()).await;
         return;
     }
     let upstream = shared.with_endpoints(upstream).await;
-    if !forward_tcp(&shared, &mut tcp, &result, &upstream, prefix).await {
+    if !Box::pin(forward_tcp(&shared, &mut tcp, &result, &upstream, prefix)).await {
         reset(tcp);
     }
 }
 
 /// Not a mesh service: the bytes go where the app was going (Istio's ALLOW_ANY).
-async fn passthrough(tcp: TcpStream, addr: SocketAddr, result: &ConnectionResult) {
+async fn passthrough(shared: &Shared, tcp: TcpStream, addr: SocketAddr, result: &ConnectionResult) {
     match connect_tcp(addr).await {
         Ok(up) => {
-            let (sent, received) = copy(tcp, &[], up).await;
+            let (sent, received, ended) = copy(tcp, &[], up, shared.tcp_idle()).await;
             let line = AccessLine {
                 dst: Some(format!("{addr} (passthrough)")),
                 tls: Some(TlsUsed::Plaintext),
                 ..Default::default()
             };
-            result.forwarded(line, "ok", sent, received);
+            result.forwarded(line, ended, sent, received);
         }
         Err(e) => {
             tracing::warn!(direction = "outbound", src = %result.peer(), dst = %addr, error = %e, "passthrough failed");
@@ -121,14 +115,14 @@ where
                 if matches!(ep.origination, Origination::Tls { .. }) {
                     result.handshake(Direction::Outbound, tls, true);
                 }
-                let (sent, received) = copy(down, &prefix, up).await;
+                let (sent, received, ended) = copy(down, &prefix, up, shared.tcp_idle()).await;
                 let line = AccessLine {
                     src_identity: Some(shared.identity()),
                     dst: Some(format!("{} endpoint {}", upstream.name, ep.address)),
                     tls: Some(tls),
                     ..Default::default()
                 };
-                result.forwarded(line, "ok", sent, received);
+                result.forwarded(line, ended, sent, received);
                 return true;
             }
             Err(e) => {

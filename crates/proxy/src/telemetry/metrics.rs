@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tessera_contract::inbound::Refusal;
 
+use super::limits::LimitEvent;
 use super::{Direction, TlsUsed};
 
 /// Status codes kept apart; larger ones count as 599.
@@ -55,6 +56,7 @@ pub struct Metrics {
     handshake_handles: [[[OnceLock<Counter>; 2]; 5]; 2],
     refusals: [Counter; Refusal::ALL.len()],
     upstream_failures: Counter,
+    limits: [Counter; LimitEvent::ALL.len()],
     config_updates: [Counter; 2],
 }
 
@@ -67,6 +69,7 @@ impl Default for Metrics {
         let handshakes = Family::<HandshakeLabels, Counter>::default();
         let refusals = Family::<ReasonLabels, Counter>::default();
         let upstream_failures = Counter::default();
+        let limits = Family::<ReasonLabels, Counter>::default();
         let config_updates = Family::<ResultLabels, Counter>::default();
         registry.register(
             "tessera_connections",
@@ -99,6 +102,11 @@ impl Default for Metrics {
             upstream_failures.clone(),
         );
         registry.register(
+            "tessera_limits",
+            "Connections and streams refused or ended by a limit, by reason",
+            limits.clone(),
+        );
+        registry.register(
             "tessera_config_updates",
             "Configurations applied or rejected",
             config_updates.clone(),
@@ -116,6 +124,8 @@ impl Default for Metrics {
             refusals: Refusal::ALL
                 .map(|r| refusals.get_or_create_owned(&ReasonLabels { reason: r.label() })),
             upstream_failures,
+            limits: LimitEvent::ALL
+                .map(|e| limits.get_or_create_owned(&ReasonLabels { reason: e.label() })),
             config_updates: ["accepted", "rejected"]
                 .map(|result| config_updates.get_or_create_owned(&ResultLabels { result })),
             registry,
@@ -179,6 +189,14 @@ impl Metrics {
         }
     }
 
+    pub fn limit(&self, e: LimitEvent) {
+        self.limits[limit_index(e)].inc();
+    }
+
+    pub fn limits_of(&self, e: LimitEvent) -> u64 {
+        self.limits[limit_index(e)].get()
+    }
+
     pub fn config(&self, accepted: bool) {
         self.config_updates[usize::from(!accepted)].inc();
     }
@@ -193,4 +211,8 @@ impl Metrics {
 
 fn refusal_index(r: Refusal) -> usize {
     Refusal::ALL.iter().position(|x| *x == r).unwrap_or(0)
+}
+
+fn limit_index(e: LimitEvent) -> usize {
+    LimitEvent::ALL.iter().position(|x| *x == e).unwrap_or(0)
 }

@@ -5,6 +5,7 @@
 
 pub mod access_log;
 pub mod edges;
+pub mod limits;
 pub mod metrics;
 mod result;
 
@@ -69,11 +70,19 @@ impl TlsUsed {
 pub struct Telemetry {
     pub metrics: Metrics,
     pub edges: edges::Edges,
+    /// Limit hits, logged once per kind (then summed up).
+    pub limit_log: limits::LimitLog,
     /// The snapshot's `runtime.accessLog`, kept current on every configuration applied.
     access_log: AtomicBool,
 }
 
 impl Telemetry {
+    /// A limit was hit: counted, and logged once per kind.
+    pub fn limit_hit(&self, event: limits::LimitEvent) {
+        self.metrics.limit(event);
+        self.limit_log.hit(event);
+    }
+
     pub fn access_log(&self) -> bool {
         self.access_log.load(Ordering::Relaxed)
     }
