@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{is_false, Any, Labels, ObjectMeta, WorkloadSelector};
 
+mod traffic;
+
+pub use self::traffic::*;
+
 macro_rules! istio_object {
     ($name:ident, $spec:ty) => {
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,19 +162,19 @@ pub struct DestinationRuleSpec {
 #[serde(rename_all = "camelCase", default)]
 pub struct TrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Any>,
+    pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<Any>,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<Any>,
+    pub tunnel: Option<TunnelSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<Any>,
+    pub proxy_protocol: Option<ProxyProtocol>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<Any>,
 }
@@ -181,11 +185,11 @@ pub struct PortTrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Any>,
+    pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<Any>,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
 }

@@ -1,61 +1,11 @@
-//! DestinationRule: the host, subsets and their traffic policies, and the client TLS a
-//! sidecar originates.
+//! DestinationRule: the host, and the subsets with their traffic policies.
 
 use std::collections::BTreeSet;
 
+use super::traffic::check_traffic_policy;
 use super::*;
-use crate::istio::{ClientTlsMode, ClientTlsSettings, DestinationRule};
-use crate::problem::{FieldPath, Finding};
-
-pub(super) fn check_client_tls(tls: &ClientTlsSettings, path: &FieldPath, out: &mut Vec<Finding>) {
-    let has_files = tls.client_certificate.is_some()
-        || tls.private_key.is_some()
-        || tls.ca_certificates.is_some();
-    match tls.mode {
-        ClientTlsMode::IstioMutual => {
-            for (field, set) in [
-                ("clientCertificate", tls.client_certificate.is_some()),
-                ("privateKey", tls.private_key.is_some()),
-                ("caCertificates", tls.ca_certificates.is_some()),
-                ("credentialName", tls.credential_name.is_some()),
-            ] {
-                if set {
-                    out.push(Finding::error(
-                        path.field(field),
-                        format!("ISTIO_MUTUAL TLS cannot have associated {field}: the mesh certificates are used"),
-                    ));
-                }
-            }
-        }
-        ClientTlsMode::Mutual if tls.credential_name.is_none() => {
-            if tls.client_certificate.is_none() {
-                out.push(
-                    Finding::error(
-                        path.field("clientCertificate"),
-                        "client certificate required for mutual tls",
-                    )
-                    .hint("or set credentialName"),
-                );
-            }
-            if tls.private_key.is_none() {
-                out.push(
-                    Finding::error(
-                        path.field("privateKey"),
-                        "private key required for mutual tls",
-                    )
-                    .hint("or set credentialName"),
-                );
-            }
-        }
-        ClientTlsMode::Disable if has_files || tls.credential_name.is_some() => {
-            out.push(Finding::warning(
-                path.field("mode"),
-                "certificates are ignored when mode is DISABLE",
-            ));
-        }
-        _ => {}
-    }
-}
+use crate::istio::DestinationRule;
+use crate::problem::Finding;
 
 pub(super) fn check_destination_rule(dr: &DestinationRule, out: &mut Vec<Finding>) {
     let spec = p("spec");
@@ -65,31 +15,8 @@ pub(super) fn check_destination_rule(dr: &DestinationRule, out: &mut Vec<Finding
                 .hint("the service name, e.g. httpbin.full.svc.cluster.local"),
         );
     }
-    let check_policy =
-        |tp: &crate::istio::TrafficPolicy, path: FieldPath, out: &mut Vec<Finding>| {
-            if let Some(tls) = &tp.tls {
-                check_client_tls(tls, &path.field("tls"), out);
-            }
-            for (i, pl) in tp.port_level_settings.iter().enumerate() {
-                let ppath = path.field("portLevelSettings").index(i);
-                match &pl.port {
-                    None => out.push(Finding::error(
-                        ppath.field("port"),
-                        "port must be specified",
-                    )),
-                    Some(port) => check_port_number(
-                        i64::from(port.number),
-                        &ppath.field("port").field("number"),
-                        out,
-                    ),
-                }
-                if let Some(tls) = &pl.tls {
-                    check_client_tls(tls, &ppath.field("tls"), out);
-                }
-            }
-        };
     if let Some(tp) = &dr.spec.traffic_policy {
-        check_policy(tp, spec.field("trafficPolicy"), out);
+        check_traffic_policy(tp, &spec.field("trafficPolicy"), out);
     }
     let mut names = BTreeSet::new();
     for (i, s) in dr.spec.subsets.iter().enumerate() {
@@ -106,7 +33,7 @@ pub(super) fn check_destination_rule(dr: &DestinationRule, out: &mut Vec<Finding
             ));
         }
         if let Some(tp) = &s.traffic_policy {
-            check_policy(tp, path.field("trafficPolicy"), out);
+            check_traffic_policy(tp, &path.field("trafficPolicy"), out);
         }
     }
 }

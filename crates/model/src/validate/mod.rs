@@ -1,12 +1,17 @@
 //! Semantic checks: what types alone cannot say. Messages follow Istio's and Kubernetes'
 //! own texts where users know them, and each says what is allowed or how to fix it.
 
+mod client_tls;
+mod connection_pool;
 mod destination_rule;
 mod gateway;
 mod kube;
+mod load_balancer;
 mod security;
 mod server_tls;
 mod sidecar;
+mod traffic;
+mod values;
 mod virtual_service;
 
 use std::collections::BTreeMap;
