@@ -9,8 +9,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{is_false, Any, Labels, ObjectMeta, WorkloadSelector};
 
+mod route;
 mod traffic;
 
+pub use self::route::*;
 pub use self::traffic::*;
 
 macro_rules! istio_object {
@@ -440,7 +442,7 @@ pub struct HttpRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<Any>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delegate: Option<Any>,
+    pub delegate: Option<Delegate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
     /// A duration such as `10s` or `1.5s`.
@@ -449,19 +451,21 @@ pub struct HttpRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fault: Option<Any>,
+    pub fault: Option<HttpFaultInjection>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Any>,
+    pub mirror: Option<Destination>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Absent: every request is mirrored.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirrors: Option<Any>,
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated: `mirrorPercentage`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_percentage: Option<Any>,
+    pub mirror_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_percent: Option<Any>,
+    pub cors_policy: Option<CorsPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<Any>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Any>,
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -517,7 +521,7 @@ pub struct HttpRouteDestination {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Any>,
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -3,8 +3,13 @@
 
 mod client_tls;
 mod connection_pool;
+mod cors;
 mod destination_rule;
+mod destinations;
+mod fault;
 mod gateway;
+mod headers;
+mod http_route;
 mod kube;
 mod load_balancer;
 mod security;

@@ -1,8 +1,9 @@
 //! Checks of values Istio's networking kinds share: durations, percentages, ports, host
-//! names and one-of groups, with Istio's wording.
+//! names, destinations, one-of groups and regular expressions, with Istio's wording.
 
 use std::time::Duration;
 
+use crate::istio::{Destination, Percent};
 use crate::problem::{FieldPath, Finding};
 
 /// A duration as written; an error (and `None`) when it does not parse.
@@ -61,6 +62,17 @@ pub(super) fn check_percent(value: Option<i32>, path: &FieldPath, out: &mut Vec<
     }
 }
 
+/// A fractional percentage: 0, or 0.0001..100.
+pub(super) fn check_percentage(p: &Percent, path: &FieldPath, out: &mut Vec<Finding>) {
+    let v = p.get();
+    if !(0.0..=100.0).contains(&v) || (v > 0.0 && v < 0.0001) {
+        out.push(Finding::error(
+            path.field("value"),
+            format!("percentage {v} is neither 0.0, nor in range [0.0001, 100.0]"),
+        ));
+    }
+}
+
 /// Istio's port check, for the fields where it words it itself.
 pub(super) fn port_error(n: u32) -> Option<String> {
     (!(1..=65535).contains(&n)).then(|| format!("port number {n} must be in the range 1..65535"))
@@ -115,6 +127,52 @@ pub(super) fn validate_fqdn(name: &str) -> Result<(), String> {
     dns_labels(name)
 }
 
+/// A domain name whose first label may be a wildcard (`*`, `*.example.com`, `*-x.example.com`).
+pub(super) fn validate_wildcard_domain(name: &str) -> Result<(), String> {
+    dns_preconditions(name)?;
+    let (first, rest) = match name.split_once('.') {
+        Some((first, rest)) => (first, Some(rest)),
+        None => (name, None),
+    };
+    let wildcard_ok = first == "*"
+        || is_host_label(
+            first
+                .strip_prefix("*-")
+                .or(first.strip_prefix('*'))
+                .unwrap_or(first),
+        );
+    if !wildcard_ok {
+        return Err(format!(
+            "domain name {name:?} invalid (label {first:?} invalid)"
+        ));
+    }
+    rest.map_or(Ok(()), dns_labels)
+}
+
+/// A destination: a host name (not `*`), a subset name that is a DNS label, a valid port.
+pub(super) fn check_destination(d: &Destination, path: &FieldPath, out: &mut Vec<Finding>) {
+    let host = path.field("host");
+    if d.host == "*" {
+        out.push(Finding::error(host, "invalid destination host *"));
+    } else if let Err(e) = validate_wildcard_domain(&d.host) {
+        out.push(Finding::error(host, e));
+    }
+    match d.subset.as_deref() {
+        Some("") => out.push(Finding::error(
+            path.field("subset"),
+            "subset name cannot be empty",
+        )),
+        Some(s) if !is_host_label(s) => out.push(Finding::error(
+            path.field("subset"),
+            format!("subset name is invalid: {s}"),
+        )),
+        _ => {}
+    }
+    if let Some(e) = d.port.as_ref().and_then(|p| port_error(p.number)) {
+        out.push(Finding::error(path.field("port").field("number"), e));
+    }
+}
+
 /// At most one field of a one-of group may be set: `(field, is set)`.
 pub(super) fn check_one_of(fields: &[(&str, bool)], path: &FieldPath, out: &mut Vec<Finding>) {
     let set: Vec<&str> = fields.iter().filter(|(_, s)| *s).map(|(f, _)| *f).collect();
@@ -128,6 +186,28 @@ pub(super) fn check_one_of(fields: &[(&str, bool)], path: &FieldPath, out: &mut 
                 rest.join(", "),
                 set.join(" and ")
             ),
+        ));
+    }
+}
+
+/// A regular expression in RE2 syntax, at most 1024 characters.
+pub(super) fn check_regex(re: &str, where_: &str, path: &FieldPath, out: &mut Vec<Finding>) {
+    if re.is_empty() {
+        out.push(Finding::error(
+            path.clone(),
+            format!("{where_:?}: regex string match should not be empty"),
+        ));
+    } else if re.len() > 1024 {
+        out.push(Finding::error(
+            path.clone(),
+            format!("{where_:?}: regex is too large, max length allowed is 1024"),
+        ));
+    } else if let Err(e) = regex::Regex::new(re) {
+        let why = e.to_string();
+        let why = why.lines().last().unwrap_or_default().trim().to_string();
+        out.push(Finding::error(
+            path.clone(),
+            format!("{where_:?}: {why}; Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax)"),
         ));
     }
 }
@@ -155,5 +235,23 @@ mod tests {
         ] {
             assert_eq!(validate_fqdn(bad), Err(why.to_string()), "{bad}");
         }
+        for ok in [
+            "*",
+            "*.example.com",
+            "*-x.example.com",
+            "*x.example.com",
+            "httpbin",
+        ] {
+            assert_eq!(validate_wildcard_domain(ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_wildcard_domain("a.*.example.com"),
+            // As Istio words it: the labels after the first are checked as a name of their own.
+            Err("domain name \"*.example.com\" invalid (label \"*\" invalid)".to_string())
+        );
+        assert_eq!(
+            validate_wildcard_domain("**.example.com"),
+            Err("domain name \"**.example.com\" invalid (label \"**\" invalid)".to_string())
+        );
     }
 }
