@@ -255,9 +255,29 @@ pub struct SidecarSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbound_traffic_policy: Option<Any>,
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inbound_connection_pool: Option<Any>,
+    pub inbound_connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// Where a sidecar sends traffic to hosts it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutboundTrafficPolicy {
+    /// Absent: REGISTRY_ONLY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundMode>,
+    /// Only with ALLOW_ANY: unknown hosts go to this destination instead of their own address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<Destination>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    #[default]
+    RegistryOnly,
+    AllowAny,
 }
 
 /// The Sidecar kind selects workloads with `labels` (not `matchLabels`).
@@ -281,7 +301,7 @@ pub struct IstioIngressListener {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -360,8 +380,9 @@ pub struct ServerTlsSettings {
     pub credential_name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credential_names: Vec<String>,
+    /// A certificate and key pair per entry (at most two, e.g. RSA and ECDSA).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_certificates: Option<Any>,
+    pub tls_certificates: Option<Vec<TlsCertificate>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -374,6 +395,18 @@ pub struct ServerTlsSettings {
     pub max_protocol_version: Option<TlsProtocol>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+}
+
+/// One entry of `tlsCertificates`: file paths as in `serverCertificate` and `privateKey`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsCertificate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 impl ServerTlsSettings {
