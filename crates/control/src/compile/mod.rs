@@ -229,4 +229,29 @@ mod tests {
         assert_eq!(server.inbound.ports[0].mode, InboundMode::Strict);
         assert_eq!(modes(&w, HOST), [TlsMode::IstioMutual]);
     }
+
+    #[test]
+    fn a_sidecar_ingress_port_without_protocol_is_detected_like_an_unnamed_service_port() {
+        let w = world(&format!(
+            "{}{}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: db}}\nspec:\n  workloadSelector: {{labels: {{app: db}}}}\n  ingress:\n  - port: {{number: 9080, name: web}}\n    defaultEndpoint: 127.0.0.1:8080\n  - port: {{number: 3306}}\n    defaultEndpoint: 127.0.0.1:3306\n  - port: {{number: 9090, protocol: HTTP}}\n    defaultEndpoint: 127.0.0.1:9090\n",
+            SVC.replace("clusterIP: None\n  ", ""),
+            pod("db-1", "db", true, "10.244.0.3")
+        ));
+        let server = compile(&w, "db-1.default").unwrap();
+        let ports: Vec<(u16, PortProtocol)> = server
+            .inbound
+            .ports
+            .iter()
+            .map(|p| (p.port, p.protocol))
+            .collect();
+        // 3306 (MySQL) is server-first: like an unnamed Service port there, it is TCP.
+        assert_eq!(
+            ports,
+            [
+                (3306, PortProtocol::Tcp),
+                (9080, PortProtocol::Auto),
+                (9090, PortProtocol::Http)
+            ]
+        );
+    }
 }
