@@ -304,3 +304,45 @@ spec:
         "{tls:?}"
     );
 }
+
+#[test]
+fn analyze_names_virtual_service_routes_that_are_never_used() {
+    let vs = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: httpbin}
+spec:
+  hosts: [httpbin.full.svc.cluster.local]
+  http:
+  - match: [{uri: {prefix: /status}}]
+    route: [{destination: {host: httpbin}}]
+  - match: [{uri: {prefix: /status}}, {uri: {prefix: /headers}}]
+    route: [{destination: {host: httpbin}}]
+  - name: default
+    route: [{destination: {host: httpbin}}]
+  - match: [{uri: {prefix: /delay}}]
+    route: [{destination: {host: httpbin}}]
+"#;
+    let world = world_with(&[("full", vs)]);
+    let found: Vec<(insight::Level, String, String)> = insight::analyze(&world)
+        .into_iter()
+        .filter(|f| f.code == code::SHADOWED_ROUTE)
+        .inspect(|f| assert_eq!(f.resource, "VirtualService full/httpbin"))
+        .map(|f| (f.level, f.message, f.fix))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (
+                insight::Level::Warning,
+                "http[3] is never used: http[2] (\"default\") before it matches every request (a route after one without conditions is never tried)".to_string(),
+                "move http[2] (\"default\") to the end of http, or give it a match that narrows it; routes are tried in order".to_string(),
+            ),
+            (
+                insight::Level::Info,
+                "http[1] match[0] is never used: http[0] before it has the same match (duplicate match)".to_string(),
+                "remove match[0] from http[1]".to_string(),
+            ),
+        ]
+    );
+}

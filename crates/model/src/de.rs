@@ -326,10 +326,15 @@ impl<'de, 'a> de::Deserializer<'de> for NodeDe<'a> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, DeError> {
-        if name == crate::meta::INT_OR_STRING
-            && !matches!(self.node.value, Value::Int(_) | Value::Str(_))
-        {
-            self.mismatch("an integer or a string");
+        let expected = match (name, &self.node.value) {
+            (crate::meta::INT_OR_STRING, Value::Int(_) | Value::Str(_)) => None,
+            (crate::meta::INT_OR_STRING, _) => Some("an integer or a string"),
+            (crate::meta::DOUBLE, Value::Int(_) | Value::Float(_)) => None,
+            (crate::meta::DOUBLE, _) => Some("a number"),
+            _ => None,
+        };
+        if let Some(expected) = expected {
+            self.mismatch(expected);
             let placeholder = Node {
                 value: Value::Int(0),
                 pos: self.node.pos,

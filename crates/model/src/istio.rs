@@ -9,6 +9,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{is_false, Any, Labels, ObjectMeta, WorkloadSelector};
 
+mod route;
+mod traffic;
+
+pub use self::route::*;
+pub use self::traffic::*;
+
 macro_rules! istio_object {
     ($name:ident, $spec:ty) => {
         #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -158,19 +164,19 @@ pub struct DestinationRuleSpec {
 #[serde(rename_all = "camelCase", default)]
 pub struct TrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Any>,
+    pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<Any>,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub port_level_settings: Vec<PortTrafficPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tunnel: Option<Any>,
+    pub tunnel: Option<TunnelSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub proxy_protocol: Option<Any>,
+    pub proxy_protocol: Option<ProxyProtocol>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<Any>,
 }
@@ -181,11 +187,11 @@ pub struct PortTrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<PortSelector>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub load_balancer: Option<Any>,
+    pub load_balancer: Option<LoadBalancerSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outlier_detection: Option<Any>,
+    pub outlier_detection: Option<OutlierDetection>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ClientTlsSettings>,
 }
@@ -249,9 +255,29 @@ pub struct SidecarSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<IstioEgressListener>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub outbound_traffic_policy: Option<Any>,
+    pub outbound_traffic_policy: Option<OutboundTrafficPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub inbound_connection_pool: Option<Any>,
+    pub inbound_connection_pool: Option<ConnectionPoolSettings>,
+}
+
+/// Where a sidecar sends traffic to hosts it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct OutboundTrafficPolicy {
+    /// Absent: REGISTRY_ONLY.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<OutboundMode>,
+    /// Only with ALLOW_ANY: unknown hosts go to this destination instead of their own address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub egress_proxy: Option<Destination>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OutboundMode {
+    #[default]
+    RegistryOnly,
+    AllowAny,
 }
 
 /// The Sidecar kind selects workloads with `labels` (not `matchLabels`).
@@ -275,7 +301,7 @@ pub struct IstioIngressListener {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<ServerTlsSettings>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub connection_pool: Option<Any>,
+    pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -354,8 +380,9 @@ pub struct ServerTlsSettings {
     pub credential_name: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub credential_names: Vec<String>,
+    /// A certificate and key pair per entry (at most two, e.g. RSA and ECDSA).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls_certificates: Option<Any>,
+    pub tls_certificates: Option<Vec<TlsCertificate>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -368,6 +395,18 @@ pub struct ServerTlsSettings {
     pub max_protocol_version: Option<TlsProtocol>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cipher_suites: Vec<String>,
+}
+
+/// One entry of `tlsCertificates`: file paths as in `serverCertificate` and `privateKey`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TlsCertificate {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub private_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 impl ServerTlsSettings {
@@ -436,7 +475,7 @@ pub struct HttpRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub direct_response: Option<Any>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub delegate: Option<Any>,
+    pub delegate: Option<Delegate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rewrite: Option<HttpRewrite>,
     /// A duration such as `10s` or `1.5s`.
@@ -445,19 +484,21 @@ pub struct HttpRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<HttpRetry>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fault: Option<Any>,
+    pub fault: Option<HttpFaultInjection>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror: Option<Any>,
+    pub mirror: Option<Destination>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mirrors: Vec<HttpMirrorPolicy>,
+    /// Absent: every request is mirrored.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirrors: Option<Any>,
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated: `mirrorPercentage`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_percentage: Option<Any>,
+    pub mirror_percent: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mirror_percent: Option<Any>,
+    pub cors_policy: Option<CorsPolicy>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cors_policy: Option<Any>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Any>,
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -513,7 +554,7 @@ pub struct HttpRouteDestination {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub headers: Option<Any>,
+    pub headers: Option<Headers>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -335,6 +335,71 @@ impl<'de> Deserialize<'de> for IntOrString {
     }
 }
 
+/// A protobuf `double` (or `DoubleValue`) as written: an integer stays an integer when the
+/// object is printed back, so a stored manifest reads as it was applied.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Double {
+    Int(i64),
+    Float(f64),
+}
+
+impl Double {
+    pub fn get(self) -> f64 {
+        match self {
+            Double::Int(i) => i as f64,
+            Double::Float(f) => f,
+        }
+    }
+}
+
+impl Default for Double {
+    fn default() -> Self {
+        Double::Int(0)
+    }
+}
+
+impl fmt::Display for Double {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Double::Int(i) => write!(f, "{i}"),
+            Double::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// The newtype name the positioned deserializer checks (a number) so that a wrong type is
+/// reported instead of aborting the document.
+pub(crate) const DOUBLE: &str = "Double";
+
+impl<'de> Deserialize<'de> for Double {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Inner;
+        impl<'de> serde::de::Visitor<'de> for Inner {
+            type Value = Double;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Double, E> {
+                Ok(Double::Int(v))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Double, E> {
+                Ok(i64::try_from(v).map_or(Double::Float(v as f64), Double::Int))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Double, E> {
+                Ok(Double::Float(v))
+            }
+            fn visit_newtype_struct<D: serde::Deserializer<'de>>(
+                self,
+                d: D,
+            ) -> Result<Double, D::Error> {
+                d.deserialize_any(Inner)
+            }
+        }
+        d.deserialize_newtype_struct(DOUBLE, Inner)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

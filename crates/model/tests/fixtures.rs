@@ -235,7 +235,7 @@ fn each_invalid_fixture_fails_with_its_message_and_location() {
         ("gateway-mutual-without-ca.yaml", &["gateway-mutual-without-ca.yaml:13:5: error: spec.servers[0].tls.caCertificates: MUTUAL TLS requires a client CA bundle"]),
         ("virtualservice-route-without-destination.yaml", &["virtualservice-route-without-destination.yaml:15:7: error: spec.http[0].route[0].destination: destination is required"]),
         ("virtualservice-bad-timeout.yaml", &["virtualservice-bad-timeout.yaml:12:5: error: spec.http[0].timeout: \"99999999999999999999999h\" is not a duration; use e.g. 10s, 1.5s, 500ms, 1m"]),
-        ("virtualservice-weights-not-100.yaml", &["virtualservice-weights-not-100.yaml:9:5: error: spec.http[0].route: total destination weight 90 != 100"]),
+        ("virtualservice-weights-zero.yaml", &["virtualservice-weights-zero.yaml:9:5: error: spec.http[0].route: total destination weight = 0"]),
         ("sidecar-tls-on-http-port.yaml", &["sidecar-tls-on-http-port.yaml:16:5: error: spec.ingress[0].tls: server cannot have TLS settings for non HTTPS/TLS ports (port 9080 is HTTP)"]),
         ("unknown-kind-and-version.yaml", &[
             "unknown-kind-and-version.yaml:1:13: error: apiVersion: PeerAuthentication is not served as \"networking.istio.io/v1alpha3\"; use one of security.istio.io/v1, security.istio.io/v1beta1",

@@ -305,13 +305,7 @@ fn virtual_hosts(
                 let Some(domain) = intersect(vs_host, strip_ns(server_host)) else {
                     continue;
                 };
-                let routes: Vec<HttpRouteRule> = vs
-                    .spec
-                    .http
-                    .iter()
-                    .enumerate()
-                    .filter_map(|(i, r)| http_rule(world, vs, i, r, gw, number, me))
-                    .collect();
+                let routes = vs_routes(world, vs, gw, number, me);
                 match hosts.iter_mut().find(|v| v.domains == [domain.clone()]) {
                     Some(v) => v.routes.extend(routes),
                     None => hosts.push(VirtualHost {
@@ -338,9 +332,54 @@ fn virtual_hosts(
     }
     for v in &mut hosts {
         // Catch-all routes move last, as Istio sorts them.
-        v.routes.sort_by_key(|r| r.matches.is_empty());
+        v.routes.sort_by_key(is_catch_all);
     }
     hosts
+}
+
+/// A VirtualService's HTTP routes that apply to this gateway and port, in order. Routes
+/// are tried in order, so none after one that matches every request is ever used: the
+/// list ends there, as Istio's does.
+fn vs_routes(
+    world: &World,
+    vs: &VirtualServiceRule,
+    gw: &GatewayRule,
+    number: u16,
+    me: &WorkloadEntry,
+) -> Vec<HttpRouteRule> {
+    let mut routes = Vec::new();
+    for (i, r) in vs.spec.http.iter().enumerate() {
+        let Some(rule) = http_rule(world, vs, i, r, gw, number, me) else {
+            continue;
+        };
+        let last = is_catch_all(&rule);
+        routes.push(rule);
+        if last {
+            break;
+        }
+    }
+    routes
+}
+
+/// A rule without matches, or with a match on nothing but the path `/` (any path: no
+/// match, prefix `/` or regex `.*`).
+fn is_catch_all(rule: &HttpRouteRule) -> bool {
+    rule.matches.is_empty()
+        || rule.matches.iter().any(|m| {
+            let any_path = match &m.uri {
+                None => true,
+                Some(ValueMatch::Prefix(p)) => p == "/",
+                Some(ValueMatch::Regex(r)) => r == ".*",
+                Some(_) => false,
+            };
+            any_path
+                && m.method.is_none()
+                && m.authority.is_none()
+                && m.scheme.is_none()
+                && m.headers.is_empty()
+                && m.without_headers.is_empty()
+                && m.query_params.is_empty()
+        })
 }
 
 /// Short names resolve in the VirtualService's namespace.

@@ -229,4 +229,101 @@ mod tests {
         assert_eq!(server.inbound.ports[0].mode, InboundMode::Strict);
         assert_eq!(modes(&w, HOST), [TlsMode::IstioMutual]);
     }
+
+    /// An ingress gateway pod and an HTTP Gateway for `*`, with `http` routes of one
+    /// VirtualService bound to it; the routes of the gateway's one virtual host.
+    fn gateway_routes(http: &str) -> Vec<tessera_contract::config::HttpRouteRule> {
+        let w = world(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: gw, labels: {{istio: ingressgateway}}}}\nspec:\n  containers: [{{name: istio-proxy, image: p, args: [proxy, router]}}]\nstatus: {{phase: Running, podIP: 10.244.0.9}}\n---\napiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: vs}}\nspec:\n  hosts: [\"*\"]\n  gateways: [gw]\n  http:\n{http}"
+        ));
+        let config = compile(&w, "gw.default").unwrap();
+        config.gateway[0].servers[0].virtual_hosts[0].routes.clone()
+    }
+
+    fn sources(routes: &[tessera_contract::config::HttpRouteRule]) -> Vec<&str> {
+        routes.iter().map(|r| r.source.as_str()).collect()
+    }
+
+    #[test]
+    fn routes_after_a_catch_all_route_are_dropped_as_istio_drops_them() {
+        let route = |m: &str| {
+            format!("  - {m}route: [{{destination: {{host: a.default.svc.cluster.local, port: {{number: 80}}}}}}]\n")
+        };
+        let routes = gateway_routes(&format!(
+            "{}{}{}",
+            route("match: [{uri: {prefix: /a}}]\n    "),
+            route(""),
+            route("match: [{uri: {prefix: /b}}]\n    ")
+        ));
+        assert_eq!(
+            sources(&routes),
+            [
+                "VirtualService default/vs http[0]",
+                "VirtualService default/vs http[1]"
+            ]
+        );
+        // A match on the path `/` alone matches everything too.
+        let routes = gateway_routes(&format!(
+            "{}{}",
+            route("match: [{uri: {prefix: /}}]\n    "),
+            route("match: [{uri: {prefix: /b}}]\n    ")
+        ));
+        assert_eq!(sources(&routes), ["VirtualService default/vs http[0]"]);
+        // A header condition narrows it: the next route stays.
+        let routes = gateway_routes(&format!(
+            "{}{}",
+            route("match: [{uri: {prefix: /}, headers: {x-a: {exact: \"1\"}}}]\n    "),
+            route("match: [{uri: {prefix: /b}}]\n    ")
+        ));
+        assert_eq!(routes.len(), 2);
+    }
+
+    #[test]
+    fn route_weights_are_shares_of_their_total() {
+        // 60 and 30 (not adding up to 100): the proxy sends weight / 90 of the requests
+        // to each, so the weights are passed on unchanged.
+        let routes = gateway_routes(
+            "  - route:\n    - {destination: {host: a.default.svc.cluster.local, port: {number: 80}}, weight: 60}\n    - {destination: {host: b.default.svc.cluster.local, port: {number: 80}}, weight: 30}\n",
+        );
+        let tessera_contract::config::RouteAction::Forward { destinations, .. } = &routes[0].action
+        else {
+            panic!("{routes:?}")
+        };
+        let weights: Vec<(&str, u32)> = destinations
+            .iter()
+            .map(|d| (d.service.as_str(), d.weight))
+            .collect();
+        assert_eq!(
+            weights,
+            [
+                ("a.default.svc.cluster.local:80", 60),
+                ("b.default.svc.cluster.local:80", 30)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_sidecar_ingress_port_without_protocol_is_detected_like_an_unnamed_service_port() {
+        let w = world(&format!(
+            "{}{}---\napiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {{name: db}}\nspec:\n  workloadSelector: {{labels: {{app: db}}}}\n  ingress:\n  - port: {{number: 9080, name: web}}\n    defaultEndpoint: 127.0.0.1:8080\n  - port: {{number: 3306}}\n    defaultEndpoint: 127.0.0.1:3306\n  - port: {{number: 9090, protocol: HTTP}}\n    defaultEndpoint: 127.0.0.1:9090\n",
+            SVC.replace("clusterIP: None\n  ", ""),
+            pod("db-1", "db", true, "10.244.0.3")
+        ));
+        let server = compile(&w, "db-1.default").unwrap();
+        let ports: Vec<(u16, PortProtocol)> = server
+            .inbound
+            .ports
+            .iter()
+            .map(|p| (p.port, p.protocol))
+            .collect();
+        // 3306 (MySQL) is server-first: like an unnamed Service port there, it is TCP.
+        assert_eq!(
+            ports,
+            [
+                (3306, PortProtocol::Tcp),
+                (9080, PortProtocol::Auto),
+                (9090, PortProtocol::Http)
+            ]
+        );
+    }
 }

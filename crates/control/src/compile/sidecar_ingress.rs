@@ -37,6 +37,8 @@ pub fn sidecar_ports(world: &World, me: &WorkloadEntry) -> Option<Vec<InboundPor
         if ports.iter().any(|p: &InboundPort| p.port == port) {
             continue;
         }
+        // Without a protocol the port is detected, as a Service port without a protocol
+        // name is (TCP on the server-first well-known ports).
         let declared = classify(Some(&l.port.protocol), None, None, u32::from(port));
         let mode = world.effective_mode(me, port);
         let source = format!(

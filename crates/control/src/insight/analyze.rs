@@ -44,6 +44,9 @@ pub mod code {
     /// A DestinationRule originates the user's TLS toward a port whose app does not
     /// terminate it (or whose sidecar refuses it).
     pub const USER_TLS_NOT_TERMINATED: &str = "TSR0106";
+    /// A VirtualService route (or one of its matches) that is never used: a route before
+    /// it matches every request, or has the same matches.
+    pub const SHADOWED_ROUTE: &str = "TSR0107";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,8 +108,31 @@ pub fn analyze(world: &World) -> Vec<Finding> {
             });
         }
     }
+    out.extend(shadowed_routes(world));
     out.sort();
     out.dedup();
+    out
+}
+
+/// VirtualService routes and matches that an earlier route always takes first: a warning
+/// for a route that is never used, information for a single repeated match.
+fn shadowed_routes(world: &World) -> Vec<Finding> {
+    let mut out = Vec::new();
+    for vs in &world.virtual_services {
+        for s in crate::insight::shadow::shadowed(&vs.spec) {
+            out.push(Finding {
+                level: if s.route_unused {
+                    Level::Warning
+                } else {
+                    Level::Info
+                },
+                code: code::SHADOWED_ROUTE.into(),
+                resource: format!("VirtualService {}/{}", vs.namespace, vs.name),
+                message: s.message,
+                fix: s.fix,
+            });
+        }
+    }
     out
 }
 

@@ -1,11 +1,12 @@
 //! Operator insight, answered by the compiler that feeds the proxies (so it cannot
 //! disagree with the data path): per-hop verdicts ([`verdict`]), `explain` and the
 //! reachability matrix ([`reach`]), `analyze --what-if` ([`whatif`]), `analyze`
-//! ([`analyze`]), and the join of the proxies' observed connections ([`edges`]).
+//! ([`analyze`], with [`shadow`] for VirtualService routes that are never used), and the join of the proxies' observed connections ([`edges`]).
 
 pub mod analyze;
 pub mod edges;
 pub mod reach;
+pub mod shadow;
 pub mod verdict;
 pub mod whatif;
 

@@ -1,9 +1,23 @@
 //! Semantic checks: what types alone cannot say. Messages follow Istio's and Kubernetes'
 //! own texts where users know them, and each says what is allowed or how to fix it.
 
+mod client_tls;
+mod connection_pool;
+mod cors;
+mod destination_rule;
+mod destinations;
+mod fault;
+mod gateway;
+mod headers;
+mod http_route;
 mod kube;
-mod networking;
+mod load_balancer;
 mod security;
+mod server_tls;
+mod sidecar;
+mod traffic;
+mod values;
+mod virtual_service;
 
 use std::collections::BTreeMap;
 
@@ -14,11 +28,14 @@ use crate::meta::{
 use crate::problem::{FieldPath, Finding};
 use crate::resource::{Kind, Resource};
 
+use self::destination_rule::check_destination_rule;
+use self::gateway::check_gateway;
 pub use self::kube::check_sidecar_annotations;
 use self::kube::*;
-use self::networking::*;
 pub use self::security::legacy_policy_errors;
 use self::security::*;
+use self::sidecar::check_sidecar;
+use self::virtual_service::check_virtual_service;
 
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
@@ -176,6 +193,18 @@ fn check_replicas(replicas: Option<i32>, spec: &FieldPath, out: &mut Vec<Finding
         out.push(Finding::error(
             spec.field("replicas"),
             format!("{r} must be greater than or equal to 0"),
+        ));
+    }
+}
+
+fn check_protocol(protocol: &str, path: &FieldPath, out: &mut Vec<Finding>) {
+    if !SERVER_PROTOCOLS.contains(&protocol.to_ascii_uppercase().as_str()) {
+        out.push(Finding::error(
+            path.clone(),
+            format!(
+                "unrecognized protocol \"{protocol}\"; supported: {}",
+                SERVER_PROTOCOLS.join(", ")
+            ),
         ));
     }
 }
