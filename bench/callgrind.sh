@@ -62,7 +62,8 @@ instructions() { # bin n
     local client=$!
     wait_port "$SERVER_PORT"
     wait_port "$CLIENT_PORT"
-    "$LOADGEN" --rate "$RATE" --duration "$(awk "BEGIN{print $n/$RATE}")" --connections 8 "${close[@]}" \
+    # Under valgrind a first request (connection and mTLS handshake) takes seconds.
+    "$LOADGEN" --rate "$RATE" --duration "$(awk "BEGIN{print $n/$RATE}")" --connections 8 --timeout 20 "${close[@]}" \
         "http://127.0.0.1:$CLIENT_PORT/" >/dev/null
     kill -TERM "$client" "$server"
     wait "$client" "$server" 2>/dev/null || true

@@ -221,6 +221,8 @@ pub fn server_config(
     // a policy change) it would keep vouching for the old ones.
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
+    // The server's order of cipher suites decides (strongest first), not the client's.
+    config.ignore_client_order = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -69,17 +69,7 @@ impl HttpPool {
             if let Some(s) = existing {
                 return Ok(Sender::H2(s));
             }
-            let (io, _) = connect(ep, Flavor::Http2, &self.telemetry).await?;
-            let (sender, conn) = http2::Builder::new(TokioExecutor::new())
-                .handshake(TokioIo::new(io))
-                .await
-                .map_err(|e| UpstreamError {
-                    phase: Phase::HttpHandshake,
-                    reason: e.to_string(),
-                })?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            let sender = Box::pin(self.new_h2(ep)).await?;
             self.h2.lock().unwrap().insert(ep.pool_key, sender.clone());
             return Ok(Sender::H2(sender));
         }
@@ -90,11 +80,31 @@ impl HttpPool {
                 reused: true,
             });
         }
+        // Boxed: connecting (TCP, TLS, HTTP handshakes) is a large future, and most
+        // requests reuse a pooled connection; the request path should not carry it.
         Ok(Sender::H1 {
-            sender: self.new_h1(ep).await?,
+            sender: Box::pin(self.new_h1(ep)).await?,
             key: ep.pool_key,
             reused: false,
         })
+    }
+
+    async fn new_h2(
+        &self,
+        ep: &EndpointRoute,
+    ) -> Result<http2::SendRequest<UpstreamBody>, UpstreamError> {
+        let (io, _) = connect(ep, Flavor::Http2, &self.telemetry).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| UpstreamError {
+                phase: Phase::HttpHandshake,
+                reason: e.to_string(),
+            })?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
     }
 
     async fn new_h1(&self, ep: &EndpointRoute) -> Result<H1Sender, UpstreamError> {
@@ -187,7 +197,7 @@ impl HttpPool {
                         }
                     },
                 };
-                let mut sender = self.new_h1(ep).await?;
+                let mut sender = Box::pin(self.new_h1(ep)).await?;
                 match sender.send_request(req).await {
                     Ok(resp) => {
                         self.checkin_h1(key, sender);
@@ -207,7 +217,13 @@ impl HttpPool {
     fn checkout_h1(&self, key: u64, upstream_idle: Duration) -> Option<H1Sender> {
         let mut idle = self.h1.lock().unwrap();
         let list = idle.get_mut(&key)?;
-        list.retain(|(_, since)| since.elapsed() < upstream_idle);
+        // Newest last: when the newest is too old, so are all the others.
+        if list
+            .last()
+            .is_some_and(|(_, since)| since.elapsed() >= upstream_idle)
+        {
+            list.clear();
+        }
         while let Some((sender, _)) = list.pop() {
             if sender.is_ready() {
                 return Some(sender);

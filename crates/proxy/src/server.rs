@@ -20,7 +20,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::http::Body;
-use crate::limits::watch::{ConnWatch, RequestGuard, Watched};
+use crate::limits::watch::{ConnWatch, Dormant, RequestGuard, Watched};
 use crate::limits::{LimitEvent, Limits};
 use crate::shared::Shared;
 
@@ -78,6 +78,7 @@ where
     let builder = builder(&limits);
     let conn = builder.serve_connection(TokioIo::new(Watched::new(io, watch.clone())), svc);
     let mut conn = std::pin::pin!(conn);
+    let mut expiry = std::pin::pin!(Dormant::new(watch.expired()));
     let mut drain = shared.drain.subscribe();
     let drain_started = async move {
         if drain.wait_for(|d| *d).await.is_err() {
@@ -86,7 +87,7 @@ where
     };
     tokio::select! {
         out = conn.as_mut() => return ended(shared, out),
-        event = watch.expired() => {
+        event = &mut expiry => {
             shared.telemetry.limit_hit(event);
             if event != LimitEvent::IdleTimeout {
                 return Ended::Limit(event);

@@ -216,10 +216,12 @@ async fn connections_past_the_listener_cap_are_reset_and_counted() {
     let out = curl(&[&format!("http://{inbound}/headers")]).await;
     // Reset at once: curl reports it while connecting (7) or reading (56).
     assert!([7, 56].contains(&out.code), "{} {}", out.code, out.stderr);
-    let mut extra = TcpStream::connect(inbound).await.unwrap();
-    assert!(closed_within(&mut extra, Duration::from_secs(2))
-        .await
-        .is_some());
+    // The reset may come before the connect completes on this side.
+    if let Ok(mut extra) = TcpStream::connect(inbound).await {
+        assert!(closed_within(&mut extra, Duration::from_secs(2))
+            .await
+            .is_some());
+    }
     assert!(limit_count(&proxy, "connection_limit").await >= 2);
     drop(held);
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -122,6 +122,8 @@ fn try_build(
         Served::Fixed(ck) => builder.with_cert_resolver(Arc::new(Fixed(ck))),
         Served::Workload => builder.with_cert_resolver(Arc::new(StoreResolver(store.clone()))),
     };
+    // The server's order of cipher suites decides (strongest first), not the client's.
+    config.ignore_client_order = true;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }

@@ -5,7 +5,7 @@
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -52,6 +52,9 @@ pub struct StreamClock {
     idle: Duration,
     /// 0 while running; then 1 + the [`Stalled`] side that ended it.
     stalled: AtomicU8,
+    /// The client's request body has been read whole: a stall from then on is the
+    /// upstream's.
+    request_done: AtomicBool,
     telemetry: Arc<Telemetry>,
 }
 
@@ -61,6 +64,7 @@ impl StreamClock {
             last_ms: AtomicU64::new(process_ms()),
             idle,
             stalled: AtomicU8::new(0),
+            request_done: AtomicBool::new(false),
             telemetry,
         })
     }
@@ -108,8 +112,15 @@ impl StreamClock {
             let last = self.last();
             match tokio::time::timeout_at(self.deadline_after(last), fut.as_mut()).await {
                 Ok(out) => return Ok(out),
-                // Nothing moved while the timer ran.
-                Err(_) if self.last() == last => return Err(self.stall(Stalled::Response)),
+                // Nothing moved while the timer ran: the side still owing bytes stalled.
+                Err(_) if self.last() == last => {
+                    let side = if self.request_done.load(Ordering::Relaxed) {
+                        Stalled::Response
+                    } else {
+                        Stalled::Request
+                    };
+                    return Err(self.stall(side));
+                }
                 Err(_) => {}
             }
         }
@@ -128,7 +139,13 @@ pub struct IdleBody<B> {
 }
 
 impl<B> IdleBody<B> {
-    pub fn new(inner: B, clock: Arc<StreamClock>, side: Stalled) -> IdleBody<B> {
+    pub fn new(inner: B, clock: Arc<StreamClock>, side: Stalled) -> IdleBody<B>
+    where
+        B: Body,
+    {
+        if side == Stalled::Request && inner.is_end_stream() {
+            clock.request_done.store(true, Ordering::Relaxed);
+        }
         IdleBody {
             inner,
             clock,
@@ -154,6 +171,10 @@ where
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 this.clock.moved();
+                if this.side == Stalled::Request && (frame.is_none() || this.inner.is_end_stream())
+                {
+                    this.clock.request_done.store(true, Ordering::Relaxed);
+                }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
             Poll::Pending => loop {
@@ -222,11 +243,25 @@ mod tests {
     #[tokio::test]
     async fn the_response_head_wait_ends_when_nothing_moves() {
         let clock = StreamClock::new(Duration::from_millis(100), Arc::new(Telemetry::default()));
+        // A request without a body: a stall is the upstream's.
+        let _request = IdleBody::new(
+            http_body_util::Empty::<Bytes>::new(),
+            clock.clone(),
+            Stalled::Request,
+        );
         let never = std::future::pending::<()>();
         let started = Instant::now();
         assert!(clock.within(never).await.is_err());
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(clock.stalled(), Some(Stalled::Response));
         assert_eq!(clock.within(async { 7 }).await.unwrap(), 7);
+
+        // A request body still owed: the stall is the client's.
+        let clock = StreamClock::new(Duration::from_millis(100), Arc::new(Telemetry::default()));
+        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
+        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let _request = IdleBody::new(body, clock.clone(), Stalled::Request);
+        assert!(clock.within(std::future::pending::<()>()).await.is_err());
+        assert_eq!(clock.stalled(), Some(Stalled::Request));
     }
 }

@@ -9,11 +9,12 @@
 //! - cancelled requests (a client's RST_STREAM before the answer) spend a per-second
 //!   budget; past it the connection is closed (HTTP/2 rapid reset).
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -267,6 +268,65 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
     }
 }
 
+/// A future polled only after its own waker fired. Beside a busy connection in a
+/// `select!`, the watch's timer would otherwise be polled (and the clock read) on every
+/// wake of the connection; this way it costs one flag check.
+pub struct Dormant<F> {
+    fut: Pin<Box<F>>,
+    flag: Option<Arc<WokenFlag>>,
+}
+
+struct WokenFlag {
+    woken: AtomicBool,
+    outer: Waker,
+}
+
+impl Wake for WokenFlag {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.outer.wake_by_ref();
+    }
+}
+
+impl<F: Future> Dormant<F> {
+    pub fn new(fut: F) -> Dormant<F> {
+        Dormant {
+            fut: Box::pin(fut),
+            flag: None,
+        }
+    }
+}
+
+impl<F: Future> Future for Dormant<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let flag = match &self.flag {
+            Some(f) if f.outer.will_wake(cx.waker()) => {
+                if !f.woken.swap(false, Ordering::Acquire) {
+                    return Poll::Pending;
+                }
+                f.clone()
+            }
+            // First poll, or another task polls it now: poll and wake through a new flag.
+            _ => {
+                let f = Arc::new(WokenFlag {
+                    woken: AtomicBool::new(false),
+                    outer: cx.waker().clone(),
+                });
+                self.flag = Some(f.clone());
+                f
+            }
+        };
+        let waker = Waker::from(flag);
+        self.fut.as_mut().poll(&mut Context::from_waker(&waker))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -347,6 +407,33 @@ mod tests {
             expires_within(&watch, 1000).await,
             Some(LimitEvent::IdleTimeout)
         );
+    }
+
+    #[tokio::test]
+    async fn a_dormant_future_is_polled_only_when_woken() {
+        let polls = Arc::new(AtomicU32::new(0));
+        let counted = polls.clone();
+        let notify = Arc::new(Notify::new());
+        let fired = notify.clone();
+        let mut dormant = std::pin::pin!(Dormant::new(async move {
+            counted.fetch_add(1, Ordering::Relaxed);
+            fired.notified().await;
+            counted.fetch_add(1, Ordering::Relaxed);
+            7
+        }));
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        assert!(dormant.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..10 {
+            assert!(dormant.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            1,
+            "not polled while not woken"
+        );
+        notify.notify_one();
+        assert_eq!(dormant.as_mut().poll(&mut cx), Poll::Ready(7));
     }
 
     #[tokio::test]
