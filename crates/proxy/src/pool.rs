@@ -122,47 +122,37 @@ impl HttpPool {
         Ok(sender)
     }
 
-    /// Sends the request and waits for the response head, both under the stream idle
-    /// timeout `stream_idle` (the response body carries it on). A pooled HTTP/1
-    /// connection that the server closed meanwhile hands the request back unsent; it then
-    /// goes over a new connection to `ep`.
+    /// Sends the request and waits for the response head, both ended if the stream's
+    /// `clock` is stopped (the stream idle timeout; the response body carries the clock
+    /// on). A pooled HTTP/1 connection that the server closed meanwhile hands the request
+    /// back unsent; it then goes over a new connection to `ep`.
     pub async fn send(
         self: &Arc<Self>,
         sender: Sender,
         ep: &EndpointRoute,
         req: Request<Incoming>,
-        stream_idle: Duration,
+        clock: &Arc<StreamClock>,
     ) -> Result<http::Response<IdleBody<Incoming>>, UpstreamError> {
-        let clock = StreamClock::new(stream_idle, self.telemetry.clone());
         let req = req.map(|b| IdleBody::new(b, clock.clone(), Stalled::Request));
         let sent = clock.within(self.exchange(sender, ep, req)).await;
-        let stalled = |clock: &StreamClock, e: UpstreamError| match clock.stalled() {
+        let stalled = |e: UpstreamError| match clock.stalled() {
             Some(Stalled::Request) => UpstreamError {
                 phase: Phase::RequestIdle,
-                reason: format!(
-                    "the client's request body moved no bytes for {} ms",
-                    stream_idle.as_millis()
-                ),
+                reason: "the client's request body stopped moving".into(),
             },
             Some(Stalled::Response) => UpstreamError {
                 phase: Phase::ResponseIdle,
-                reason: format!(
-                    "the upstream sent no response for {} ms",
-                    stream_idle.as_millis()
-                ),
+                reason: "the upstream's answer did not come".into(),
             },
             None => e,
         };
         match sent {
-            Ok(Ok(resp)) => Ok(resp.map(|b| IdleBody::new(b, clock, Stalled::Response))),
-            Ok(Err(e)) => Err(stalled(&clock, e)),
-            Err(_) => Err(stalled(
-                &clock,
-                UpstreamError {
-                    phase: Phase::ResponseIdle,
-                    reason: String::new(),
-                },
-            )),
+            Ok(Ok(resp)) => Ok(resp.map(|b| IdleBody::new(b, clock.clone(), Stalled::Response))),
+            Ok(Err(e)) => Err(stalled(e)),
+            Err(_) => Err(stalled(UpstreamError {
+                phase: Phase::ResponseIdle,
+                reason: String::new(),
+            })),
         }
     }
 

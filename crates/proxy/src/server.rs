@@ -9,6 +9,7 @@ use std::convert::Infallible;
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -20,6 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::http::Body;
+use crate::limits::body::StreamClock;
 use crate::limits::watch::{ConnWatch, Dormant, RequestGuard, Watched};
 use crate::limits::{LimitEvent, Limits};
 use crate::shared::Shared;
@@ -37,7 +39,8 @@ pub enum Ended {
     Failed,
 }
 
-/// Serves `io` until the connection ends, each request answered by `handler`. The
+/// Serves `io` until the connection ends, each request answered by `handler` (given the
+/// request's stream clock, for the stream idle timeout). The
 /// connection's state (hyper's, several KiB) is allocated here, when serving starts, so
 /// connections still in detection or a TLS handshake stay small.
 pub(crate) async fn serve_http<S, H, F>(
@@ -48,7 +51,7 @@ pub(crate) async fn serve_http<S, H, F>(
 ) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<StreamClock>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     Box::pin(serve(shared, io, handler, stop)).await
@@ -57,15 +60,15 @@ where
 async fn serve<S, H, F>(shared: &Shared, io: S, handler: H, stop: impl Future<Output = ()>) -> Ended
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, Arc<StreamClock>) -> F + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let limits = shared.limits();
-    let watch = ConnWatch::new(&limits);
+    let watch = ConnWatch::new(&limits, shared.telemetry.clone());
     let requests = watch.clone();
     let svc = service_fn(move |req| {
         let mut guard = requests.request_started();
-        let answer = handler(req);
+        let answer = handler(req, guard.clock());
         async move {
             let resp = answer.await;
             guard.answered();

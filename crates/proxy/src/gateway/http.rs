@@ -17,6 +17,7 @@ use crate::config::route::{self, RequestView};
 use crate::config::{Flavor, Upstream};
 use crate::connect::Phase;
 use crate::http::{self as l7, Body, XFCC};
+use crate::limits::body::StreamClock;
 use crate::outbound::http::unavailable;
 use crate::shared::Shared;
 use crate::telemetry::access_log::AccessLine;
@@ -162,17 +163,27 @@ fn rewrite(req: &mut Request<Incoming>, xfcc: Option<&HeaderValue>, f: &Forwardi
     }
 }
 
+/// A downstream connection on a gateway server, as its requests see it.
+pub(super) struct GatewayConn {
+    pub chain: Arc<ServerChain>,
+    pub peer: SocketAddr,
+    /// The server port clients addressed.
+    pub server_port: u16,
+    pub scheme: &'static str,
+    /// The XFCC element of a client certificate (MUTUAL).
+    pub xfcc: Option<HeaderValue>,
+}
+
 /// One request on a gateway server: routed by its VirtualService table, answered here or
 /// forwarded over the mesh.
 pub(super) async fn request(
     shared: Arc<Shared>,
-    chain: Arc<ServerChain>,
-    peer: SocketAddr,
-    server_port: u16,
-    scheme: &'static str,
-    xfcc: Option<HeaderValue>,
+    conn: Arc<GatewayConn>,
     mut req: Request<Incoming>,
+    clock: Arc<StreamClock>,
 ) -> Response<Body> {
+    let (chain, peer, server_port, scheme) =
+        (&conn.chain, conn.peer, conn.server_port, conn.scheme);
     let authority = l7::authority_of(&req).unwrap_or_default();
     let host = route::host_of(&authority);
     let path = req.uri().path().to_string();
@@ -197,7 +208,7 @@ pub(super) async fn request(
         headers: req.headers(),
         port: server_port,
     };
-    let routed = route(&chain, &view, &host, scheme);
+    let routed = route(chain, &view, &host, scheme);
     let (resp, dst, flags) = match routed {
         Routed::Answer(resp, flags) => (resp, None, flags),
         Routed::Forward(Forwarding { service: None, .. }) => (
@@ -210,7 +221,7 @@ pub(super) async fn request(
             "",
         ),
         Routed::Forward(f) => {
-            rewrite(&mut req, xfcc.as_ref(), &f);
+            rewrite(&mut req, conn.xfcc.as_ref(), &f);
             let service = f.service.clone().unwrap_or_default();
             let resp = match shared.snapshot().upstream_named(&service).cloned() {
                 None => l7::answer(
@@ -220,7 +231,7 @@ pub(super) async fn request(
                 ),
                 Some(up) => {
                     let up = shared.with_endpoints(up).await;
-                    forward(&shared, up, req, &f.action, peer).await
+                    forward(&shared, up, req, &f.action, peer, &clock).await
                 }
             };
             (resp, Some(service), "")
@@ -243,6 +254,7 @@ async fn forward(
     mut req: Request<Incoming>,
     action: &RouteAction,
     peer: SocketAddr,
+    clock: &Arc<StreamClock>,
 ) -> Response<Body> {
     let RouteAction::Forward {
         timeout_ms,
@@ -281,7 +293,7 @@ async fn forward(
         for ep in upstream.pick_order().take(tries.max(1)) {
             match shared.pools.acquire(ep, flavor, limits.upstream_idle).await {
                 Ok(sender) => {
-                    return match shared.pools.send(sender, ep, req, limits.stream_idle).await {
+                    return match shared.pools.send(sender, ep, req, clock).await {
                         Ok(resp) => l7::finish(resp, "istio-envoy", upstream_started),
                         Err(e) => {
                             shared

@@ -16,7 +16,7 @@ use tessera_contract::config::ServerKind;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-use self::http::{request, DRAW};
+use self::http::{request, GatewayConn, DRAW};
 use crate::config::gateway::{sni_matches, ServerChain};
 use crate::config::route;
 use crate::detect::{read_detect, Detected};
@@ -132,17 +132,14 @@ async fn serve_http<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let handler = move |req| {
-        request(
-            svc_shared.clone(),
-            chain.clone(),
-            peer,
-            server_port,
-            scheme,
-            xfcc.clone(),
-            req,
-        )
-    };
+    let conn = Arc::new(GatewayConn {
+        chain,
+        peer,
+        server_port,
+        scheme,
+        xfcc,
+    });
+    let handler = move |req, clock| request(svc_shared.clone(), conn.clone(), req, clock);
     server::serve_http(&shared, io, handler, std::future::pending()).await;
 }
 

@@ -13,6 +13,7 @@ use tessera_contract::config::InboundMode;
 
 use crate::config::{EndpointRoute, Flavor};
 use crate::http::{answer, finish, prepare, Body, XFCC};
+use crate::limits::body::StreamClock;
 use crate::shared::Shared;
 use crate::telemetry::access_log::AccessLine;
 use crate::telemetry::{ConnectionResult, Direction, RequestResult, TlsUsed};
@@ -39,6 +40,7 @@ pub async fn request(
     shared: Arc<Shared>,
     conn: Arc<InboundConn>,
     mut req: Request<Incoming>,
+    clock: Arc<StreamClock>,
 ) -> Response<Body> {
     let peer = conn.result.peer();
     conn.result
@@ -82,7 +84,7 @@ pub async fn request(
         .acquire(&conn.app, conn.flavor, limits.upstream_idle)
         .await
     {
-        Ok(sender) => pools.send(sender, &conn.app, req, limits.stream_idle).await,
+        Ok(sender) => pools.send(sender, &conn.app, req, &clock).await,
         Err(e) => Err(e),
     };
     let mut resp = match result {

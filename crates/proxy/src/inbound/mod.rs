@@ -244,7 +244,8 @@ pub(crate) async fn serve_inbound_http<S>(
 {
     let svc_shared = shared.clone();
     let served_conn = conn.clone();
-    let handler = move |req| http::request(svc_shared.clone(), served_conn.clone(), req);
+    let handler =
+        move |req, clock| http::request(svc_shared.clone(), served_conn.clone(), req, clock);
     if serve_http(&shared, io, handler, replaced).await == Ended::NotHttp {
         // Envoy logs these as `400 DPE`. The usual cause in a mesh: a client forcing mesh
         // mTLS (DestinationRule ISTIO_MUTUAL) toward a port whose policy is DISABLE.

@@ -1,21 +1,21 @@
 //! The stream idle timeout: a request and its response share one [`StreamClock`]; each
-//! body frame that moves in either direction winds it. A body that waits past the clock
-//! ends with [`StreamIdle`], and so does a wait for the response head ([`StreamClock::within`]).
+//! body frame that moves in either direction winds it. The clock has no timer of its own
+//! (a timer per request costs more than the rest of this module): the downstream
+//! connection's watch checks its streams' clocks on its tick and stops a stream that
+//! stood still too long ([`StreamClock::check`]). A body waiting on a stopped stream then
+//! ends with [`StreamIdle`], and so does a wait for the response head
+//! ([`StreamClock::within`]).
 
 use std::error::Error;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use tokio::time::Sleep;
-
-use super::LimitEvent;
-use crate::telemetry::Telemetry;
 
 /// Which side of a stream stopped moving.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -49,23 +49,25 @@ fn process_ms() -> u64 {
 /// When a stream last moved, shared by its request and response.
 pub struct StreamClock {
     last_ms: AtomicU64,
-    idle: Duration,
     /// 0 while running; then 1 + the [`Stalled`] side that ended it.
     stalled: AtomicU8,
     /// The client's request body has been read whole: a stall from then on is the
     /// upstream's.
     request_done: AtomicBool,
-    telemetry: Arc<Telemetry>,
+    /// The response was sent (or dropped): nothing to watch any more.
+    finished: AtomicBool,
+    /// The tasks waiting on each side, woken when the stream is stopped.
+    waiting: Mutex<[Option<Waker>; 2]>,
 }
 
 impl StreamClock {
-    pub fn new(idle: Duration, telemetry: Arc<Telemetry>) -> Arc<StreamClock> {
+    pub fn new() -> Arc<StreamClock> {
         Arc::new(StreamClock {
             last_ms: AtomicU64::new(process_ms()),
-            idle,
             stalled: AtomicU8::new(0),
             request_done: AtomicBool::new(false),
-            telemetry,
+            finished: AtomicBool::new(false),
+            waiting: Mutex::new([None, None]),
         })
     }
 
@@ -73,69 +75,87 @@ impl StreamClock {
         self.last_ms.store(process_ms(), Ordering::Relaxed);
     }
 
-    fn last(&self) -> u64 {
-        self.last_ms.load(Ordering::Relaxed)
+    /// The stream's response is done with.
+    pub fn finish(&self) {
+        self.finished.store(true, Ordering::Relaxed);
     }
 
-    /// When the stream is due to be ended if nothing moves after `last`.
-    fn deadline_after(&self, last: u64) -> tokio::time::Instant {
-        let left = (last + self.idle.as_millis() as u64).saturating_sub(process_ms());
-        tokio::time::Instant::now() + Duration::from_millis(left)
+    pub fn is_finished(&self) -> bool {
+        self.finished.load(Ordering::Relaxed)
     }
 
-    fn stall(&self, side: Stalled) -> StreamIdle {
-        let code = 1 + side as u8;
-        if self
-            .stalled
-            .compare_exchange(0, code, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-        {
-            self.telemetry.limit_hit(LimitEvent::StreamIdleTimeout);
+    /// Stops the stream if nothing moved for `idle`; true when this call stopped it.
+    pub fn check(&self, idle: Duration) -> bool {
+        if self.is_finished() || self.stalled().is_some() {
+            return false;
         }
-        StreamIdle(side)
+        let due = self.last_ms.load(Ordering::Relaxed) + idle.as_millis() as u64;
+        if process_ms() < due {
+            return false;
+        }
+        let side = if self.request_done.load(Ordering::Relaxed) {
+            Stalled::Response
+        } else {
+            Stalled::Request
+        };
+        let stopped = self
+            .stalled
+            .compare_exchange(0, 1 + side as u8, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok();
+        if stopped {
+            for w in self.waiting.lock().unwrap().iter_mut() {
+                if let Some(w) = w.take() {
+                    w.wake();
+                }
+            }
+        }
+        stopped
     }
 
     /// The side that stopped the stream, if it was stopped.
     pub fn stalled(&self) -> Option<Stalled> {
-        match self.stalled.load(Ordering::Relaxed) {
+        match self.stalled.load(Ordering::Acquire) {
             1 => Some(Stalled::Request),
             2 => Some(Stalled::Response),
             _ => None,
         }
     }
 
-    /// `fut` (the wait for the response head), ended when the stream stops moving: while
-    /// the request body is still being sent the clock keeps being wound.
-    pub async fn within<F: Future>(&self, fut: F) -> Result<F::Output, StreamIdle> {
-        let mut fut = std::pin::pin!(fut);
-        loop {
-            let last = self.last();
-            match tokio::time::timeout_at(self.deadline_after(last), fut.as_mut()).await {
-                Ok(out) => return Ok(out),
-                // Nothing moved while the timer ran: the side still owing bytes stalled.
-                Err(_) if self.last() == last => {
-                    let side = if self.request_done.load(Ordering::Relaxed) {
-                        Stalled::Response
-                    } else {
-                        Stalled::Request
-                    };
-                    return Err(self.stall(side));
-                }
-                Err(_) => {}
+    /// Registers the task waiting on `side`, then tells whether the stream was stopped
+    /// (checked after registering, so a stop in between is not missed).
+    fn wait(&self, side: Stalled, cx: &Context<'_>) -> Option<Stalled> {
+        {
+            let mut waiting = self.waiting.lock().unwrap();
+            let slot = &mut waiting[side as usize];
+            if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                *slot = Some(cx.waker().clone());
             }
         }
+        self.stalled()
+    }
+
+    /// `fut` (the wait for the response head), ended when the stream is stopped.
+    pub async fn within<F: Future>(&self, fut: F) -> Result<F::Output, StreamIdle> {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Ok(out));
+            }
+            match self.wait(Stalled::Response, cx) {
+                Some(side) => Poll::Ready(Err(StreamIdle(side))),
+                None => Poll::Pending,
+            }
+        })
+        .await
     }
 }
 
 /// A body that winds its stream's clock with every frame and ends with [`StreamIdle`]
-/// when it waits past it.
+/// once the stream was stopped.
 pub struct IdleBody<B> {
     inner: B,
     clock: Arc<StreamClock>,
     side: Stalled,
-    /// Made at the first wait (most small bodies never wait), with the clock reading it
-    /// was set for.
-    timer: Option<(Pin<Box<Sleep>>, u64)>,
 }
 
 impl<B> IdleBody<B> {
@@ -146,12 +166,7 @@ impl<B> IdleBody<B> {
         if side == Stalled::Request && inner.is_end_stream() {
             clock.request_done.store(true, Ordering::Relaxed);
         }
-        IdleBody {
-            inner,
-            clock,
-            side,
-            timer: None,
-        }
+        IdleBody { inner, clock, side }
     }
 }
 
@@ -177,23 +192,9 @@ where
                 }
                 Poll::Ready(frame.map(|f| f.map_err(Into::into)))
             }
-            Poll::Pending => loop {
-                let last = this.clock.last();
-                let deadline = this.clock.deadline_after(last);
-                let (timer, armed_for) = this
-                    .timer
-                    .get_or_insert_with(|| (Box::pin(tokio::time::sleep_until(deadline)), last));
-                if *armed_for != last {
-                    timer.as_mut().reset(deadline);
-                    *armed_for = last;
-                }
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                // The timer ran out; if nothing moved meanwhile, the stream is idle.
-                if this.clock.last() == *armed_for {
-                    return Poll::Ready(Some(Err(Box::new(this.clock.stall(this.side)))));
-                }
+            Poll::Pending => match this.clock.wait(this.side, cx) {
+                Some(side) => Poll::Ready(Some(Err(Box::new(StreamIdle(side))))),
+                None => Poll::Pending,
             },
         }
     }
@@ -212,13 +213,41 @@ mod tests {
     use super::*;
     use http_body_util::{BodyExt, StreamBody};
 
+    type Chunks =
+        StreamBody<tokio_stream::wrappers::ReceiverStream<Result<Frame<Bytes>, std::io::Error>>>;
+
+    fn chunks() -> (
+        tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::io::Error>>,
+        Chunks,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        (
+            tx,
+            StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx)),
+        )
+    }
+
+    /// Checks `clock` every 20 ms, as a connection's watch does.
+    fn watch(clock: Arc<StreamClock>, idle: Duration) {
+        tokio::spawn(async move {
+            while !clock.is_finished() {
+                clock.check(idle);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+    }
+
     #[tokio::test]
     async fn a_body_that_keeps_moving_is_not_cut_and_one_that_stops_is() {
-        let telemetry = Arc::new(Telemetry::default());
-        let clock = StreamClock::new(Duration::from_millis(150), telemetry.clone());
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
-        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
-        let mut body = IdleBody::new(StreamBody::new(stream), clock.clone(), Stalled::Response);
+        let clock = StreamClock::new();
+        watch(clock.clone(), Duration::from_millis(150));
+        let _request = IdleBody::new(
+            http_body_util::Empty::<Bytes>::new(),
+            clock.clone(),
+            Stalled::Request,
+        );
+        let (tx, inner) = chunks();
+        let mut body = IdleBody::new(inner, clock.clone(), Stalled::Response);
         tokio::spawn(async move {
             for _ in 0..4 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -231,37 +260,42 @@ mod tests {
             let frame = body.frame().await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), "x");
         }
+        let started = Instant::now();
         let err = body.frame().await.unwrap().unwrap_err();
         assert!(err.to_string().contains("stream idle timeout"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(1));
         assert_eq!(clock.stalled(), Some(Stalled::Response));
-        assert_eq!(
-            telemetry.metrics.limits_of(LimitEvent::StreamIdleTimeout),
-            1
-        );
+        clock.finish();
     }
 
     #[tokio::test]
     async fn the_response_head_wait_ends_when_nothing_moves() {
-        let clock = StreamClock::new(Duration::from_millis(100), Arc::new(Telemetry::default()));
         // A request without a body: a stall is the upstream's.
+        let clock = StreamClock::new();
+        watch(clock.clone(), Duration::from_millis(100));
         let _request = IdleBody::new(
             http_body_util::Empty::<Bytes>::new(),
             clock.clone(),
             Stalled::Request,
         );
-        let never = std::future::pending::<()>();
         let started = Instant::now();
-        assert!(clock.within(never).await.is_err());
+        assert!(clock.within(std::future::pending::<()>()).await.is_err());
         assert!(started.elapsed() >= Duration::from_millis(100));
         assert_eq!(clock.stalled(), Some(Stalled::Response));
-        assert_eq!(clock.within(async { 7 }).await.unwrap(), 7);
+        clock.finish();
 
         // A request body still owed: the stall is the client's.
-        let clock = StreamClock::new(Duration::from_millis(100), Arc::new(Telemetry::default()));
-        let (_tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(1);
-        let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
-        let _request = IdleBody::new(body, clock.clone(), Stalled::Request);
+        let clock = StreamClock::new();
+        watch(clock.clone(), Duration::from_millis(100));
+        let (_tx, inner) = chunks();
+        let _request = IdleBody::new(inner, clock.clone(), Stalled::Request);
         assert!(clock.within(std::future::pending::<()>()).await.is_err());
         assert_eq!(clock.stalled(), Some(Stalled::Request));
+        clock.finish();
+
+        // An answer in time is not touched.
+        let clock = StreamClock::new();
+        assert_eq!(clock.within(async { 7 }).await.unwrap(), 7);
+        assert!(!clock.check(Duration::from_secs(60)));
     }
 }

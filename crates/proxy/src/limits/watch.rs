@@ -6,6 +6,8 @@
 //!   byte, until hyper hands the parsed head over (HTTP/2 streams are bounded by the
 //!   header list size instead, so once the preface is in, only the idle clock applies);
 //! - the idle clock runs while no request is in flight;
+//! - each request's [`StreamClock`] is checked on the watch's tick (the stream idle
+//!   timeout), so requests need no timer of their own;
 //! - cancelled requests (a client's RST_STREAM before the answer) spend a per-second
 //!   budget; past it the connection is closed (HTTP/2 rapid reset).
 
@@ -20,7 +22,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
+use super::body::StreamClock;
 use super::{LimitEvent, Limits};
+use crate::telemetry::Telemetry;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -29,6 +33,11 @@ pub struct ConnWatch {
     epoch: Instant,
     header_read: Duration,
     idle: Duration,
+    stream_idle: Duration,
+    /// The clocks of the requests in flight (and of a few finished ones, pruned as new
+    /// ones come).
+    streams: Mutex<Vec<Arc<StreamClock>>>,
+    telemetry: Arc<Telemetry>,
     resets_per_second: u32,
     /// Milliseconds since `epoch`, plus one, when the current request head began; 0 when
     /// no head is being read.
@@ -51,11 +60,14 @@ struct ResetWindow {
 impl ConnWatch {
     /// A connection that starts now: its first request head is due within the header
     /// read timeout.
-    pub fn new(limits: &Limits) -> Arc<ConnWatch> {
+    pub fn new(limits: &Limits, telemetry: Arc<Telemetry>) -> Arc<ConnWatch> {
         Arc::new(ConnWatch {
             epoch: Instant::now(),
             header_read: limits.header_read,
             idle: limits.idle,
+            stream_idle: limits.stream_idle,
+            streams: Mutex::default(),
+            telemetry,
             resets_per_second: limits.h2_max_resets_per_second,
             head_since: AtomicU64::new(1),
             in_flight: AtomicU32::new(0),
@@ -88,13 +100,33 @@ impl ConnWatch {
         self.head_since.store(0, Ordering::Relaxed);
     }
 
-    /// A request's head has been read; the returned guard ends it.
+    /// A request's head has been read; the returned guard ends it and holds its clock.
     pub fn request_started(self: &Arc<Self>) -> RequestGuard {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
+        let clock = StreamClock::new();
+        {
+            let mut streams = self.streams.lock().unwrap();
+            if streams.len() >= 8 {
+                streams.retain(|c| !c.is_finished());
+            }
+            streams.push(clock.clone());
+        }
         RequestGuard {
             watch: self.clone(),
+            clock,
             answered: false,
+        }
+    }
+
+    /// Stops the streams that stood still for the stream idle timeout.
+    fn check_streams(&self) {
+        let mut streams = self.streams.lock().unwrap();
+        streams.retain(|c| !c.is_finished());
+        for clock in streams.iter() {
+            if clock.check(self.stream_idle) {
+                self.telemetry.limit_hit(LimitEvent::StreamIdleTimeout);
+            }
         }
     }
 
@@ -124,11 +156,16 @@ impl ConnWatch {
     }
 
     /// Resolves with the limit that ends this connection. The clocks are checked at
-    /// their deadlines and at least every quarter of the shorter timeout, so a head that
-    /// begins during a long idle wait is still timed (within a quarter of its timeout).
+    /// their deadlines and at least every quarter of the shortest timeout, so a head that
+    /// begins during a long idle wait is still timed, and a stream stopped, within a
+    /// quarter of its timeout.
     pub async fn expired(&self) -> LimitEvent {
-        let tick = (self.header_read.min(self.idle) / 4).max(Duration::from_millis(5));
+        let shortest = self.header_read.min(self.idle).min(self.stream_idle);
+        let tick = (shortest / 4).max(Duration::from_millis(5));
         loop {
+            if self.in_flight.load(Ordering::Relaxed) > 0 {
+                self.check_streams();
+            }
             if self.flooded.load(Ordering::Relaxed) {
                 return LimitEvent::H2ResetFlood;
             }
@@ -161,10 +198,16 @@ impl ConnWatch {
 /// which counts as a cancellation).
 pub struct RequestGuard {
     watch: Arc<ConnWatch>,
+    clock: Arc<StreamClock>,
     answered: bool,
 }
 
 impl RequestGuard {
+    /// The request's stream clock.
+    pub fn clock(&self) -> Arc<StreamClock> {
+        self.clock.clone()
+    }
+
     /// The handler produced a response; dropping the guard from now on is not a
     /// cancellation.
     pub fn answered(&mut self) {
@@ -174,6 +217,7 @@ impl RequestGuard {
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
+        self.clock.finish();
         self.watch.request_ended(self.answered);
     }
 }
@@ -332,7 +376,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn limits(header_ms: u64, idle_ms: u64, resets: u32) -> Limits {
+    fn limits_t(header_ms: u64, idle_ms: u64, resets: u32) -> Limits {
         Limits {
             header_read: Duration::from_millis(header_ms),
             idle: Duration::from_millis(idle_ms),
@@ -349,7 +393,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_silent_connection_meets_the_head_clock() {
-        let watch = ConnWatch::new(&limits(50, 10_000, 100));
+        let watch = ConnWatch::new(&limits_t(50, 10_000, 100), Arc::default());
         assert_eq!(
             expires_within(&watch, 1000).await,
             Some(LimitEvent::HeaderTimeout)
@@ -358,7 +402,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_in_flight_stops_both_clocks_and_its_end_starts_the_idle_one() {
-        let watch = ConnWatch::new(&limits(50, 150, 100));
+        let watch = ConnWatch::new(&limits_t(50, 150, 100), Arc::default());
         let mut guard = watch.request_started();
         assert_eq!(expires_within(&watch, 300).await, None);
         guard.answered();
@@ -371,7 +415,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_partial_head_after_a_request_meets_the_head_clock() {
-        let watch = ConnWatch::new(&limits(100, 60_000, 100));
+        let watch = ConnWatch::new(&limits_t(100, 60_000, 100), Arc::default());
         let (mut client, server) = tokio::io::duplex(1024);
         let mut io = Watched::new(server, watch.clone());
         let mut guard = watch.request_started();
@@ -388,7 +432,7 @@ mod tests {
 
     #[tokio::test]
     async fn after_the_h2_preface_only_the_idle_clock_runs() {
-        let watch = ConnWatch::new(&limits(50, 300, 100));
+        let watch = ConnWatch::new(&limits_t(50, 300, 100), Arc::default());
         let (mut client, server) = tokio::io::duplex(1024);
         let mut io = Watched::new(server, watch.clone());
         // The preface split across two reads, then a SETTINGS frame's bytes.
@@ -438,7 +482,7 @@ mod tests {
 
     #[tokio::test]
     async fn cancellations_past_the_budget_close_the_connection() {
-        let watch = ConnWatch::new(&limits(10_000, 10_000, 5));
+        let watch = ConnWatch::new(&limits_t(10_000, 10_000, 5), Arc::default());
         for _ in 0..5 {
             drop(watch.request_started());
         }

@@ -11,6 +11,7 @@ use hyper::body::Incoming;
 use crate::config::{EndpointRoute, Flavor, Upstream};
 use crate::connect::{Phase, UpstreamError};
 use crate::http::{answer, finish, prepare, Body, XFCC};
+use crate::limits::body::StreamClock;
 use crate::shared::Shared;
 use crate::telemetry::access_log::AccessLine;
 use crate::telemetry::{Direction, RequestResult, TlsUsed};
@@ -22,6 +23,7 @@ pub async fn request(
     upstream: Arc<Upstream>,
     src: SocketAddr,
     mut req: Request<Incoming>,
+    clock: Arc<StreamClock>,
 ) -> Response<Body> {
     let upstream = shared.with_endpoints(upstream).await;
     let limits = shared.limits();
@@ -62,11 +64,7 @@ pub async fn request(
         }
     }
     let (resp, endpoint, tls) = match chosen {
-        Some((ep, sender)) => match shared
-            .pools
-            .send(sender, &ep, req, limits.stream_idle)
-            .await
-        {
+        Some((ep, sender)) => match shared.pools.send(sender, &ep, req, &clock).await {
             Ok(resp) => (
                 finish(resp, "envoy", upstream_started),
                 Some(ep.address),

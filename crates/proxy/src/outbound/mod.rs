@@ -64,7 +64,8 @@ pub async fn outbound(
     };
     if is_http {
         let svc_shared = shared.clone();
-        let handler = move |req| http::request(svc_shared.clone(), upstream.clone(), peer, req);
+        let handler =
+            move |req, clock| http::request(svc_shared.clone(), upstream.clone(), peer, req, clock);
         let io = Prefixed::new(prefix, tcp);
         serve_http(&shared, io, handler, std::future::pending()).await;
         return;
