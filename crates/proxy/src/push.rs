@@ -69,17 +69,18 @@ pub async fn run<T: ConfigTarget>(
     let tokens = TokenFile(plane.token_file.clone());
     let mut backoff = BACKOFF_START;
     loop {
+        let mut delivered = false;
         let outcome = follow(
             control.as_ref(),
             &bootstrap,
             client.clone(),
             &tokens,
             &status,
+            &mut delivered,
         )
         .await;
-        let delivered = matches!(outcome, Ok(true));
         let reason = match outcome {
-            Ok(_) => "the control plane closed the stream".to_string(),
+            Ok(()) => "the control plane closed the stream".to_string(),
             Err(e) => e,
         };
         {
@@ -101,14 +102,17 @@ pub async fn run<T: ConfigTarget>(
     }
 }
 
-/// One stream. `Ok(true)` when at least one snapshot arrived before it ended.
+/// One stream, until it ends. `delivered` is set once a snapshot arrived, however the
+/// stream ends afterwards (a control plane that restarts breaks it with an error), so that
+/// a proxy reconnects quickly after every restart, not after a backoff grown by earlier ones.
 async fn follow<T: ConfigTarget>(
     control: &T,
     bootstrap: &ProxyConfig,
     mut client: ConfigDiscoveryClient<tonic::transport::Channel>,
     tokens: &TokenFile,
     status: &SharedPushStatus,
-) -> Result<bool, String> {
+    delivered: &mut bool,
+) -> Result<(), String> {
     let token = tokens.token().map_err(|e| e.to_string())?;
     let node_id = bootstrap.node.id.clone();
     let (tx, rx) = mpsc::channel::<ConfigRequest>(4);
@@ -135,14 +139,13 @@ async fn follow<T: ConfigTarget>(
         s.last_error = None;
     }
     tracing::info!(node = %node_id, "connected to the control plane");
-    let mut delivered = false;
     loop {
         let response: ConfigResponse = match responses.message().await {
             Ok(Some(r)) => r,
-            Ok(None) => return Ok(delivered),
+            Ok(None) => return Ok(()),
             Err(s) => return Err(format!("{:?}: {}", s.code(), s.message())),
         };
-        delivered = true;
+        *delivered = true;
         let answer = apply(control, bootstrap, &response, status).await;
         let reply = ConfigRequest {
             node_id: node_id.clone(),
@@ -152,7 +155,7 @@ async fn follow<T: ConfigTarget>(
             proxy_version: String::new(),
         };
         if tx.send(reply).await.is_err() {
-            return Ok(delivered);
+            return Ok(());
         }
     }
 }

@@ -12,6 +12,7 @@ use tessera_ca::CredentialStore;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{EndpointRoute, Origination, Snapshot, Upstream};
+use crate::connect::{Phase, UpstreamError};
 use crate::io::IdleLimit;
 use crate::limits::Limits;
 use crate::pool::HttpPool;
@@ -114,6 +115,12 @@ impl Shared {
     /// service without endpoints yet is held (at most `runtime.endpointHoldMs`) for a push
     /// that brings some, then answered as it stands.
     pub async fn with_endpoints(&self, upstream: Arc<Upstream>) -> Arc<Upstream> {
+        // A keep-alive downstream connection was routed with the snapshot of its first
+        // request; each request takes the endpoints the control plane lists now.
+        let upstream = match self.snapshot.load().upstream_named(&upstream.name) {
+            Some(now) if !Arc::ptr_eq(now, &upstream) => now.clone(),
+            _ => upstream,
+        };
         if !upstream.endpoints.is_empty() {
             return upstream;
         }
@@ -132,6 +139,44 @@ impl Shared {
                 Ok(Ok(())) => {}
                 _ => return current,
             }
+        }
+    }
+
+    /// Runs `connecting` (a connect to `address`, an endpoint of `upstream`) unless a
+    /// configuration that no longer lists that endpoint is applied first: a connect to a
+    /// pod that went away may hang for the connect timeout (its address no longer answers
+    /// at all), while the control plane already said to use another endpoint. The
+    /// abandoned attempt counts as a connect failure, so the next endpoint is tried.
+    pub async fn connect_unless_removed<T>(
+        &self,
+        upstream: &str,
+        address: SocketAddr,
+        connecting: impl std::future::Future<Output = Result<T, UpstreamError>>,
+    ) -> Result<T, UpstreamError> {
+        let mut updates = self.config_updates();
+        // Only upstreams the snapshot knows by name can be followed.
+        let followed = self.snapshot().upstream_named(upstream).is_some();
+        let removed = async {
+            if !followed {
+                return std::future::pending::<()>().await;
+            }
+            loop {
+                let listed = self
+                    .snapshot()
+                    .upstream_named(upstream)
+                    .is_some_and(|u| u.endpoints.iter().any(|e| e.address == address));
+                if !listed || updates.changed().await.is_err() {
+                    break;
+                }
+            }
+        };
+        tokio::select! {
+            biased;
+            r = connecting => r,
+            () = removed => Err(UpstreamError {
+                phase: Phase::Connect,
+                reason: format!("{address} was removed from {upstream}'s endpoints while connecting"),
+            }),
         }
     }
 

@@ -64,20 +64,38 @@ impl Runtime {
         }
     }
 
-    /// Reconciles until `stop`, then stops every pod.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+    /// Reconciles until `stop`, then stops every pod. When the control plane restarts, a
+    /// new one arrives on `controls`; `pause` is held while a reconcile runs, so that the
+    /// restart (which takes it) never overlaps a write to the store it is reopening.
+    pub async fn run(
+        mut self,
+        mut stop: watch::Receiver<bool>,
+        mut controls: watch::Receiver<Arc<ControlState>>,
+        pause: Arc<tokio::sync::Mutex<()>>,
+    ) {
         let mut revisions = self.control.revisions();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let wake = self.wake.clone();
         loop {
-            self.reconcile().await;
+            {
+                let _running = pause.lock().await;
+                let current = controls.borrow_and_update().clone();
+                if !Arc::ptr_eq(&current, &self.control) {
+                    tracing::info!("the runtime follows the restarted control plane");
+                    self.control = current;
+                    revisions = self.control.revisions();
+                    self.synced = None;
+                }
+                self.reconcile().await;
+            }
             tokio::select! {
                 r = revisions.changed() => {
                     if r.is_err() { break; }
                     // Let a burst of writes land before acting on it.
                     tokio::time::sleep(Duration::from_millis(30)).await;
                 }
+                r = controls.changed() => if r.is_err() { break },
                 _ = tick.tick() => {}
                 _ = wake.notified() => {}
                 _ = stopped(&mut stop) => break,

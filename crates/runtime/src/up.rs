@@ -167,13 +167,13 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o711))
             .map_err(|e| RuntimeError::io(&d, e))?;
     }
-    let plane = ControlPlane::start(ControlOptions {
+    let control_options = ControlOptions {
         state_dir: state_dir.clone(),
         mesh: opts.mesh.clone(),
         admission: Some(Arc::new(SidecarInjector)),
         pod_access: true,
-    })
-    .await?;
+    };
+    let mut plane = ControlPlane::start(control_options.clone()).await?;
     if opts.mesh.ingress_gateway {
         let ops = crate::install::ingress_gateway_ops(&opts.mesh.root_namespace);
         if let Err(e) = plane.control().submit(ops).await {
@@ -209,9 +209,20 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     tracing::info!(state_dir = %state_dir.display(), cluster = %net.namespace(), "mesh up");
     ready(&state_dir);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let runtime =
-        tokio::spawn(Runtime::new(host, plane.control().clone(), net, publisher).run(stop_rx));
-    wait_for_signal().await;
+    let (controls_tx, controls_rx) = watch::channel(plane.control().clone());
+    let pause = Arc::new(tokio::sync::Mutex::new(()));
+    let runtime = tokio::spawn(
+        Runtime::new(host, plane.control().clone(), net, publisher).run(
+            stop_rx,
+            controls_rx,
+            pause.clone(),
+        ),
+    );
+    while wait_for_signal().await == Signal::Restart {
+        let _paused = pause.lock().await;
+        plane = restart_control_plane(plane, &control_options).await;
+        let _ = controls_tx.send(plane.control().clone());
+    }
     tracing::info!("stopping pods");
     let _ = stop_tx.send(true);
     let _ = runtime.await;
@@ -221,17 +232,48 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     Ok(())
 }
 
-async fn wait_for_signal() {
+#[derive(Debug, PartialEq, Eq)]
+enum Signal {
+    Stop,
+    Restart,
+}
+
+/// SIGTERM or SIGINT stop the mesh; SIGHUP restarts its control plane.
+async fn wait_for_signal() -> Signal {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
     ) else {
         std::future::pending::<()>().await;
-        return;
+        return Signal::Stop;
     };
     tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+        _ = term.recv() => Signal::Stop,
+        _ = int.recv() => Signal::Stop,
+        _ = hup.recv() => Signal::Restart,
+    }
+}
+
+/// Stops the control plane (every proxy loses its config stream and CA connection, the
+/// sockets go away) and starts a new one from the store and CA files on disk, as a
+/// restarted istiod comes back. The pods and their proxies keep running meanwhile; the
+/// proxies serve their last configuration and reconnect. A start that fails is retried
+/// every second.
+async fn restart_control_plane(plane: ControlPlane, options: &ControlOptions) -> ControlPlane {
+    tracing::info!("restarting the control plane");
+    plane.shutdown().await;
+    loop {
+        match ControlPlane::start(options.clone()).await {
+            Ok(plane) => {
+                tracing::info!("control plane restarted");
+                return plane;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "the control plane did not start; retrying in 1 s");
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
     }
 }

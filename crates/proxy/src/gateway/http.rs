@@ -291,7 +291,11 @@ async fn forward(
         let upstream_started = Instant::now();
         let mut failures = Vec::new();
         for ep in upstream.pick_order().take(tries.max(1)) {
-            match shared.pools.acquire(ep, flavor, limits.upstream_idle).await {
+            let acquiring = shared.pools.acquire(ep, flavor, limits.upstream_idle);
+            match shared
+                .connect_unless_removed(&upstream.name, ep.address, acquiring)
+                .await
+            {
                 Ok(sender) => {
                     return match shared.pools.send(sender, ep, req, clock).await {
                         Ok(resp) => l7::finish(resp, "istio-envoy", upstream_started),

@@ -49,7 +49,11 @@ pub async fn request(
     let mut chosen = None;
     let upstream_started = Instant::now();
     for ep in upstream.pick_order() {
-        match shared.pools.acquire(ep, flavor, limits.upstream_idle).await {
+        let acquiring = shared.pools.acquire(ep, flavor, limits.upstream_idle);
+        match shared
+            .connect_unless_removed(&upstream.name, ep.address, acquiring)
+            .await
+        {
             Ok(sender) => {
                 chosen = Some((ep.clone(), sender));
                 break;

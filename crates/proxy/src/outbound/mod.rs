@@ -111,7 +111,11 @@ where
     for ep in upstream.pick_order() {
         tried = true;
         let tls = ep.origination.used();
-        match connect(ep, Flavor::Tcp, &shared.telemetry).await {
+        let connecting = connect(ep, Flavor::Tcp, &shared.telemetry);
+        match shared
+            .connect_unless_removed(&upstream.name, ep.address, connecting)
+            .await
+        {
             Ok((up, _)) => {
                 if matches!(ep.origination, Origination::Tls { .. }) {
                     result.handshake(Direction::Outbound, tls, true);
