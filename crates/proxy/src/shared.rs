@@ -153,11 +153,11 @@ impl Shared {
         address: SocketAddr,
         connecting: impl std::future::Future<Output = Result<T, UpstreamError>>,
     ) -> Result<T, UpstreamError> {
-        let mut updates = self.config_updates();
-        // Only upstreams the snapshot knows by name can be followed.
-        let followed = self.snapshot().upstream_named(upstream).is_some();
+        // Polled only if the connect does not finish at once (a pooled connection is
+        // ready without it). Only upstreams the snapshot knows by name can be followed.
         let removed = async {
-            if !followed {
+            let mut updates = self.config_updates();
+            if self.snapshot().upstream_named(upstream).is_none() {
                 return std::future::pending::<()>().await;
             }
             loop {
