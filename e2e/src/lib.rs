@@ -144,7 +144,8 @@ impl Mesh {
     }
 
     /// Runs a snippet with bash in the repository root: `tessera` on PATH, the mesh's
-    /// state dir in `TESSERA_STATE_DIR`, `$SCRATCH` for files. `echo` expands `\n` as
+    /// state dir in `TESSERA_STATE_DIR`, its kubeconfig in `KUBECONFIG`, `$SCRATCH` for
+    /// files (and as `HOME`). `echo` expands `\n` as
     /// in the shells the seeds were written for (`echo -n "\n"` prints a newline).
     pub fn sh(&self, script: &str) -> Run {
         let bin_dir = tessera_bin().parent().expect("bin dir").to_path_buf();
@@ -160,6 +161,10 @@ impl Mesh {
             .env("PATH", path)
             .env("TESSERA_STATE_DIR", &self.dir)
             .env("SCRATCH", &self.scratch)
+            // The machine's kubectl talks to this mesh's Kubernetes API, and keeps its
+            // discovery cache in this mesh's scratch dir.
+            .env("KUBECONFIG", self.dir.join("kubeconfig"))
+            .env("HOME", &self.scratch)
             .stdin(Stdio::null())
             .output()
             .expect("bash");

@@ -4,6 +4,7 @@
 
 pub mod authority;
 pub mod client;
+pub mod cluster;
 pub mod credentials;
 pub mod crypto;
 pub mod external;

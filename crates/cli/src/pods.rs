@@ -59,6 +59,10 @@ pub fn up(ctx: &Ctx, args: &UpArgs) -> ExitCode {
             "  use it from another terminal: export TESSERA_STATE_DIR={}",
             dir.display()
         );
+        println!(
+            "  kubectl: export KUBECONFIG={}",
+            dir.join(tessera_control::server::KUBECONFIG).display()
+        );
         println!("  stop it with Ctrl-C (or `tessera down`)");
     });
     match result {

@@ -6,6 +6,7 @@ pub mod api;
 pub mod compile;
 pub mod inject;
 pub mod insight;
+pub mod kube;
 pub mod objects;
 pub mod policy;
 pub mod push;

@@ -66,6 +66,9 @@ pub struct ControlOptions {
     /// traversable (not listable) and those two sockets world-connectable. Their callers
     /// prove who they are with a token; the operator API stays owner-only.
     pub pod_access: bool,
+    /// Where to serve the Kubernetes API (HTTPS), if at all. Its credentials live in
+    /// `<state-dir>/kube/`, and `<state-dir>/kubeconfig` points `kubectl` at it.
+    pub kube_api: Option<std::net::SocketAddr>,
 }
 
 impl ControlOptions {
@@ -75,6 +78,7 @@ impl ControlOptions {
             mesh,
             admission: None,
             pod_access: false,
+            kube_api: None,
         }
     }
 }
@@ -186,6 +190,16 @@ impl ControlPlane {
             CaService::new(issuer).into_server(),
             until(stopped.clone()),
         ));
+        if let Some(address) = opts.kube_api {
+            let listener = start_kube_api(dir, address).await?;
+            tasks.spawn(crate::kube::serve(
+                control.clone(),
+                listener.0,
+                listener.1,
+                listener.2,
+                until(stopped.clone()),
+            ));
+        }
         tracing::info!(
             state_dir = %dir.display(),
             revision = control.objects().revision(),
@@ -219,6 +233,42 @@ impl ControlPlane {
         }
         tracing::info!("control plane stopped");
     }
+}
+
+/// The kubeconfig `tessera up` writes for `kubectl`.
+pub const KUBECONFIG: &str = "kubeconfig";
+
+/// Binds the Kubernetes API's port, loads or creates its credentials and writes the
+/// kubeconfig: the listener, the TLS configuration and the administrator's token.
+async fn start_kube_api(
+    dir: &Path,
+    address: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, Arc<rustls::ServerConfig>, String), ControlError> {
+    let kube_dir = dir.join("kube");
+    let creds = tessera_ca::cluster::ClusterCredentials::load_or_create(&kube_dir)?;
+    // Another mesh on the same address has the port: take any free one, which the
+    // kubeconfig names.
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            tracing::warn!(address = %address, "Kubernetes API: the port is taken; serving on a free one");
+            tokio::net::TcpListener::bind((address.ip(), 0)).await
+        }
+        bound => bound,
+    }
+    .map_err(io_err(Path::new(&address.to_string())))?;
+    let bound = listener.local_addr().map_err(io_err(&kube_dir))?;
+    let tls = crate::kube::tls_config(&creds, bound).map_err(|e| ControlError::Io {
+        path: kube_dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let kubeconfig = dir.join(KUBECONFIG);
+    tessera_ca::authority::write_atomic(
+        &kubeconfig,
+        creds.kubeconfig(&format!("https://{bound}")).as_bytes(),
+        0o600,
+    )?;
+    tracing::info!(address = %bound, kubeconfig = %kubeconfig.display(), "Kubernetes API serving");
+    Ok((listener, Arc::new(tls), creds.admin_token.clone()))
 }
 
 async fn until(mut stopped: watch::Receiver<bool>) {

@@ -34,6 +34,7 @@ pub enum Kind {
 
 /// What is known of each kind: group, accepted versions (preferred first), scope and the
 /// names people type for it.
+#[derive(Debug, PartialEq, Eq)]
 pub struct KindInfo {
     pub kind: Kind,
     pub name: &'static str,

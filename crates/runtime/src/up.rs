@@ -28,6 +28,10 @@ pub struct UpOptions {
 
 const PID_FILE: &str = "up.pid";
 
+/// The Kubernetes API's port, on the mesh's own loopback address (the ingress address),
+/// as a cluster's API server listens on 6443.
+pub const KUBE_API_PORT: u16 = 6443;
+
 fn check_host() -> Result<(), RuntimeError> {
     if unsafe { libc::geteuid() } != 0 {
         return Err(RuntimeError::NotRoot);
@@ -125,7 +129,9 @@ pub fn down(state_dir: &Path, keep_state: bool) -> Result<DownReport, RuntimeErr
         ] {
             let _ = std::fs::remove_file(state_dir.join(name));
         }
+        let _ = std::fs::remove_file(state_dir.join(tessera_control::server::KUBECONFIG));
         let _ = std::fs::remove_dir_all(state_dir.join("ca"));
+        let _ = std::fs::remove_dir_all(state_dir.join("kube"));
         // Only if nothing else (not ours) is in it.
         report.removed_state = std::fs::remove_dir(state_dir).is_ok();
     }
@@ -172,6 +178,10 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
         mesh: opts.mesh.clone(),
         admission: Some(Arc::new(SidecarInjector)),
         pod_access: true,
+        kube_api: Some(std::net::SocketAddr::new(
+            opts.ingress_ip.into(),
+            KUBE_API_PORT,
+        )),
     };
     let mut plane = ControlPlane::start(control_options.clone()).await?;
     if opts.mesh.ingress_gateway {

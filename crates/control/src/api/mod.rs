@@ -3,6 +3,7 @@
 //! each request to its verb group ([`routes`]).
 
 pub mod client;
+pub mod columns;
 mod insight;
 mod objects;
 mod proxies;

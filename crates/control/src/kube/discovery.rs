@@ -1,0 +1,206 @@
+//! Discovery documents, generated from the model's kinds: the server version, the legacy
+//! and named groups with their versions, and each group version's resources with their
+//! verbs, short names and categories, as `kubectl` reads them to map `po` to
+//! `/api/v1/namespaces/{ns}/pods`.
+
+use serde_json::{json, Value};
+use tessera_model::resource::{api_version, KindInfo, KINDS};
+
+/// The Kubernetes version this API speaks (kubectl warns past one minor version of skew).
+pub const MAJOR: &str = "1";
+pub const MINOR: &str = "32";
+
+/// What every served resource allows today.
+pub const VERBS: &[&str] = &["get", "list"];
+
+pub fn version() -> Value {
+    json!({
+        "major": MAJOR,
+        "minor": MINOR,
+        "gitVersion": format!("v{MAJOR}.{MINOR}.0-tessera.{}", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "",
+        "gitTreeState": "clean",
+        "buildDate": "1970-01-01T00:00:00Z",
+        "goVersion": "",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
+    })
+}
+
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `/api`.
+pub fn legacy_versions(server_address: &str) -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}],
+    })
+}
+
+/// The named groups in the order of the model's kinds, each with its versions (the
+/// preferred one first, as the model lists them).
+fn named_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut groups: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for k in KINDS.iter().filter(|k| !k.group.is_empty()) {
+        let entry = match groups.iter_mut().find(|(g, _)| *g == k.group) {
+            Some(e) => e,
+            None => {
+                groups.push((k.group, Vec::new()));
+                groups.last_mut().expect("pushed")
+            }
+        };
+        for v in k.versions {
+            if !entry.1.contains(v) {
+                entry.1.push(v);
+            }
+        }
+    }
+    groups
+}
+
+fn group_json(name: &str, versions: &[&str]) -> Value {
+    let gv = |v: &str| json!({"groupVersion": format!("{name}/{v}"), "version": v});
+    json!({
+        "name": name,
+        "versions": versions.iter().map(|v| gv(v)).collect::<Vec<_>>(),
+        "preferredVersion": gv(versions[0]),
+    })
+}
+
+/// `/apis`.
+pub fn groups() -> Value {
+    json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": named_groups().iter().map(|(g, v)| group_json(g, v)).collect::<Vec<_>>(),
+    })
+}
+
+/// `/apis/{group}`, or `None` for a group the model does not have.
+pub fn group(name: &str) -> Option<Value> {
+    named_groups()
+        .iter()
+        .find(|(g, _)| *g == name)
+        .map(|(g, v)| {
+            let mut doc = group_json(g, v);
+            doc["kind"] = json!("APIGroup");
+            doc["apiVersion"] = json!("v1");
+            doc
+        })
+}
+
+fn singular(info: &KindInfo) -> String {
+    info.name.to_ascii_lowercase()
+}
+
+/// The categories `kubectl get all` and `kubectl get istio-io` expand.
+fn categories(info: &KindInfo) -> Vec<String> {
+    match info.group {
+        "" | "apps" => match info.plural {
+            "pods" | "services" | "deployments" | "replicationcontrollers" => vec!["all".into()],
+            _ => vec![],
+        },
+        g => {
+            let short = g.split('.').next().unwrap_or(g);
+            vec!["istio-io".into(), format!("{short}-istio-io")]
+        }
+    }
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`: an APIResourceList.
+pub fn resources(group: &str, version: &str) -> Value {
+    let mut list = Vec::new();
+    for info in KINDS
+        .iter()
+        .filter(|k| k.group == group && k.versions.contains(&version))
+    {
+        list.push(json!({
+            "name": info.plural,
+            "singularName": singular(info),
+            "namespaced": info.namespaced,
+            "kind": info.name,
+            "verbs": VERBS,
+            "shortNames": info.short_names,
+            "categories": categories(info),
+        }));
+    }
+    json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": api_version(group, version),
+        "resources": list,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_list_every_served_version_preferred_first() {
+        let g = groups();
+        let names: Vec<&str> = g["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "apps",
+                "security.istio.io",
+                "authentication.istio.io",
+                "networking.istio.io"
+            ]
+        );
+        let net = group("networking.istio.io").unwrap();
+        assert_eq!(net["preferredVersion"]["version"], "v1");
+        assert_eq!(net["versions"].as_array().unwrap().len(), 3);
+        assert_eq!(net["kind"], "APIGroup");
+        assert!(group("batch").is_none());
+    }
+
+    #[test]
+    fn resources_carry_scope_short_names_and_categories() {
+        let core = resources("", "v1");
+        assert_eq!(core["groupVersion"], "v1");
+        let pods = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "pods")
+            .unwrap();
+        assert_eq!(pods["kind"], "Pod");
+        assert_eq!(pods["namespaced"], true);
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        assert_eq!(pods["categories"], json!(["all"]));
+        let ns = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "namespaces")
+            .unwrap();
+        assert_eq!(ns["namespaced"], false);
+
+        let legacy = resources("authentication.istio.io", "v1alpha1");
+        let names: Vec<&str> = legacy["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["policies", "meshpolicies"]);
+        assert_eq!(
+            legacy["resources"][0]["categories"],
+            json!(["istio-io", "authentication-istio-io"])
+        );
+    }
+}

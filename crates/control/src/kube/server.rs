@@ -1,0 +1,424 @@
+//! The Kubernetes API over HTTPS: TLS with the cluster CA, who the caller is (client
+//! certificate or bearer token), and the routes, in front of the same store and rules as
+//! the operator API.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tessera_ca::cluster::{certificate_subject, ClusterCredentials, ADMIN_GROUP};
+use tessera_model::meta::LabelQuery;
+use tokio::net::TcpListener;
+
+use super::answer;
+use super::discovery;
+use super::path::{self, ApiPath, ObjectPath, PathError};
+use crate::state::ControlState;
+
+/// How long a client has to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+type Reply = Response<Full<Bytes>>;
+
+/// Who is calling, once authenticated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+/// Why a caller is turned away: 401 (no or bad credentials) or 403 (known, not allowed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Denied {
+    Unauthorized,
+    Forbidden(String),
+}
+
+/// Who the caller is and whether it may use the API. A verified client certificate
+/// names the user (CN) and groups (O); otherwise a bearer token must be the
+/// administrator's. Only `system:masters` is allowed for now.
+pub fn authorize(
+    certificate: Option<(String, Vec<String>)>,
+    bearer: Option<&str>,
+    admin_token: &str,
+) -> Result<Caller, Denied> {
+    let caller = match (certificate, bearer) {
+        (Some((user, groups)), _) => Caller { user, groups },
+        (None, Some(token)) if !admin_token.is_empty() && token == admin_token => Caller {
+            user: tessera_ca::cluster::ADMIN_USER.into(),
+            groups: vec![ADMIN_GROUP.into()],
+        },
+        _ => return Err(Denied::Unauthorized),
+    };
+    if caller.groups.iter().any(|g| g == ADMIN_GROUP) {
+        Ok(caller)
+    } else {
+        Err(Denied::Forbidden(caller.user))
+    }
+}
+
+/// The TLS configuration: the serving certificate for `address`, and client
+/// certificates verified against the cluster CA when offered (a token may stand in).
+pub fn tls_config(
+    creds: &ClusterCredentials,
+    address: SocketAddr,
+) -> Result<rustls::ServerConfig, String> {
+    let (cert_pem, key_pem) = creds
+        .serving_certificate(&[address.ip()])
+        .map_err(|e| e.to_string())?;
+    let certs = pem_certs(&cert_pem)?;
+    let key = rustls_pki_types::PrivateKeyDer::try_from(
+        pem::parse(&key_pem)
+            .map_err(|e| e.to_string())?
+            .contents()
+            .to_vec(),
+    )
+    .map_err(|e| e.to_string())?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in pem_certs(&creds.ca_pem)? {
+        roots.add(c).map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| e.to_string())?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .map_err(|e| e.to_string())?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+fn pem_certs(pem_text: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, String> {
+    pem::parse_many(pem_text)
+        .map_err(|e| e.to_string())
+        .map(|v| {
+            v.into_iter()
+                .map(|p| rustls_pki_types::CertificateDer::from(p.into_contents()))
+                .collect()
+        })
+}
+
+/// Serves the API on `listener` until `shutdown`.
+pub async fn serve(
+    control: Arc<ControlState>,
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    admin_token: String,
+    shutdown: impl Future<Output = ()>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let admin_token = Arc::new(admin_token);
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Kubernetes API: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        let (control, acceptor, admin_token) =
+            (control.clone(), acceptor.clone(), admin_token.clone());
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::info!(peer = %peer, error = %e, "Kubernetes API: TLS handshake refused");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| certificate_subject(c));
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let (control, admin_token, certificate) =
+                    (control.clone(), admin_token.clone(), certificate.clone());
+                async move {
+                    let bearer = req
+                        .headers()
+                        .get(http::header::AUTHORIZATION)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("Bearer "))
+                        .map(str::to_string);
+                    let reply = match authorize(certificate, bearer.as_deref(), &admin_token) {
+                        Ok(_caller) => handle(&control, &req, local),
+                        Err(denied) => refuse(&req, peer, denied),
+                    };
+                    Ok::<_, Infallible>(reply)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls), svc)
+                .await;
+        });
+    }
+}
+
+fn reply(code: StatusCode, body: &Value) -> Reply {
+    Response::builder()
+        .status(code)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .expect("a valid response")
+}
+
+fn error(body: Value) -> Reply {
+    let code = body["code"]
+        .as_u64()
+        .and_then(|c| StatusCode::from_u16(c as u16).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    reply(code, &body)
+}
+
+fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
+    match denied {
+        Denied::Unauthorized => {
+            tracing::warn!(peer = %peer, path = %req.uri().path(), "Kubernetes API: refused a request without valid credentials");
+            error(answer::status(401, "Unauthorized", "Unauthorized", None))
+        }
+        Denied::Forbidden(user) => {
+            tracing::warn!(peer = %peer, user = %user, path = %req.uri().path(), "Kubernetes API: refused a user who is not an administrator");
+            error(answer::status(
+                403,
+                "Forbidden",
+                &format!(
+                    "User \"{user}\" cannot {} path \"{}\"",
+                    req.method().as_str().to_ascii_lowercase(),
+                    req.uri().path()
+                ),
+                None,
+            ))
+        }
+    }
+}
+
+/// One query parameter's value.
+fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == name).then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                    }
+                    None => {
+                        out.push(b'%');
+                        i += 1;
+                    }
+                }
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn handle(control: &ControlState, req: &Request<Incoming>, local: SocketAddr) -> Reply {
+    let route = match path::parse(req.uri().path()) {
+        Ok(r) => r,
+        Err(PathError::NotFound) => {
+            return error(answer::status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            ))
+        }
+        Err(PathError::UnknownResource {
+            group_version,
+            resource,
+        }) => {
+            return error(answer::status(
+                404,
+                "NotFound",
+                &format!(
+                "the server could not find the requested resource ({resource} in {group_version})"
+            ),
+                None,
+            ))
+        }
+    };
+    if req.method() != http::Method::GET {
+        return error(answer::status(
+            405,
+            "MethodNotAllowed",
+            &format!("{} is not supported yet", req.method()),
+            None,
+        ));
+    }
+    match route {
+        ApiPath::Version => reply(StatusCode::OK, &discovery::version()),
+        ApiPath::LegacyVersions => reply(
+            StatusCode::OK,
+            &discovery::legacy_versions(&local.to_string()),
+        ),
+        ApiPath::Groups => reply(StatusCode::OK, &discovery::groups()),
+        ApiPath::Group(g) => match discovery::group(&g) {
+            Some(doc) => reply(StatusCode::OK, &doc),
+            None => error(answer::status(
+                404,
+                "NotFound",
+                "the server could not find the requested resource",
+                None,
+            )),
+        },
+        ApiPath::Resources { group, version } => {
+            reply(StatusCode::OK, &discovery::resources(&group, &version))
+        }
+        ApiPath::Object(o) => get(control, req, &o),
+    }
+}
+
+/// GET of one object or a collection, as JSON or as a Table.
+fn get(control: &ControlState, req: &Request<Incoming>, o: &ObjectPath) -> Reply {
+    if o.subresource.is_some() {
+        return error(answer::status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        ));
+    }
+    let selector = match param(req, "labelSelector")
+        .filter(|s| !s.is_empty())
+        .map(|s| LabelQuery::parse(&s))
+        .transpose()
+    {
+        Ok(q) => q,
+        Err(e) => {
+            return error(answer::status(
+                400,
+                "BadRequest",
+                &format!("unable to parse requirement: {e}"),
+                None,
+            ))
+        }
+    };
+    let objects = control.objects();
+    let items: Vec<Value> = objects
+        .list(o.info.kind, o.namespace.as_deref(), selector.as_ref())
+        .filter(|s| o.name.as_deref().is_none_or(|n| s.resource.name() == n))
+        .map(|s| {
+            let mut v = answer::at_version(o.info, &o.version, s.resource.to_json());
+            v["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
+            v
+        })
+        .collect();
+    let table = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(answer::wants_table);
+    let revision = objects.revision();
+    match &o.name {
+        Some(name) => match items.into_iter().next() {
+            None => error(answer::not_found(o.info, name)),
+            Some(item) if table => reply(
+                StatusCode::OK,
+                &answer::table(o.info, std::slice::from_ref(&item), revision),
+            ),
+            Some(item) => reply(StatusCode::OK, &item),
+        },
+        None if table => reply(StatusCode::OK, &answer::table(o.info, &items, revision)),
+        None => reply(
+            StatusCode::OK,
+            &answer::list(o.info, &o.version, items, revision),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admin() -> Option<(String, Vec<String>)> {
+        Some(("tessera-admin".into(), vec![ADMIN_GROUP.into()]))
+    }
+
+    #[test]
+    fn who_may_call() {
+        let token = "s3cret";
+        type Row<'a> = (
+            Option<(String, Vec<String>)>,
+            Option<&'a str>,
+            Result<&'a str, Denied>,
+        );
+        let table: &[Row] = &[
+            (admin(), None, Ok("tessera-admin")),
+            (None, Some("s3cret"), Ok("tessera-admin")),
+            (None, None, Err(Denied::Unauthorized)),
+            (None, Some("wrong"), Err(Denied::Unauthorized)),
+            (
+                Some(("alice".into(), vec!["dev".into()])),
+                None,
+                Err(Denied::Forbidden("alice".into())),
+            ),
+            // A certificate names the caller even when a token is sent too.
+            (
+                Some(("bob".into(), vec![])),
+                Some("s3cret"),
+                Err(Denied::Forbidden("bob".into())),
+            ),
+        ];
+        for (cert, bearer, want) in table {
+            let got = authorize(cert.clone(), *bearer, token).map(|c| c.user);
+            assert_eq!(got, want.clone().map(str::to_string), "{cert:?} {bearer:?}");
+        }
+        // No token configured: a token never authenticates.
+        assert_eq!(authorize(None, Some(""), ""), Err(Denied::Unauthorized));
+    }
+
+    #[test]
+    fn query_values_are_decoded() {
+        assert_eq!(percent_decode("app%3Dsleep"), "app=sleep");
+        assert_eq!(percent_decode("a+b%2Cc"), "a b,c");
+        assert_eq!(percent_decode("bad%zz"), "bad%zz");
+        assert_eq!(percent_decode("end%4"), "end%4");
+    }
+}
