@@ -132,3 +132,101 @@ fn kubectl_reads_the_local_mesh() {
     assert_eq!(ns["kind"], "Namespace");
     assert_eq!(ns["metadata"]["name"], "full");
 }
+
+#[test]
+fn kubectl_changes_the_local_mesh() {
+    let mesh = Mesh::up("kubectl-write", &[]);
+    // Typed commands send protobuf; `apply` sends JSON and patches.
+    assert_eq!(
+        mesh.ok("kubectl create ns full"),
+        "namespace/full created\n"
+    );
+    let again = mesh.sh("kubectl create ns full");
+    assert_eq!(again.code, 1);
+    assert_eq!(
+        again.stderr.trim(),
+        "Error from server (AlreadyExists): namespaces \"full\" already exists"
+    );
+    mesh.ok("kubectl label ns full istio-injection=enabled");
+    let applied = mesh
+        .ok("kubectl apply -n full -f samples/sleep/sleep.yaml -f samples/httpbin/httpbin.yaml");
+    assert!(
+        applied.contains("deployment.apps/httpbin created"),
+        "{applied}"
+    );
+    let unchanged = mesh.ok("kubectl apply -n full -f samples/httpbin/httpbin.yaml");
+    assert!(
+        unchanged.contains("deployment.apps/httpbin unchanged"),
+        "{unchanged}"
+    );
+    mesh.wait_ready("full");
+    assert!(mesh
+        .ok("kubectl -n full get pods")
+        .lines()
+        .skip(1)
+        .all(|l| l.contains(" 2/2 ")));
+
+    // A changed manifest of a built-in kind: a strategic merge patch.
+    let scaled = mesh.ok(
+        "sed 's/replicas: 1/replicas: 2/' samples/httpbin/httpbin.yaml | kubectl apply -n full -f -",
+    );
+    assert!(
+        scaled.contains("deployment.apps/httpbin configured"),
+        "{scaled}"
+    );
+    mesh.wait_pods("full", 3);
+
+    // An Istio kind changed by apply: a JSON merge patch; the proxies follow.
+    mesh.ok("kubectl apply -n full -f samples/seed-002/peerauthentication-httpbin-strict.yaml");
+    let permissive = mesh.ok(
+        "sed 's/STRICT/PERMISSIVE/' samples/seed-002/peerauthentication-httpbin-strict.yaml | kubectl apply -n full -f -",
+    );
+    assert!(permissive.contains("configured"), "{permissive}");
+    assert_eq!(
+        mesh.ok("kubectl -n full get pa httpbin -o jsonpath={.spec.mtls.mode}"),
+        "PERMISSIVE"
+    );
+    mesh.wait_synced();
+    // (`kubectl exec` is not served yet.)
+    let code = mesh.ok(
+        "tessera -n full exec deploy/sleep -c sleep -- curl -s -o /dev/null -w '%{http_code}' http://httpbin.full:8000/get",
+    );
+    assert_eq!(code, "200");
+
+    // Invalid input is refused whole, with the validator's words.
+    let bad = mesh.sh(
+        "sed 's/STRICT/SOMETIMES/' samples/seed-002/peerauthentication-httpbin-strict.yaml | kubectl apply -n full -f -",
+    );
+    assert_eq!(bad.code, 1, "{}", bad.both());
+    assert!(bad.stderr.contains("SOMETIMES"), "{}", bad.stderr);
+    assert_eq!(
+        mesh.ok("kubectl -n full get pa httpbin -o jsonpath={.spec.mtls.mode}"),
+        "PERMISSIVE"
+    );
+
+    // The seeds' typed creates, a JSON patch, and delete (which waits until it is gone).
+    mesh.ok("openssl req -x509 -nodes -days 1 -newkey rsa:2048 -keyout $SCRATCH/k.key -out $SCRATCH/k.crt -subj /CN=my-nginx 2>/dev/null");
+    mesh.ok(
+        "kubectl -n full create secret tls nginxsecret --key $SCRATCH/k.key --cert $SCRATCH/k.crt",
+    );
+    mesh.ok(
+        "kubectl -n full create configmap nginxconfigmap --from-file=samples/https/default.conf",
+    );
+    assert_eq!(
+        mesh.ok("kubectl -n full get secret nginxsecret -o jsonpath={.type}"),
+        "kubernetes.io/tls"
+    );
+    mesh.ok("kubectl -n full patch cm nginxconfigmap --type=json -p '[{\"op\":\"add\",\"path\":\"/data/extra\",\"value\":\"x\"}]'");
+    assert_eq!(
+        mesh.ok("kubectl -n full get cm nginxconfigmap -o jsonpath={.data.extra}"),
+        "x"
+    );
+    assert_eq!(
+        mesh.ok("kubectl -n full delete pa httpbin"),
+        "peerauthentication.security.istio.io \"httpbin\" deleted\n"
+    );
+    assert_eq!(mesh.sh("kubectl -n full get pa httpbin").code, 1);
+    mesh.ok("kubectl delete ns full");
+    mesh.wait_no_pods("full");
+    assert!(!mesh.ok("tessera get ns").contains("full"));
+}

@@ -7,7 +7,7 @@ pub mod columns;
 mod insight;
 mod objects;
 mod proxies;
-mod routes;
+pub(crate) mod routes;
 pub mod types;
 pub mod wait;
 

@@ -18,7 +18,7 @@ use crate::objects::{ObjectKey, Outcome};
 use crate::state::ControlState;
 
 /// A request body's limit: manifests up to the loader's stream limit, JSON-escaped.
-const MAX_REQUEST_BYTES: usize = 2 * tessera_model::yaml::Limits::DEFAULT.stream_bytes;
+pub(crate) const MAX_REQUEST_BYTES: usize = 2 * tessera_model::yaml::Limits::DEFAULT.stream_bytes;
 
 pub(super) type Reply = Response<Full<Bytes>>;
 
@@ -126,7 +126,7 @@ pub(crate) async fn handle(control: &ControlState, req: Request<Incoming>) -> Re
     result.unwrap_or_else(|e| e)
 }
 
-pub(super) fn load_options(control: &ControlState, namespace: Option<String>) -> LoadOptions {
+pub(crate) fn load_options(control: &ControlState, namespace: Option<String>) -> LoadOptions {
     LoadOptions {
         namespace,
         default_namespace: "default".into(),

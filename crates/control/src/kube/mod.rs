@@ -5,7 +5,10 @@
 
 pub mod answer;
 pub mod discovery;
+pub mod openapi;
 pub mod path;
+pub mod protobuf;
 mod server;
+pub mod write;
 
 pub use server::{authorize, serve, tls_config, Caller, Denied};

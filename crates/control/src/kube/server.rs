@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -20,8 +20,14 @@ use tokio::net::TcpListener;
 
 use super::answer;
 use super::discovery;
+use super::openapi;
 use super::path::{self, ApiPath, ObjectPath, PathError};
+use super::protobuf;
+use super::write;
 use crate::state::ControlState;
+
+/// The largest request body taken, as the operator API's.
+const MAX_BODY_BYTES: usize = crate::api::routes::MAX_REQUEST_BYTES;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,7 +174,7 @@ pub async fn serve(
                         .and_then(|v| v.strip_prefix("Bearer "))
                         .map(str::to_string);
                     let reply = match authorize(certificate, bearer.as_deref(), &admin_token) {
-                        Ok(_caller) => handle(&control, &req, local),
+                        Ok(_caller) => handle(&control, req, local).await,
                         Err(denied) => refuse(&req, peer, denied),
                     };
                     Ok::<_, Infallible>(reply)
@@ -259,17 +265,27 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn handle(control: &ControlState, req: &Request<Incoming>, local: SocketAddr) -> Reply {
-    let route = match path::parse(req.uri().path()) {
+fn not_found_route() -> Reply {
+    error(answer::status(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+        None,
+    ))
+}
+
+async fn handle(control: &ControlState, req: Request<Incoming>, local: SocketAddr) -> Reply {
+    let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/openapi/v3") {
+        let doc = match rest.trim_start_matches('/') {
+            "" => Some(openapi::index()),
+            gv => openapi::document(gv),
+        };
+        return doc.map_or_else(not_found_route, |d| reply(StatusCode::OK, &d));
+    }
+    let route = match path::parse(&path) {
         Ok(r) => r,
-        Err(PathError::NotFound) => {
-            return error(answer::status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                None,
-            ))
-        }
+        Err(PathError::NotFound) => return not_found_route(),
         Err(PathError::UnknownResource {
             group_version,
             resource,
@@ -284,14 +300,77 @@ fn handle(control: &ControlState, req: &Request<Incoming>, local: SocketAddr) ->
             ))
         }
     };
-    if req.method() != http::Method::GET {
-        return error(answer::status(
-            405,
-            "MethodNotAllowed",
-            &format!("{} is not supported yet", req.method()),
-            None,
-        ));
+    let ApiPath::Object(o) = route else {
+        if req.method() != http::Method::GET {
+            return error(answer::status(
+                405,
+                "MethodNotAllowed",
+                "discovery is read-only",
+                None,
+            ));
+        }
+        return discover(route, local);
+    };
+    if req.method() == http::Method::GET {
+        return get(control, &req, &o);
     }
+    if o.subresource.is_some() {
+        return not_found_route();
+    }
+    let method = req.method().clone();
+    let query = req.uri().query().map(str::to_string);
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return error(answer::status(
+                413,
+                "RequestEntityTooLarge",
+                &format!("the request body is over {MAX_BODY_BYTES} bytes or was cut off"),
+                None,
+            ))
+        }
+    };
+    // kubectl's typed commands (`create namespace`, `create secret`...) send protobuf.
+    let body = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        match protobuf::to_json(&body) {
+            Ok(json) => Bytes::from(json.to_string()),
+            Err(e) => return error(answer::status(415, "UnsupportedMediaType", &e, None)),
+        }
+    } else {
+        body
+    };
+    let query = query.as_deref();
+    let (code, body) = match method {
+        http::Method::POST if o.name.is_none() => write::create(control, &o, &body, query).await,
+        http::Method::PUT => write::replace(control, &o, &body, query).await,
+        http::Method::PATCH => write::patch(control, &o, &content_type, &body, query).await,
+        http::Method::DELETE => write::delete(control, &o, query).await,
+        other => (
+            405,
+            answer::status(
+                405,
+                "MethodNotAllowed",
+                &format!("{other} is not supported here"),
+                None,
+            ),
+        ),
+    };
+    reply(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        &body,
+    )
+}
+
+fn discover(route: ApiPath, local: SocketAddr) -> Reply {
     match route {
         ApiPath::Version => reply(StatusCode::OK, &discovery::version()),
         ApiPath::LegacyVersions => reply(
@@ -299,19 +378,13 @@ fn handle(control: &ControlState, req: &Request<Incoming>, local: SocketAddr) ->
             &discovery::legacy_versions(&local.to_string()),
         ),
         ApiPath::Groups => reply(StatusCode::OK, &discovery::groups()),
-        ApiPath::Group(g) => match discovery::group(&g) {
-            Some(doc) => reply(StatusCode::OK, &doc),
-            None => error(answer::status(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-                None,
-            )),
-        },
+        ApiPath::Group(g) => {
+            discovery::group(&g).map_or_else(not_found_route, |d| reply(StatusCode::OK, &d))
+        }
         ApiPath::Resources { group, version } => {
             reply(StatusCode::OK, &discovery::resources(&group, &version))
         }
-        ApiPath::Object(o) => get(control, req, &o),
+        ApiPath::Object(_) => not_found_route(),
     }
 }
 
