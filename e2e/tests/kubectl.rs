@@ -159,7 +159,8 @@ fn kubectl_changes_the_local_mesh() {
         unchanged.contains("deployment.apps/httpbin unchanged"),
         "{unchanged}"
     );
-    mesh.wait_ready("full");
+    // `wait` lists, then watches from the list's resourceVersion.
+    mesh.ok("kubectl -n full wait --for=condition=Ready pod --all --timeout=60s");
     assert!(mesh
         .ok("kubectl -n full get pods")
         .lines()
@@ -202,6 +203,30 @@ fn kubectl_changes_the_local_mesh() {
     assert_eq!(
         mesh.ok("kubectl -n full get pa httpbin -o jsonpath={.spec.mtls.mode}"),
         "PERMISSIVE"
+    );
+
+    // A watch sees a pod go and its replacement come; `wait --for=delete` follows one.
+    let victim = mesh.ok("kubectl -n full get pod -l app=sleep -o name");
+    let watched = mesh.ok(&format!(
+        "(timeout 8 kubectl -n full get pods -w --output-watch-events > $SCRATCH/watch.out 2>&1 &); sleep 1; \
+         kubectl -n full delete {victim} --wait=false >/dev/null; \
+         kubectl -n full wait --for=delete {victim} --timeout=20s; \
+         kubectl -n full wait --for=condition=Ready pod -l app=sleep --timeout=60s >/dev/null; \
+         sleep 1; cat $SCRATCH/watch.out",
+        victim = victim.trim()
+    ));
+    let gone = victim.trim().trim_start_matches("pod/");
+    assert!(
+        watched
+            .lines()
+            .any(|l| l.starts_with("DELETED") && l.contains(gone)),
+        "{watched}"
+    );
+    assert!(
+        watched
+            .lines()
+            .any(|l| l.starts_with("ADDED") && l.contains("sleep-") && !l.contains(gone)),
+        "{watched}"
     );
 
     // The seeds' typed creates, a JSON patch, and delete (which waits until it is gone).

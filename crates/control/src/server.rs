@@ -137,6 +137,7 @@ impl ControlPlane {
             state_dir: dir.clone(),
             options: opts.mesh.clone(),
             store: Box::new(store),
+            history: Mutex::new([Arc::new(objects.clone())].into()),
             objects: Mutex::new(Arc::new(objects)),
             writes: tokio::sync::Mutex::new(()),
             changes,

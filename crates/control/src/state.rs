@@ -28,6 +28,9 @@ pub struct ControlState {
     pub(crate) options: MeshOptions,
     pub(crate) store: Box<dyn Store>,
     pub(crate) objects: Mutex<Arc<Objects>>,
+    /// The latest [`HISTORY`] revisions, oldest first: where a watch from a recent
+    /// `resourceVersion` starts.
+    pub(crate) history: Mutex<std::collections::VecDeque<Arc<Objects>>>,
     pub(crate) writes: tokio::sync::Mutex<()>,
     pub(crate) changes: watch::Sender<u64>,
     pub(crate) world: watch::Receiver<Arc<World>>,
@@ -36,9 +39,22 @@ pub struct ControlState {
     pub(crate) admission: Option<Arc<dyn Admission>>,
 }
 
+/// How many revisions a watch can start from (older ones get 410 Gone and relist).
+pub const HISTORY: usize = 256;
+
 impl ControlState {
     pub fn objects(&self) -> Arc<Objects> {
         self.objects.lock().unwrap().clone()
+    }
+
+    /// The objects as they were at `revision`, if it is recent enough.
+    pub fn objects_at(&self, revision: u64) -> Option<Arc<Objects>> {
+        let current = self.objects();
+        if current.revision() == revision {
+            return Some(current);
+        }
+        let history = self.history.lock().unwrap();
+        history.iter().find(|o| o.revision() == revision).cloned()
     }
 
     /// The world the compiler reads (recomputed [`DEBOUNCE`] after a change).
@@ -128,7 +144,15 @@ impl ControlState {
                 _ => commit(),
             };
             committed.map_err(|e| vec![format!("Error from server (InternalError): {e}")])?;
-            *self.objects.lock().unwrap() = Arc::new(plan.next);
+            let next = Arc::new(plan.next);
+            {
+                let mut history = self.history.lock().unwrap();
+                history.push_back(next.clone());
+                while history.len() > HISTORY {
+                    history.pop_front();
+                }
+            }
+            *self.objects.lock().unwrap() = next;
             self.changes.send_replace(revision);
         }
         Ok((plan.outcomes, revision))

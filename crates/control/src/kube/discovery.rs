@@ -11,7 +11,9 @@ pub const MAJOR: &str = "1";
 pub const MINOR: &str = "32";
 
 /// What every served resource allows today.
-pub const VERBS: &[&str] = &["create", "delete", "get", "list", "patch", "update"];
+pub const VERBS: &[&str] = &[
+    "create", "delete", "get", "list", "patch", "update", "watch",
+];
 
 pub fn version() -> Value {
     json!({

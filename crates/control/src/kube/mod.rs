@@ -9,6 +9,7 @@ pub mod openapi;
 pub mod path;
 pub mod protobuf;
 mod server;
+pub mod watch;
 pub mod write;
 
 pub use server::{authorize, serve, tls_config, Caller, Denied};

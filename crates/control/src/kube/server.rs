@@ -23,6 +23,7 @@ use super::discovery;
 use super::openapi;
 use super::path::{self, ApiPath, ObjectPath, PathError};
 use super::protobuf;
+use super::watch;
 use super::write;
 use crate::state::ControlState;
 
@@ -32,7 +33,7 @@ const MAX_BODY_BYTES: usize = crate::api::routes::MAX_REQUEST_BYTES;
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Reply = Response<Full<Bytes>>;
+type Reply = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,7 +192,7 @@ fn reply(code: StatusCode, body: &Value) -> Reply {
     Response::builder()
         .status(code)
         .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))
+        .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
         .expect("a valid response")
 }
 
@@ -274,7 +275,7 @@ fn not_found_route() -> Reply {
     ))
 }
 
-async fn handle(control: &ControlState, req: Request<Incoming>, local: SocketAddr) -> Reply {
+async fn handle(control: &Arc<ControlState>, req: Request<Incoming>, local: SocketAddr) -> Reply {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
         let doc = match rest.trim_start_matches('/') {
@@ -389,16 +390,11 @@ fn discover(route: ApiPath, local: SocketAddr) -> Reply {
 }
 
 /// GET of one object or a collection, as JSON or as a Table.
-fn get(control: &ControlState, req: &Request<Incoming>, o: &ObjectPath) -> Reply {
+fn get(control: &Arc<ControlState>, req: &Request<Incoming>, o: &ObjectPath) -> Reply {
     if o.subresource.is_some() {
-        return error(answer::status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        ));
+        return not_found_route();
     }
-    let selector = match param(req, "labelSelector")
+    let labels = match param(req, "labelSelector")
         .filter(|s| !s.is_empty())
         .map(|s| LabelQuery::parse(&s))
         .transpose()
@@ -413,21 +409,25 @@ fn get(control: &ControlState, req: &Request<Incoming>, o: &ObjectPath) -> Reply
             ))
         }
     };
-    let objects = control.objects();
-    let items: Vec<Value> = objects
-        .list(o.info.kind, o.namespace.as_deref(), selector.as_ref())
-        .filter(|s| o.name.as_deref().is_none_or(|n| s.resource.name() == n))
-        .map(|s| {
-            let mut v = answer::at_version(o.info, &o.version, s.resource.to_json());
-            v["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
-            v
-        })
-        .collect();
+    let fields = match watch::parse_fields(&param(req, "fieldSelector").unwrap_or_default()) {
+        Ok(f) => f,
+        Err(e) => return error(answer::status(400, "BadRequest", &e, None)),
+    };
+    let selection = watch::Selection {
+        object: o.clone(),
+        labels,
+        fields,
+    };
     let table = req
         .headers()
         .get(http::header::ACCEPT)
         .and_then(|a| a.to_str().ok())
         .is_some_and(answer::wants_table);
+    if param(req, "watch").is_some_and(|w| w == "1" || w == "true") {
+        return watch_stream(control, req, selection, table);
+    }
+    let objects = control.objects();
+    let items = selection.list(&objects);
     let revision = objects.revision();
     match &o.name {
         Some(name) => match items.into_iter().next() {
@@ -444,6 +444,97 @@ fn get(control: &ControlState, req: &Request<Incoming>, o: &ObjectPath) -> Reply
             &answer::list(o.info, &o.version, items, revision),
         ),
     }
+}
+
+/// The longest a watch runs when the client does not say (`timeoutSeconds`).
+const WATCH_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// How often a watch that asked for bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A watch: from `resourceVersion` (or, without one, every selected object as ADDED), the
+/// events of each later revision, one JSON line each, until the client leaves or
+/// `timeoutSeconds` passes. A version older than the kept history gets an ERROR event
+/// with 410 Expired, after which clients list again.
+fn watch_stream(
+    control: &Arc<ControlState>,
+    req: &Request<Incoming>,
+    selection: watch::Selection,
+    table: bool,
+) -> Reply {
+    let from = param(req, "resourceVersion").filter(|v| !v.is_empty() && v != "0");
+    let baseline = match from {
+        None => Some(Arc::new(crate::objects::Objects::default())),
+        Some(v) => v.parse().ok().and_then(|r| control.objects_at(r)),
+    };
+    let timeout = param(req, "timeoutSeconds")
+        .and_then(|t| t.parse().ok())
+        .map_or(WATCH_TIMEOUT, Duration::from_secs)
+        .min(WATCH_TIMEOUT);
+    let bookmarks = param(req, "allowWatchBookmarks").is_some_and(|b| b == "true");
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+    let mut revisions = control.revisions();
+    let current = control.objects();
+    let Some(mut seen) = baseline else {
+        let expired = answer::status(410, "Expired", "too old resource version", None);
+        let _ = tx.try_send(Bytes::from(watch::event_line("ERROR", &expired)));
+        return stream(rx);
+    };
+    let control = control.clone();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut bookmark = tokio::time::interval(BOOKMARK_EVERY);
+        bookmark.tick().await;
+        let mut now = current;
+        loop {
+            for (kind, object) in selection.events(&seen, &now) {
+                let object = if table {
+                    answer::table(
+                        selection.object.info,
+                        std::slice::from_ref(&object),
+                        now.revision(),
+                    )
+                } else {
+                    object
+                };
+                if tx
+                    .send(Bytes::from(watch::event_line(kind, &object)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+            seen = now;
+            tokio::select! {
+                changed = revisions.changed() => if changed.is_err() { return },
+                _ = bookmark.tick(), if bookmarks => {
+                    let mark = serde_json::json!({
+                        "kind": selection.object.info.name,
+                        "apiVersion": tessera_model::resource::api_version(selection.object.info.group, &selection.object.version),
+                        "metadata": {"resourceVersion": seen.revision().to_string()},
+                    });
+                    if tx.send(Bytes::from(watch::event_line("BOOKMARK", &mark))).await.is_err() {
+                        return;
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => return,
+                () = tx.closed() => return,
+            }
+            now = control.objects();
+        }
+    });
+    stream(rx)
+}
+
+fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Reply {
+    use tokio_stream::StreamExt;
+    let frames = tokio_stream::wrappers::ReceiverStream::new(rx)
+        .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+        .expect("a valid response")
 }
 
 #[cfg(test)]
