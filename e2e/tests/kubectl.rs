@@ -193,6 +193,15 @@ fn kubectl_changes_the_local_mesh() {
         "tessera -n full exec deploy/sleep -c sleep -- curl -s -o /dev/null -w '%{http_code}' http://httpbin.full:8000/get",
     );
     assert_eq!(code, "200");
+    // The request in the app's log and in its sidecar's access log (of either replica).
+    let app = mesh.ok("kubectl -n full logs -l app=httpbin");
+    assert!(app.contains("GET /get 200"), "{app}");
+    let proxy = mesh.ok("kubectl -n full logs -l app=httpbin -c istio-proxy --tail=20");
+    assert!(proxy.lines().count() <= 40, "{proxy}");
+    assert!(
+        proxy.contains("direction=\"inbound\"") && proxy.contains("sa/sleep"),
+        "{proxy}"
+    );
 
     // Invalid input is refused whole, with the validator's words.
     let bad = mesh.sh(

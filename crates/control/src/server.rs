@@ -69,6 +69,8 @@ pub struct ControlOptions {
     /// Where to serve the Kubernetes API (HTTPS), if at all. Its credentials live in
     /// `<state-dir>/kube/`, and `<state-dir>/kubeconfig` points `kubectl` at it.
     pub kube_api: Option<std::net::SocketAddr>,
+    /// The pods' files (logs) the Kubernetes API serves, when a runtime runs them.
+    pub pod_files: Option<Arc<dyn crate::kube::PodFiles>>,
 }
 
 impl ControlOptions {
@@ -79,6 +81,7 @@ impl ControlOptions {
             admission: None,
             pod_access: false,
             kube_api: None,
+            pod_files: None,
         }
     }
 }
@@ -117,18 +120,7 @@ impl ControlPlane {
                 why,
             })?;
 
-        let ca_dir = dir.join("ca");
-        let (authority, created) = Authority::init(&ca_dir)?;
-        if created {
-            tracing::info!(dir = %ca_dir.display(), "created the mesh CA");
-        }
-        let tokens = TokenKey::load_or_create(&ca_dir)?;
-        let issuer = Arc::new(Issuer {
-            authority,
-            tokens,
-            trust_domain: opts.mesh.trust_domain.clone(),
-            default_ttl: Some(Duration::from_secs(opts.mesh.workload_cert_ttl_secs)),
-        });
+        let issuer = open_issuer(dir, &opts.mesh)?;
 
         let world0 = Arc::new(World::build(&objects, &opts.mesh));
         let (world_tx, world_rx) = watch::channel(world0);
@@ -192,13 +184,16 @@ impl ControlPlane {
             until(stopped.clone()),
         ));
         if let Some(address) = opts.kube_api {
-            let listener = start_kube_api(dir, address).await?;
+            let (listener, tls, token) = start_kube_api(dir, address).await?;
+            let pods = opts.pod_files.clone();
+            let until = until(stopped.clone());
             tasks.spawn(crate::kube::serve(
                 control.clone(),
-                listener.0,
-                listener.1,
-                listener.2,
-                until(stopped.clone()),
+                pods,
+                listener,
+                tls,
+                token,
+                until,
             ));
         }
         tracing::info!(
@@ -234,6 +229,22 @@ impl ControlPlane {
         }
         tracing::info!("control plane stopped");
     }
+}
+
+/// The mesh CA in `<dir>/ca` (created on first start) and the token key beside it.
+fn open_issuer(dir: &Path, mesh: &MeshOptions) -> Result<Arc<Issuer>, ControlError> {
+    let ca_dir = dir.join("ca");
+    let (authority, created) = Authority::init(&ca_dir)?;
+    if created {
+        tracing::info!(dir = %ca_dir.display(), "created the mesh CA");
+    }
+    let tokens = TokenKey::load_or_create(&ca_dir)?;
+    Ok(Arc::new(Issuer {
+        authority,
+        tokens,
+        trust_domain: mesh.trust_domain.clone(),
+        default_ttl: Some(Duration::from_secs(mesh.workload_cert_ttl_secs)),
+    }))
 }
 
 /// The kubeconfig `tessera up` writes for `kubectl`.

@@ -182,6 +182,9 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
             opts.ingress_ip.into(),
             KUBE_API_PORT,
         )),
+        pod_files: Some(Arc::new(LocalPodFiles {
+            state_dir: state_dir.clone(),
+        })),
     };
     let mut plane = ControlPlane::start(control_options.clone()).await?;
     if opts.mesh.ingress_gateway {
@@ -240,6 +243,22 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     tokio::task::block_in_place(|| clean(&state_dir));
     tracing::info!("mesh down");
     Ok(())
+}
+
+/// The local pods' files, for the Kubernetes API (`kubectl logs`).
+struct LocalPodFiles {
+    state_dir: PathBuf,
+}
+
+impl tessera_control::kube::PodFiles for LocalPodFiles {
+    fn log_path(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+    ) -> Result<PathBuf, String> {
+        crate::exec::log_path(&self.state_dir, namespace, pod, container).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Debug, PartialEq, Eq)]

@@ -9,20 +9,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
 use tessera_ca::cluster::{certificate_subject, ClusterCredentials, ADMIN_GROUP};
 use tessera_model::meta::LabelQuery;
 use tokio::net::TcpListener;
 
 use super::answer;
 use super::discovery;
+use super::logs;
 use super::openapi;
 use super::path::{self, ApiPath, ObjectPath, PathError};
 use super::protobuf;
+use super::respond::{error, not_found_route, param, reply, stream, Reply};
 use super::watch;
 use super::write;
 use crate::state::ControlState;
@@ -32,8 +33,6 @@ const MAX_BODY_BYTES: usize = crate::api::routes::MAX_REQUEST_BYTES;
 
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-type Reply = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
 
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,6 +123,7 @@ fn pem_certs(pem_text: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'sta
 /// Serves the API on `listener` until `shutdown`.
 pub async fn serve(
     control: Arc<ControlState>,
+    pod_files: Option<Arc<dyn super::PodFiles>>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin_token: String,
@@ -147,8 +147,12 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let (control, acceptor, admin_token) =
-            (control.clone(), acceptor.clone(), admin_token.clone());
+        let (control, acceptor, admin_token, pod_files) = (
+            control.clone(),
+            acceptor.clone(),
+            admin_token.clone(),
+            pod_files.clone(),
+        );
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
@@ -165,8 +169,12 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| certificate_subject(c));
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (control, admin_token, certificate) =
-                    (control.clone(), admin_token.clone(), certificate.clone());
+                let (control, admin_token, certificate, pod_files) = (
+                    control.clone(),
+                    admin_token.clone(),
+                    certificate.clone(),
+                    pod_files.clone(),
+                );
                 async move {
                     let bearer = req
                         .headers()
@@ -175,7 +183,7 @@ pub async fn serve(
                         .and_then(|v| v.strip_prefix("Bearer "))
                         .map(str::to_string);
                     let reply = match authorize(certificate, bearer.as_deref(), &admin_token) {
-                        Ok(_caller) => handle(&control, req, local).await,
+                        Ok(_caller) => handle(&control, pod_files.as_deref(), req, local).await,
                         Err(denied) => refuse(&req, peer, denied),
                     };
                     Ok::<_, Infallible>(reply)
@@ -186,22 +194,6 @@ pub async fn serve(
                 .await;
         });
     }
-}
-
-fn reply(code: StatusCode, body: &Value) -> Reply {
-    Response::builder()
-        .status(code)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
-        .expect("a valid response")
-}
-
-fn error(body: Value) -> Reply {
-    let code = body["code"]
-        .as_u64()
-        .and_then(|c| StatusCode::from_u16(c as u16).ok())
-        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    reply(code, &body)
 }
 
 fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
@@ -226,56 +218,12 @@ fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
     }
 }
 
-/// One query parameter's value.
-fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
-    })
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn not_found_route() -> Reply {
-    error(answer::status(
-        404,
-        "NotFound",
-        "the server could not find the requested resource",
-        None,
-    ))
-}
-
-async fn handle(control: &Arc<ControlState>, req: Request<Incoming>, local: SocketAddr) -> Reply {
+async fn handle(
+    control: &Arc<ControlState>,
+    pod_files: Option<&dyn super::PodFiles>,
+    req: Request<Incoming>,
+    local: SocketAddr,
+) -> Reply {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
         let doc = match rest.trim_start_matches('/') {
@@ -312,6 +260,9 @@ async fn handle(control: &Arc<ControlState>, req: Request<Incoming>, local: Sock
         }
         return discover(route, local);
     };
+    if req.method() == http::Method::GET && o.subresource.as_deref() == Some("log") {
+        return logs::serve(control, pod_files, &req, &o);
+    }
     if req.method() == http::Method::GET {
         return get(control, &req, &o);
     }
@@ -477,7 +428,7 @@ fn watch_stream(
     let Some(mut seen) = baseline else {
         let expired = answer::status(410, "Expired", "too old resource version", None);
         let _ = tx.try_send(Bytes::from(watch::event_line("ERROR", &expired)));
-        return stream(rx);
+        return stream(rx, "application/json");
     };
     let control = control.clone();
     tokio::spawn(async move {
@@ -523,18 +474,7 @@ fn watch_stream(
             now = control.objects();
         }
     });
-    stream(rx)
-}
-
-fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>) -> Reply {
-    use tokio_stream::StreamExt;
-    let frames = tokio_stream::wrappers::ReceiverStream::new(rx)
-        .map(|b| Ok::<_, Infallible>(hyper::body::Frame::data(b)));
-    Response::builder()
-        .status(StatusCode::OK)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
-        .expect("a valid response")
+    stream(rx, "application/json")
 }
 
 #[cfg(test)]
@@ -576,13 +516,5 @@ mod tests {
         }
         // No token configured: a token never authenticates.
         assert_eq!(authorize(None, Some(""), ""), Err(Denied::Unauthorized));
-    }
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(percent_decode("app%3Dsleep"), "app=sleep");
-        assert_eq!(percent_decode("a+b%2Cc"), "a b,c");
-        assert_eq!(percent_decode("bad%zz"), "bad%zz");
-        assert_eq!(percent_decode("end%4"), "end%4");
     }
 }

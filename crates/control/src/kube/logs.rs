@@ -1,0 +1,143 @@
+//! `GET .../pods/{name}/log`: a container's output as plain text (`container`,
+//! `tailLines`, `follow`), read from the file the runtime writes it to.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use tessera_model::resource::Kind;
+
+use super::answer;
+use super::path::ObjectPath;
+use super::respond::{error, param, reply, stream, Reply};
+use super::PodFiles;
+use crate::state::ControlState;
+
+/// How often a followed log is read again for what was added.
+const FOLLOW_EVERY: Duration = Duration::from_millis(250);
+
+/// The last `n` lines of `text` (all of it when `n` is `None`).
+pub fn tail(text: &str, n: Option<usize>) -> &str {
+    let Some(n) = n else { return text };
+    if n == 0 {
+        return "";
+    }
+    // Skip the newline that ends the text, then count back `n` line starts.
+    let body = text.strip_suffix('\n').unwrap_or(text);
+    match body.rmatch_indices('\n').nth(n - 1) {
+        Some((i, _)) => &text[i + 1..],
+        None => text,
+    }
+}
+
+pub fn serve(
+    control: &ControlState,
+    pod_files: Option<&dyn PodFiles>,
+    req: &Request<Incoming>,
+    o: &ObjectPath,
+) -> Reply {
+    let (Some(name), Some(namespace)) = (&o.name, &o.namespace) else {
+        return error(answer::status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        ));
+    };
+    if o.info.kind != Kind::Pod {
+        return error(answer::status(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+            None,
+        ));
+    }
+    let key = crate::objects::ObjectKey::new(Kind::Pod, namespace, name);
+    if control.objects().get(&key).is_none() {
+        return error(answer::not_found(o.info, name));
+    }
+    if param(req, "previous").is_some_and(|p| p == "true") {
+        let message = format!("previous terminated container in pod \"{name}\" not found");
+        return error(answer::status(400, "BadRequest", &message, None));
+    }
+    let Some(files) = pod_files else {
+        return error(answer::status(
+            400,
+            "BadRequest",
+            "this control plane runs no pods",
+            None,
+        ));
+    };
+    let container = param(req, "container");
+    let path = match files.log_path(namespace, name, container.as_deref()) {
+        Ok(p) => p,
+        Err(e) => return error(answer::status(400, "BadRequest", &e, None)),
+    };
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let lines = param(req, "tailLines").and_then(|n| n.parse().ok());
+    let shown = tail(&text, lines).to_string();
+    let follow = param(req, "follow").is_some_and(|f| f == "true");
+    if !follow {
+        return plain(shown);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
+    let mut at = text.len() as u64;
+    tokio::spawn(async move {
+        if tx.send(Bytes::from(shown)).await.is_err() {
+            return;
+        }
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(FOLLOW_EVERY) => {}
+                () = tx.closed() => return,
+            }
+            let added = tokio::task::spawn_blocking({
+                let path = path.clone();
+                move || -> std::io::Result<Vec<u8>> {
+                    let mut f = std::fs::File::open(&path)?;
+                    f.seek(SeekFrom::Start(at))?;
+                    let mut buf = Vec::new();
+                    f.read_to_end(&mut buf)?;
+                    Ok(buf)
+                }
+            })
+            .await;
+            // The pod went away with its files: the stream ends.
+            let Ok(Ok(added)) = added else { return };
+            at += added.len() as u64;
+            if !added.is_empty() && tx.send(Bytes::from(added)).await.is_err() {
+                return;
+            }
+        }
+    });
+    stream(rx, "text/plain")
+}
+
+fn plain(text: String) -> Reply {
+    let mut r = reply(StatusCode::OK, &serde_json::Value::Null);
+    *r.body_mut() = http_body_util::BodyExt::boxed(http_body_util::Full::new(Bytes::from(text)));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tail_lines() {
+        let text = "a\nb\nc\n";
+        assert_eq!(tail(text, None), text);
+        assert_eq!(tail(text, Some(0)), "");
+        assert_eq!(tail(text, Some(1)), "c\n");
+        assert_eq!(tail(text, Some(2)), "b\nc\n");
+        assert_eq!(tail(text, Some(9)), text);
+        assert_eq!(tail("a\nb", Some(1)), "b");
+        assert_eq!(tail("", Some(3)), "");
+    }
+}
