@@ -14,7 +14,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SECONDS_EACH=${1:-300}
 shift || true
 TARGETS=("$@")
-[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(detect load_validate identity route ca_request)
+[ ${#TARGETS[@]} -gt 0 ] || TARGETS=(detect load_validate identity route ca_request kube_body)
 WORK=$(mktemp -d /tmp/tessera-fuzz.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
