@@ -188,14 +188,40 @@ fn kubectl_changes_the_local_mesh() {
         "PERMISSIVE"
     );
     mesh.wait_synced();
-    // (`kubectl exec` is not served yet.)
-    let code = mesh.ok(
-        "tessera -n full exec deploy/sleep -c sleep -- curl -s -o /dev/null -w '%{http_code}' http://httpbin.full:8000/get",
+    // The seeds' check, verbatim: exec in the pod named by jsonpath.
+    let check = mesh.ok(
+        "kubectl exec $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -n full -- \
+         curl http://httpbin.full:8000/headers -s -w \"response %{http_code}\\n\" | egrep -o 'URI\\=spiffe.*sa/[a-z]*|response.*$'",
     );
-    assert_eq!(code, "200");
+    assert_eq!(
+        check,
+        "URI=spiffe://cluster.local/ns/full/sa/sleep\nresponse 200\n"
+    );
+    // Exit codes, stderr, stdin, and `kubectl cp` (tar through exec).
+    let failed = mesh
+        .sh("kubectl -n full exec deploy/sleep -c sleep -- sh -c 'echo out; echo err >&2; exit 7'");
+    assert_eq!(
+        (failed.code, failed.stdout.as_str()),
+        (7, "out\n"),
+        "{}",
+        failed.both()
+    );
+    assert!(failed.stderr.starts_with("err\n"), "{}", failed.stderr);
+    assert_eq!(
+        mesh.ok("echo hello | kubectl -n full exec -i deploy/sleep -c sleep -- cat"),
+        "hello\n"
+    );
+    mesh.ok(
+        "echo copied > $SCRATCH/cp.txt && \
+         kubectl -n full cp $SCRATCH/cp.txt $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}):/tmp/cp.txt -c sleep",
+    );
+    assert_eq!(
+        mesh.ok("kubectl -n full exec deploy/sleep -c sleep -- cat /tmp/cp.txt"),
+        "copied\n"
+    );
     // The request in the app's log and in its sidecar's access log (of either replica).
     let app = mesh.ok("kubectl -n full logs -l app=httpbin");
-    assert!(app.contains("GET /get 200"), "{app}");
+    assert!(app.contains("GET /headers 200"), "{app}");
     let proxy = mesh.ok("kubectl -n full logs -l app=httpbin -c istio-proxy --tail=20");
     assert!(proxy.lines().count() <= 40, "{proxy}");
     assert!(

@@ -70,7 +70,7 @@ pub struct ControlOptions {
     /// `<state-dir>/kube/`, and `<state-dir>/kubeconfig` points `kubectl` at it.
     pub kube_api: Option<std::net::SocketAddr>,
     /// The pods' files (logs) the Kubernetes API serves, when a runtime runs them.
-    pub pod_files: Option<Arc<dyn crate::kube::PodFiles>>,
+    pub pods: Option<Arc<dyn crate::kube::PodRuntime>>,
 }
 
 impl ControlOptions {
@@ -81,7 +81,7 @@ impl ControlOptions {
             admission: None,
             pod_access: false,
             kube_api: None,
-            pod_files: None,
+            pods: None,
         }
     }
 }
@@ -185,7 +185,7 @@ impl ControlPlane {
         ));
         if let Some(address) = opts.kube_api {
             let (listener, tls, token) = start_kube_api(dir, address).await?;
-            let pods = opts.pod_files.clone();
+            let pods = opts.pods.clone();
             let until = until(stopped.clone());
             tasks.spawn(crate::kube::serve(
                 control.clone(),

@@ -98,6 +98,13 @@ pub struct PodCommand {
     _netns: std::fs::File,
 }
 
+impl PodCommand {
+    /// The command, and the open namespace file it needs until it is spawned.
+    pub fn into_parts(self) -> (std::process::Command, std::fs::File) {
+        (self.cmd, self._netns)
+    }
+}
+
 /// The command `argv` set up to run in a pod's container (its namespaces, binds, user
 /// and environment), for the caller to run and read.
 pub fn command(

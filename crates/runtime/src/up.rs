@@ -182,7 +182,7 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
             opts.ingress_ip.into(),
             KUBE_API_PORT,
         )),
-        pod_files: Some(Arc::new(LocalPodFiles {
+        pods: Some(Arc::new(LocalPods {
             state_dir: state_dir.clone(),
         })),
     };
@@ -246,11 +246,11 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
 }
 
 /// The local pods' files, for the Kubernetes API (`kubectl logs`).
-struct LocalPodFiles {
+struct LocalPods {
     state_dir: PathBuf,
 }
 
-impl tessera_control::kube::PodFiles for LocalPodFiles {
+impl tessera_control::kube::PodRuntime for LocalPods {
     fn log_path(
         &self,
         namespace: &str,
@@ -258,6 +258,19 @@ impl tessera_control::kube::PodFiles for LocalPodFiles {
         container: Option<&str>,
     ) -> Result<PathBuf, String> {
         crate::exec::log_path(&self.state_dir, namespace, pod, container).map_err(|e| e.to_string())
+    }
+
+    fn exec_command(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+    ) -> Result<(std::process::Command, Box<dyn std::any::Any + Send>), String> {
+        let pod_cmd = crate::exec::command(&self.state_dir, namespace, pod, container, argv)
+            .map_err(|e| e.to_string())?;
+        let (cmd, guard) = pod_cmd.into_parts();
+        Ok((cmd, Box::new(guard)))
     }
 }
 

@@ -12,7 +12,7 @@ use tessera_model::resource::Kind;
 use super::answer;
 use super::path::ObjectPath;
 use super::respond::{error, param, reply, stream, Reply};
-use super::PodFiles;
+use super::PodRuntime;
 use crate::state::ControlState;
 
 /// How often a followed log is read again for what was added.
@@ -34,7 +34,7 @@ pub fn tail(text: &str, n: Option<usize>) -> &str {
 
 pub fn serve(
     control: &ControlState,
-    pod_files: Option<&dyn PodFiles>,
+    pods: Option<&dyn PodRuntime>,
     req: &Request<Incoming>,
     o: &ObjectPath,
 ) -> Reply {
@@ -62,7 +62,7 @@ pub fn serve(
         let message = format!("previous terminated container in pod \"{name}\" not found");
         return error(answer::status(400, "BadRequest", &message, None));
     }
-    let Some(files) = pod_files else {
+    let Some(files) = pods else {
         return error(answer::status(
             400,
             "BadRequest",

@@ -5,6 +5,7 @@
 
 pub mod answer;
 pub mod discovery;
+mod exec;
 mod logs;
 pub mod openapi;
 pub mod path;
@@ -12,13 +13,15 @@ pub mod protobuf;
 mod respond;
 mod server;
 pub mod watch;
+pub mod websocket;
 pub mod write;
 
 pub use server::{authorize, serve, tls_config, Caller, Denied};
 
-/// What the API reads from the pods' runtime (the local runtime implements it): where a
-/// container's output goes, for `kubectl logs`.
-pub trait PodFiles: Send + Sync {
+/// What the API asks of the pods' runtime (the local runtime implements it): where a
+/// container's output goes (`kubectl logs`), and a command to run in a container
+/// (`kubectl exec`).
+pub trait PodRuntime: Send + Sync {
     /// The log file of `container` in the pod (`None`: its only or first container), or
     /// why there is none (an unknown container, a pod that has not started).
     fn log_path(
@@ -27,4 +30,13 @@ pub trait PodFiles: Send + Sync {
         pod: &str,
         container: Option<&str>,
     ) -> Result<std::path::PathBuf, String>;
+
+    /// `argv` set up to run in the container, with what must live until it is spawned.
+    fn exec_command(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        argv: &[String],
+    ) -> Result<(std::process::Command, Box<dyn std::any::Any + Send>), String>;
 }

@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 
 use super::answer;
 use super::discovery;
+use super::exec;
 use super::logs;
 use super::openapi;
 use super::path::{self, ApiPath, ObjectPath, PathError};
@@ -123,7 +124,7 @@ fn pem_certs(pem_text: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'sta
 /// Serves the API on `listener` until `shutdown`.
 pub async fn serve(
     control: Arc<ControlState>,
-    pod_files: Option<Arc<dyn super::PodFiles>>,
+    pods: Option<Arc<dyn super::PodRuntime>>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
     admin_token: String,
@@ -147,11 +148,11 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
-        let (control, acceptor, admin_token, pod_files) = (
+        let (control, acceptor, admin_token, pods) = (
             control.clone(),
             acceptor.clone(),
             admin_token.clone(),
-            pod_files.clone(),
+            pods.clone(),
         );
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
@@ -169,11 +170,11 @@ pub async fn serve(
                 .and_then(|c| c.first())
                 .and_then(|c| certificate_subject(c));
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let (control, admin_token, certificate, pod_files) = (
+                let (control, admin_token, certificate, pods) = (
                     control.clone(),
                     admin_token.clone(),
                     certificate.clone(),
-                    pod_files.clone(),
+                    pods.clone(),
                 );
                 async move {
                     let bearer = req
@@ -183,7 +184,7 @@ pub async fn serve(
                         .and_then(|v| v.strip_prefix("Bearer "))
                         .map(str::to_string);
                     let reply = match authorize(certificate, bearer.as_deref(), &admin_token) {
-                        Ok(_caller) => handle(&control, pod_files.as_deref(), req, local).await,
+                        Ok(_caller) => handle(&control, pods.as_deref(), req, local).await,
                         Err(denied) => refuse(&req, peer, denied),
                     };
                     Ok::<_, Infallible>(reply)
@@ -191,6 +192,7 @@ pub async fn serve(
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls), svc)
+                .with_upgrades()
                 .await;
         });
     }
@@ -220,7 +222,7 @@ fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
 
 async fn handle(
     control: &Arc<ControlState>,
-    pod_files: Option<&dyn super::PodFiles>,
+    pods: Option<&dyn super::PodRuntime>,
     req: Request<Incoming>,
     local: SocketAddr,
 ) -> Reply {
@@ -260,8 +262,11 @@ async fn handle(
         }
         return discover(route, local);
     };
+    if o.subresource.as_deref() == Some("exec") {
+        return exec::serve(control, pods, req, &o);
+    }
     if req.method() == http::Method::GET && o.subresource.as_deref() == Some("log") {
-        return logs::serve(control, pod_files, &req, &o);
+        return logs::serve(control, pods, &req, &o);
     }
     if req.method() == http::Method::GET {
         return get(control, &req, &o);
