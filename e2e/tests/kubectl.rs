@@ -211,6 +211,14 @@ fn kubectl_changes_the_local_mesh() {
         mesh.ok("echo hello | kubectl -n full exec -i deploy/sleep -c sleep -- cat"),
         "hello\n"
     );
+    // A client that leaves takes its command with it.
+    mesh.sh("timeout 2 kubectl -n full exec deploy/sleep -c sleep -- sleep 4321");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        mesh.sh("pgrep -f 'sleep 4321'").code,
+        1,
+        "the command outlived its client"
+    );
     mesh.ok(
         "echo copied > $SCRATCH/cp.txt && \
          kubectl -n full cp $SCRATCH/cp.txt $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}):/tmp/cp.txt -c sleep",

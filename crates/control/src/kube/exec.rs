@@ -124,7 +124,7 @@ async fn run<S>(
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
 {
-    let (mut from_client, mut to_client) = tokio::io::split(socket);
+    let (from_client, mut to_client) = tokio::io::split(socket);
     let mut command = tokio::process::Command::from(cmd);
     command
         .stdin(if stdin { Stdio::piped() } else { Stdio::null() })
@@ -157,66 +157,17 @@ async fn run<S>(
             return;
         }
     };
-    let pumps = [
-        (
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ws::STDOUT,
-        ),
-        (
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Send + Unpin>),
-            ws::STDERR,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(stream, channel)| stream.map(|s| (s, channel)))
-    .map(|(mut s, channel)| {
-        let tx = out_tx.clone();
-        tokio::spawn(async move {
-            let mut buf = vec![0u8; 32 * 1024];
-            loop {
-                match s.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => {
-                        if tx
-                            .send(ws::channel_message(channel, &buf[..n]))
-                            .await
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                }
-            }
-        })
-    })
-    .collect::<Vec<_>>();
-    let mut child_stdin = child.stdin.take();
-    let reader = tokio::spawn(async move {
-        loop {
-            match ws::read_message(&mut from_client).await {
-                Ok(Message::Binary(data)) => match data.split_first() {
-                    Some((&ws::STDIN, rest)) => {
-                        if let Some(i) = child_stdin.as_mut() {
-                            if i.write_all(rest).await.is_err() {
-                                child_stdin = None;
-                            }
-                        }
-                    }
-                    Some((&ws::CLOSE_CHANNEL, [ws::STDIN])) => child_stdin = None,
-                    _ => {}
-                },
-                Ok(Message::Ping(_)) | Ok(Message::Other) => {}
-                Ok(Message::Close) | Err(_) => return,
-            }
+    let pumps = pump_output(&mut child, &out_tx);
+    let mut reader = pump_input(from_client, child.stdin.take());
+    // A client that leaves takes its command with it: nothing runs on unattended.
+    let exited = tokio::select! {
+        status = child.wait() => status,
+        _ = &mut reader => {
+            let _ = child.start_kill();
+            child.wait().await
         }
-    });
-    let code = match child.wait().await {
+    };
+    let code = match exited {
         Ok(s) => {
             use std::os::unix::process::ExitStatusExt;
             s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0))
@@ -234,6 +185,79 @@ async fn run<S>(
     let _ = out_tx.send(ws::frame(0x8, &1000u16.to_be_bytes())).await;
     drop(out_tx);
     let _ = writer.await;
+}
+
+type Output = Box<dyn tokio::io::AsyncRead + Send + Unpin>;
+
+/// The command's stdout and stderr, each to its channel, until they end.
+fn pump_output(
+    child: &mut tokio::process::Child,
+    out_tx: &mpsc::Sender<Vec<u8>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let streams: [(Option<Output>, u8); 2] = [
+        (
+            child.stdout.take().map(|s| Box::new(s) as Output),
+            ws::STDOUT,
+        ),
+        (
+            child.stderr.take().map(|s| Box::new(s) as Output),
+            ws::STDERR,
+        ),
+    ];
+    streams
+        .into_iter()
+        .filter_map(|(stream, channel)| stream.map(|s| (s, channel)))
+        .map(|(mut s, channel)| {
+            let tx = out_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 32 * 1024];
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if tx
+                                .send(ws::channel_message(channel, &buf[..n]))
+                                .await
+                                .is_err()
+                            {
+                                return;
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+/// The client's messages: stdin to the command until the client closes that channel;
+/// ends when the client closes the socket.
+fn pump_input<R>(
+    mut from_client: R,
+    mut child_stdin: Option<tokio::process::ChildStdin>,
+) -> tokio::task::JoinHandle<()>
+where
+    R: tokio::io::AsyncRead + Send + Unpin + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match ws::read_message(&mut from_client).await {
+                Ok(Message::Binary(data)) => match data.split_first() {
+                    Some((&ws::STDIN, rest)) => {
+                        if let Some(i) = child_stdin.as_mut() {
+                            if i.write_all(rest).await.is_err() {
+                                child_stdin = None;
+                            }
+                        }
+                    }
+                    Some((&ws::CLOSE_CHANNEL, [ws::STDIN])) => child_stdin = None,
+                    _ => {}
+                },
+                Ok(Message::Ping(_)) | Ok(Message::Other) => {}
+                Ok(Message::Close) | Err(_) => return,
+            }
+        }
+    })
 }
 
 #[cfg(test)]
