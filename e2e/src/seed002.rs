@@ -1,5 +1,6 @@
-//! Seed 002 ("Automatic mutual TLS"): its commands, with `tessera` for `kubectl` and
-//! `istioctl`, and the outputs it prints. Changed from the seed only where the command
+//! Seed 002 ("Automatic mutual TLS"): its commands, the `kubectl` lines verbatim (the
+//! machine's kubectl against the mesh's Kubernetes API) and `tessera` for `istioctl`, and
+//! the outputs it prints. Changed from the seed only where the command
 //! must be; `echo -n "\n"` is kept (the harness's bash expands it, as the seed's shell did).
 
 /// `istioctl manifest apply --set profile=demo --set values.global.mtls.auto=true
@@ -17,14 +18,14 @@ pub const NAMESPACES: [&str; 3] = ["full", "partial", "legacy"];
 /// idempotent.
 pub const SETUP: [&str; 4] = [
     r#"set -e
-tessera create ns full
-tessera apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml) -n full
-tessera apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml) -n full
+kubectl create ns full
+kubectl apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml) -n full
+kubectl apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml) -n full
 "#,
     r#"set -e
-tessera create ns partial
-tessera apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml) -n partial
-cat <<EOF | tessera apply -n partial -f -
+kubectl create ns partial
+kubectl apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml) -n partial
+cat <<EOF | kubectl apply -n partial -f -
 apiVersion: apps/v1
 kind: Deployment
 metadata:
@@ -49,31 +50,31 @@ spec:
 EOF
 "#,
     r#"set -e
-tessera create ns legacy
-tessera apply -f samples/httpbin/httpbin.yaml -n legacy
-tessera apply -f samples/sleep/sleep.yaml -n legacy
+kubectl create ns legacy
+kubectl apply -f samples/httpbin/httpbin.yaml -n legacy
+kubectl apply -f samples/sleep/sleep.yaml -n legacy
 "#,
     r#"set -e
-tessera apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml) -n full
-tessera apply -f samples/sleep/sleep.yaml -n legacy
+kubectl apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml) -n full
+kubectl apply -f samples/sleep/sleep.yaml -n legacy
 "#,
 ];
 
 pub const GET_PODS: &str = r#"set -e
-tessera get pods -n full
-tessera get pods -n partial
-tessera get pods -n legacy
+kubectl get pods -n full
+kubectl get pods -n partial
+kubectl get pods -n legacy
 "#;
 
-pub const ONE_CHECK: &str = r#"tessera exec $(tessera get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -n full -- curl http://httpbin.full:8000/headers  -s  -w "response %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$'"#;
+pub const ONE_CHECK: &str = r#"kubectl exec $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -n full -- curl http://httpbin.full:8000/headers  -s  -w "response %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$'"#;
 
 pub const SEED_ONE_CHECK: &str = "URI=spiffe://cluster.local/ns/full/sa/sleep\nresponse 200\n";
 
 /// The verification loop the seed runs after each step.
-pub const MATRIX: &str = r#"for from in "full" "legacy"; do for to in "full" "partial" "legacy"; do echo "sleep.${from} to httpbin.${to}";tessera exec $(tessera get pod -l app=sleep -n ${from} -o jsonpath={.items..metadata.name}) -c sleep -n ${from} -- curl http://httpbin.${to}:8000/headers  -s  -w "response code: %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$';  echo -n "\n"; done; done"#;
+pub const MATRIX: &str = r#"for from in "full" "legacy"; do for to in "full" "partial" "legacy"; do echo "sleep.${from} to httpbin.${to}";kubectl exec $(kubectl get pod -l app=sleep -n ${from} -o jsonpath={.items..metadata.name}) -c sleep -n ${from} -- curl http://httpbin.${to}:8000/headers  -s  -w "response code: %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$';  echo -n "\n"; done; done"#;
 
 /// "Working with sidecar migration": ten requests to httpbin.partial.
-pub const TEN_TO_PARTIAL: &str = r#"for i in `seq 1 10`; do tessera exec $(tessera get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -nfull  -- curl http://httpbin.partial:8000/headers  -s  -w "response code: %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$';  echo -n "\n"; done"#;
+pub const TEN_TO_PARTIAL: &str = r#"for i in `seq 1 10`; do kubectl exec $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -nfull  -- curl http://httpbin.partial:8000/headers  -s  -w "response code: %{http_code}\n" | egrep -o 'URI\=spiffe.*sa/[a-z]*|response.*$';  echo -n "\n"; done"#;
 
 /// The one step whose identity line depends on which of two endpoints answered (the
 /// seed's transcript shows one draw).
@@ -165,7 +166,7 @@ sleep.legacy to httpbin.legacy
 response code: 200
 ";
 
-pub const DR_ISTIO_MUTUAL: &str = r#"cat <<EOF | tessera apply -n full -f -
+pub const DR_ISTIO_MUTUAL: &str = r#"cat <<EOF | kubectl apply -n full -f -
 apiVersion: "networking.istio.io/v1alpha3"
 kind: "DestinationRule"
 metadata:
@@ -177,7 +178,7 @@ spec:
       mode: ISTIO_MUTUAL
 EOF"#;
 
-pub const CLEANUP: &str = "tessera delete ns full partial legacy";
+pub const CLEANUP: &str = "kubectl delete ns full partial legacy";
 
 /// The seed's two policy steps in one API generation: lock `httpbin.full` down to
 /// STRICT, then switch it to plaintext.
@@ -188,7 +189,7 @@ pub struct PolicySteps {
 
 /// As the seed has them (`authentication.istio.io/v1alpha1` Policy).
 pub const ALPHA: PolicySteps = PolicySteps {
-    strict: r#"cat <<EOF | tessera apply -n full -f -
+    strict: r#"cat <<EOF | kubectl apply -n full -f -
 apiVersion: "authentication.istio.io/v1alpha1"
 kind: "Policy"
 metadata:
@@ -199,7 +200,7 @@ spec:
   peers:
   - mtls: {}
 EOF"#,
-    plaintext: r#"cat <<EOF | tessera apply -n full -f -
+    plaintext: r#"cat <<EOF | kubectl apply -n full -f -
 apiVersion: "authentication.istio.io/v1alpha1"
 kind: "Policy"
 metadata:
@@ -212,7 +213,7 @@ EOF"#,
 
 /// The same steps in today's API (`security.istio.io/v1beta1` PeerAuthentication).
 pub const BETA: PolicySteps = PolicySteps {
-    strict: r#"cat <<EOF | tessera apply -n full -f -
+    strict: r#"cat <<EOF | kubectl apply -n full -f -
 apiVersion: "security.istio.io/v1beta1"
 kind: "PeerAuthentication"
 metadata:
@@ -224,7 +225,7 @@ spec:
   mtls:
     mode: STRICT
 EOF"#,
-    plaintext: r#"cat <<EOF | tessera apply -n full -f -
+    plaintext: r#"cat <<EOF | kubectl apply -n full -f -
 apiVersion: "security.istio.io/v1beta1"
 kind: "PeerAuthentication"
 metadata:

@@ -54,8 +54,8 @@ fn cell_of(matrix: &str, from: &str, target: &str) -> String {
 }
 
 fn policy_file(script: &str) -> String {
-    // The seed's `cat <<EOF | tessera apply -n full -f -` as a file for --what-if.
-    script.replace("tessera apply -n full -f -", "cat > $SCRATCH/policy.yaml")
+    // The seed's `cat <<EOF | kubectl apply -n full -f -` as a file for --what-if.
+    script.replace("kubectl apply -n full -f -", "cat > $SCRATCH/policy.yaml")
 }
 
 fn what_if(mesh: &Mesh, script: &str) -> Run {

@@ -64,11 +64,11 @@ fn replay(name: &str, policy: &seed002::PolicySteps) {
 
     // No authentication policy and no DestinationRule for the samples (the seed looks at
     // what its installer created; a fresh mesh has no such objects).
-    let run = mesh.sh("tessera get policies.authentication.istio.io --all-namespaces");
+    let run = mesh.sh("kubectl get policies.authentication.istio.io --all-namespaces");
     assert_eq!(run.code, 0, "{}", run.both());
     assert_eq!(run.stderr.trim(), "No resources found");
     let hosts = mesh.sh(
-        r#"tessera get destinationrules.networking.istio.io --all-namespaces -o yaml | grep "host:""#,
+        r#"kubectl get destinationrules.networking.istio.io --all-namespaces -o yaml | grep "host:""#,
     );
     assert_eq!(
         hosts.stdout, "",
@@ -119,7 +119,7 @@ fn replay(name: &str, policy: &seed002::PolicySteps) {
         seed002::SEED_DR_OVERRIDE,
     );
     let body = mesh.ok(
-        r#"tessera exec $(tessera get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -n full -- curl -s http://httpbin.full:8000/headers"#,
+        r#"kubectl exec $(kubectl get pod -l app=sleep -n full -o jsonpath={.items..metadata.name}) -c sleep -n full -- curl -s http://httpbin.full:8000/headers"#,
     );
     assert!(
         body.starts_with("upstream connect error or disconnect/reset before headers.")
