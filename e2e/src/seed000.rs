@@ -1,43 +1,45 @@
 //! Seeds 000 and 001 ("Mutual TLS over HTTPS", two translations of one task): the
-//! commands, with `tessera` for `kubectl`/`istioctl`, and what they print. Files the seed
+//! commands, `kubectl` lines as they are (the machine's kubectl) and `tessera` for
+//! `istioctl`, and what they print. Files the seed
 //! writes to /tmp go to `$SCRATCH` so that suites can run side by side.
 
 pub const CERT_AND_SECRET: &str = r#"set -e
 openssl req -x509 -nodes -days 365 -newkey rsa:2048 -keyout $SCRATCH/nginx.key -out $SCRATCH/nginx.crt -subj "/CN=my-nginx/O=my-nginx"
-tessera create secret tls nginxsecret --key $SCRATCH/nginx.key --cert $SCRATCH/nginx.crt
+kubectl create secret tls nginxsecret --key $SCRATCH/nginx.key --cert $SCRATCH/nginx.crt
 "#;
 
 pub const CONFIGMAP: &str =
-    "tessera create configmap nginxconfigmap --from-file=samples/https/default.conf";
+    "kubectl create configmap nginxconfigmap --from-file=samples/https/default.conf";
 
-pub const NGINX_WITHOUT_SIDECAR: &str = "tessera apply -f samples/https/nginx-app.yaml";
+pub const NGINX_WITHOUT_SIDECAR: &str = "kubectl apply -f samples/https/nginx-app.yaml";
 
 pub const SLEEP_WITH_SIDECAR: &str =
-    "tessera apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml)";
+    "kubectl apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml)";
 
-pub const GET_POD: &str = "tessera get pod";
+pub const GET_POD: &str = "kubectl get pod";
 
 /// "SSH into the istio-proxy container of the sleep pod", then `curl https://my-nginx -k`
-/// typed into its shell (here: given on stdin).
-pub const SHELL_IN_PROXY: &str = r#"echo 'curl https://my-nginx -k' | tessera exec -it $(tessera get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c istio-proxy /bin/bash"#;
+/// typed into its shell (here: given on stdin, so kubectl runs it without a TTY). Today's
+/// kubectl wants `--` before the command, which the seed's older kubectl did not.
+pub const SHELL_IN_PROXY: &str = r#"echo 'curl https://my-nginx -k' | kubectl exec -it $(kubectl get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c istio-proxy -- /bin/bash"#;
 
-pub const CURL_FROM_PROXY: &str = r#"tessera exec $(tessera get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c istio-proxy -- curl https://my-nginx -k"#;
+pub const CURL_FROM_PROXY: &str = r#"kubectl exec $(kubectl get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c istio-proxy -- curl https://my-nginx -k"#;
 
-pub const CURL_FROM_SLEEP: &str = r#"tessera exec $(tessera get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c sleep -- curl https://my-nginx -k"#;
+pub const CURL_FROM_SLEEP: &str = r#"kubectl exec $(kubectl get pod -l app=sleep -o jsonpath={.items..metadata.name}) -c sleep -- curl https://my-nginx -k"#;
 
 /// The line of nginx's page the seed shows.
 pub const WELCOME: &str = "<h1>Welcome to nginx!</h1>";
 
 pub const REDEPLOY_NGINX_WITH_SIDECAR: &str = r#"set -e
-tessera delete -f samples/https/nginx-app.yaml
-tessera apply -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
+kubectl delete -f samples/https/nginx-app.yaml
+kubectl apply -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
 "#;
 
 /// Seed 000: `kubectl delete -f install/kubernetes/istio-demo.yaml`, then `helm template
 /// ... --set global.mtls.enabled=true | kubectl apply -f -`. What that installer added
 /// for mTLS is the mesh-wide `MeshPolicy default` with `peers: [{mtls: {}}]` (STRICT);
 /// on a running mesh the equivalent is applying that policy.
-pub const MTLS_ON_MESHPOLICY: &str = r#"cat <<EOF | tessera apply -f -
+pub const MTLS_ON_MESHPOLICY: &str = r#"cat <<EOF | kubectl apply -f -
 apiVersion: "authentication.istio.io/v1alpha1"
 kind: "MeshPolicy"
 metadata:
@@ -50,8 +52,8 @@ EOF"#;
 /// Seed 001: `istioctl manifest apply --set profile=demo,...,values.global.mtls.enabled=true`;
 /// the same mesh-wide STRICT in today's API: a PeerAuthentication in the root namespace.
 pub const MTLS_ON_PEERAUTHENTICATION: &str = r#"set -e
-tessera delete meshpolicy default
-cat <<EOF | tessera apply -f -
+kubectl delete meshpolicy default
+cat <<EOF | kubectl apply -f -
 apiVersion: "security.istio.io/v1beta1"
 kind: "PeerAuthentication"
 metadata:
@@ -62,18 +64,18 @@ spec:
     mode: STRICT
 EOF"#;
 
-pub const GET_CONTROL_PLANE_PODS: &str = "tessera get pod -n istio-system";
+pub const GET_CONTROL_PLANE_PODS: &str = "kubectl get pod -n istio-system";
 
 pub const REDEPLOY_BOTH: &str = r#"set -e
-tessera delete -f <(tessera kube-inject -f samples/sleep/sleep.yaml)
-tessera apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml)
-tessera delete -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
-tessera apply -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
+kubectl delete -f <(tessera kube-inject -f samples/sleep/sleep.yaml)
+kubectl apply -f <(tessera kube-inject -f samples/sleep/sleep.yaml)
+kubectl delete -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
+kubectl apply -f <(tessera kube-inject -f samples/https/nginx-app.yaml)
 "#;
 
 pub const CLEANUP: &str = r#"set -e
-tessera delete -f samples/sleep/sleep.yaml
-tessera delete -f samples/https/nginx-app.yaml
-tessera delete configmap nginxconfigmap
-tessera delete secret nginxsecret
+kubectl delete -f samples/sleep/sleep.yaml
+kubectl delete -f samples/https/nginx-app.yaml
+kubectl delete configmap nginxconfigmap
+kubectl delete secret nginxsecret
 "#;

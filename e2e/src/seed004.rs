@@ -1,5 +1,5 @@
 //! Seed 004 ("Securing a Gateway with HTTPS"): the certificate script it runs and its
-//! commands, `kubectl`/`istioctl` → `tessera`.
+//! commands (`kubectl` as it is, `istioctl` → `tessera`).
 
 /// What the seed's `generate.sh httpbin.example.com <password>` (mtls-go-example) makes,
 /// with openssl: `1_root` (root CA), `2_intermediate` (intermediate CA and

@@ -1,5 +1,5 @@
 //! Seed 002, "Automatic mutual TLS", replayed on a real local mesh: every command of the
-//! seed, with `tessera` for `kubectl` and `istioctl`, and every output it prints compared
+//! seed (`kubectl` lines with the machine's kubectl, `tessera` for `istioctl`), and every output it prints compared
 //! with ours. Namespaces `full` (sidecars), `partial` (one httpbin with, one without a
 //! sidecar) and `legacy` (no sidecars); the for-loop matrix after each step:
 //! PERMISSIVE, STRICT, DISABLE (plaintext), and a DestinationRule ISTIO_MUTUAL override

@@ -138,11 +138,12 @@ EOF
 
 const EXTERNAL_8443: &str = r#"kubectl exec "${EXTERNAL_CLIENT}" -c sleep -- curl -IsS --cacert /tmp/ca.crt --key /tmp/client.test.svc.cluster.local.key --cert /tmp/client.test.svc.cluster.local.crt -HHost:httpbin.test.svc.cluster.local "https://httpbin.test.svc.cluster.local:8443/status/200""#;
 
-/// The seed's commands with `kubectl`/`istioctl` → `tessera`.
+/// The seed's commands: `kubectl` lines as they are (the machine's kubectl), `istioctl` →
+/// `tessera`.
 fn seed(script: &str) -> String {
     format!(
-        "export INTERNAL_CLIENT=$(tessera -n test get pod -l app=sleep -o jsonpath={{.items..metadata.name}} 2>/dev/null)\nexport EXTERNAL_CLIENT=$(tessera get pod -l app=sleep -o jsonpath={{.items..metadata.name}} 2>/dev/null)\n{}",
-        script.replace("kubectl ", "tessera ").replace("istioctl ", "tessera ")
+        "export INTERNAL_CLIENT=$(kubectl -n test get pod -l app=sleep -o jsonpath={{.items..metadata.name}} 2>/dev/null)\nexport EXTERNAL_CLIENT=$(kubectl get pod -l app=sleep -o jsonpath={{.items..metadata.name}} 2>/dev/null)\n{}",
+        script.replace("istioctl ", "tessera ")
     )
 }
 
@@ -178,7 +179,7 @@ fn seed_003_sidecar_terminates_external_mtls() {
     mesh.ok(&seed("kubectl apply -f samples/sleep/sleep.yaml\nkubectl -n test apply -f samples/sleep/sleep.yaml"));
     mesh.wait_ready("default");
     mesh.wait_ready("test");
-    let pods = mesh.ok("tessera get pods -n test");
+    let pods = mesh.ok("kubectl get pods -n test");
     assert!(
         pods.lines()
             .filter(|l| l.contains("2/2") && l.contains("Running"))
@@ -186,7 +187,7 @@ fn seed_003_sidecar_terminates_external_mtls() {
             == 2,
         "{pods}"
     );
-    let outside = mesh.ok("tessera get pods");
+    let outside = mesh.ok("kubectl get pods");
     assert!(
         outside
             .lines()

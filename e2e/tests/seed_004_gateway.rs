@@ -24,8 +24,8 @@ const CURL_CERT: &str = "curl --resolve httpbin.example.com:$SECURE_INGRESS_PORT
 /// The seed's "determining the ingress IP and ports", then `cd` into the certificates.
 fn env(script: &str) -> String {
     format!(
-        "export INGRESS_HOST=$(tessera -n istio-system get service istio-ingressgateway -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}')\n\
-         export SECURE_INGRESS_PORT=$(tessera -n istio-system get service istio-ingressgateway -o jsonpath='{{.spec.ports[?(@.name==\"https\")].port}}')\n\
+        "export INGRESS_HOST=$(kubectl -n istio-system get service istio-ingressgateway -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}')\n\
+         export SECURE_INGRESS_PORT=$(kubectl -n istio-system get service istio-ingressgateway -o jsonpath='{{.spec.ports[?(@.name==\"https\")].port}}')\n\
          cd \"$SCRATCH/mtls-go-example\"\n{script}"
     )
 }
@@ -50,7 +50,7 @@ fn gateway_pod(mesh: &Mesh) -> String {
 
 fn setup(mesh: &Mesh) {
     // Before you begin: httpbin with a sidecar, the gateway installed by `tessera up`.
-    mesh.ok("tessera apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml)");
+    mesh.ok("kubectl apply -f <(tessera kube-inject -f samples/httpbin/httpbin.yaml)");
     mesh.wait_ready("default");
     mesh.wait_ready("istio-system");
     let script = GENERATE_SH.replace('\'', "'\\''");
@@ -63,7 +63,7 @@ fn setup(mesh: &Mesh) {
 fn seed_004_gateway_with_file_mounts_and_credential_name() {
     let mesh = Mesh::up("seed004", &[]);
     setup(&mesh);
-    let svc = mesh.ok("tessera get svc -n istio-system");
+    let svc = mesh.ok("kubectl get svc -n istio-system");
     assert!(
         svc.contains("istio-ingressgateway")
             && svc.contains("LoadBalancer")
@@ -79,16 +79,16 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
     );
 
     // 1. File mounts.
-    let created = mesh.ok(&env("tessera create -n istio-system secret tls istio-ingressgateway-certs --key 3_application/private/httpbin.example.com.key.pem --cert 3_application/certs/httpbin.example.com.cert.pem"));
+    let created = mesh.ok(&env("kubectl create -n istio-system secret tls istio-ingressgateway-certs --key 3_application/private/httpbin.example.com.key.pem --cert 3_application/certs/httpbin.example.com.cert.pem"));
     assert!(
         created.contains("istio-ingressgateway-certs created"),
         "{created}"
     );
     mesh.ok(&format!(
-        "cat <<EOF | tessera apply -f -\n{GATEWAY_SIMPLE}EOF"
+        "cat <<EOF | kubectl apply -f -\n{GATEWAY_SIMPLE}EOF"
     ));
     mesh.ok(&format!(
-        "cat <<EOF | tessera apply -f -\n{VIRTUAL_SERVICE}EOF"
+        "cat <<EOF | kubectl apply -f -\n{VIRTUAL_SERVICE}EOF"
     ));
     let run = mesh.until(&env(CURL_SIMPLE), Duration::from_secs(30), teapot);
     assert!(teapot(&run), "SIMPLE: {}", run.both());
@@ -106,14 +106,14 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
         );
     }
 
-    let created = mesh.ok(&env("tessera create -n istio-system secret generic istio-ingressgateway-ca-certs --from-file=2_intermediate/certs/ca-chain.cert.pem"));
+    let created = mesh.ok(&env("kubectl create -n istio-system secret generic istio-ingressgateway-ca-certs --from-file=2_intermediate/certs/ca-chain.cert.pem"));
     assert!(
         created.contains("istio-ingressgateway-ca-certs created"),
         "{created}"
     );
     // `istioctl replace -f -`: apply replaces the Gateway's spec.
     mesh.ok(&format!(
-        "cat <<EOF | tessera apply -f -\n{GATEWAY_MUTUAL}EOF"
+        "cat <<EOF | kubectl apply -f -\n{GATEWAY_MUTUAL}EOF"
     ));
     let run = mesh.until(&env(CURL_NO_CERT), Duration::from_secs(30), refused);
     assert!(
@@ -126,13 +126,13 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
 
     // Troubleshooting, as the seed lists it.
     let pod = gateway_pod(&mesh);
-    let ls = mesh.ok("tessera exec -it -n istio-system $(tessera -n istio-system get pods -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}') -- ls -al /etc/istio/ingressgateway-certs");
+    let ls = mesh.ok("kubectl exec -it -n istio-system $(kubectl -n istio-system get pods -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}') -- ls -al /etc/istio/ingressgateway-certs");
     assert!(ls.contains("tls.crt") && ls.contains("tls.key"), "{ls}");
-    let subject = mesh.ok("tessera exec -i -n istio-system $(tessera get pod -l istio=ingressgateway -n istio-system -o jsonpath='{.items[0].metadata.name}')  -- cat /etc/istio/ingressgateway-certs/tls.crt | openssl x509 -text -noout | grep 'Subject:'");
+    let subject = mesh.ok("kubectl exec -i -n istio-system $(kubectl get pod -l istio=ingressgateway -n istio-system -o jsonpath='{.items[0].metadata.name}')  -- cat /etc/istio/ingressgateway-certs/tls.crt | openssl x509 -text -noout | grep 'Subject:'");
     assert!(subject.contains("CN = httpbin.example.com"), "{subject}");
-    let ca = mesh.ok("tessera exec -it -n istio-system $(tessera -n istio-system get pods -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}') -- ls -al /etc/istio/ingressgateway-ca-certs");
+    let ca = mesh.ok("kubectl exec -it -n istio-system $(kubectl -n istio-system get pods -l istio=ingressgateway -o jsonpath='{.items[0].metadata.name}') -- ls -al /etc/istio/ingressgateway-ca-certs");
     assert!(ca.contains("ca-chain.cert.pem"), "{ca}");
-    let certs = mesh.ok("tessera exec -ti $(tessera get po -l istio=ingressgateway -n istio-system -o jsonpath={.items[0]..metadata.name}) -n istio-system -- curl -s 127.0.0.1:15000/certs");
+    let certs = mesh.ok("kubectl exec -ti $(kubectl get po -l istio=ingressgateway -n istio-system -o jsonpath={.items[0]..metadata.name}) -n istio-system -- curl -s 127.0.0.1:15000/certs");
     assert!(
         certs.contains("\"path\": \"/etc/istio/ingressgateway-certs/tls.crt\"")
             && certs.contains("days_until_expiration"),
@@ -159,9 +159,9 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
     );
 
     // 2. credentialName: one Secret with the key pair and the client CA.
-    mesh.ok(&env("tessera create -n istio-system secret generic httpbin-credential --from-file=tls.key=3_application/private/httpbin.example.com.key.pem --from-file=tls.crt=3_application/certs/httpbin.example.com.cert.pem --from-file=ca.crt=2_intermediate/certs/ca-chain.cert.pem"));
+    mesh.ok(&env("kubectl create -n istio-system secret generic httpbin-credential --from-file=tls.key=3_application/private/httpbin.example.com.key.pem --from-file=tls.crt=3_application/certs/httpbin.example.com.cert.pem --from-file=ca.crt=2_intermediate/certs/ca-chain.cert.pem"));
     mesh.ok(&format!(
-        "cat <<EOF | tessera apply -f -\n{}EOF",
+        "cat <<EOF | kubectl apply -f -\n{}EOF",
         GATEWAY_CREDENTIAL.replace("MODE", "MUTUAL")
     ));
     let run = mesh.until(&env(CURL_NO_CERT), Duration::from_secs(30), |r| {
@@ -189,11 +189,11 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
 
     // Rotation: a new server certificate from a new CA, no restart.
     mesh.ok(&format!(
-        "cat <<EOF | tessera apply -f -\n{}EOF",
+        "cat <<EOF | kubectl apply -f -\n{}EOF",
         GATEWAY_CREDENTIAL.replace("MODE", "SIMPLE")
     ));
     mesh.ok("mkdir -p \"$SCRATCH/new\" && cd \"$SCRATCH/new\" && ../mtls-go-example/generate.sh httpbin.example.com");
-    mesh.ok("cd \"$SCRATCH/new\" && tessera -n istio-system delete secret httpbin-credential && tessera create -n istio-system secret tls httpbin-credential --key 3_application/private/httpbin.example.com.key.pem --cert 3_application/certs/httpbin.example.com.cert.pem");
+    mesh.ok("cd \"$SCRATCH/new\" && tessera -n istio-system delete secret httpbin-credential && kubectl create -n istio-system secret tls httpbin-credential --key 3_application/private/httpbin.example.com.key.pem --cert 3_application/certs/httpbin.example.com.cert.pem");
     let new_ca = CURL_SIMPLE.replace("--cacert 2_intermediate", "--cacert ../new/2_intermediate");
     let run = mesh.until(&env(&new_ca), Duration::from_secs(30), teapot);
     assert!(
@@ -210,8 +210,8 @@ fn seed_004_gateway_with_file_mounts_and_credential_name() {
     );
 
     // Cleanup, as the seed does it.
-    mesh.ok("tessera delete gateway httpbin-gateway");
-    mesh.ok("tessera delete virtualservice httpbin");
-    mesh.ok("tessera delete --ignore-not-found=true -n istio-system secret istio-ingressgateway-certs istio-ingressgateway-ca-certs");
-    mesh.ok("tessera delete --ignore-not-found=true -f samples/httpbin/httpbin.yaml");
+    mesh.ok("kubectl delete gateway httpbin-gateway");
+    mesh.ok("kubectl delete virtualservice httpbin");
+    mesh.ok("kubectl delete --ignore-not-found=true -n istio-system secret istio-ingressgateway-certs istio-ingressgateway-ca-certs");
+    mesh.ok("kubectl delete --ignore-not-found=true -f samples/httpbin/httpbin.yaml");
 }
