@@ -237,6 +237,19 @@ fn kubectl_changes_the_local_mesh() {
         "{proxy}"
     );
 
+    // Server-side apply: created, then changed.
+    let ssa = mesh.ok(
+        "sed 's/name: httpbin/name: ssa/' samples/seed-002/peerauthentication-httpbin-strict.yaml | kubectl apply --server-side -n full -f - && \
+         sed 's/name: httpbin/name: ssa/; s/STRICT/DISABLE/' samples/seed-002/peerauthentication-httpbin-strict.yaml | kubectl apply --server-side -n full -f -",
+    );
+    assert_eq!(ssa.matches("serverside-applied").count(), 2, "{ssa}");
+    assert_eq!(
+        mesh.ok("kubectl -n full get pa ssa -o jsonpath={.spec.mtls.mode}"),
+        "DISABLE"
+    );
+    mesh.ok("kubectl -n full delete pa ssa");
+    mesh.wait_synced();
+
     // Invalid input is refused whole, with the validator's words.
     let bad = mesh.sh(
         "sed 's/STRICT/SOMETIMES/' samples/seed-002/peerauthentication-httpbin-strict.yaml | kubectl apply -n full -f -",

@@ -226,14 +226,31 @@ pub async fn patch(
         );
     };
     let key = key_of(o, name);
-    let Some(mut current) = stored_json(control, o, &key) else {
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    let server_side_apply = media == "application/apply-patch+yaml";
+    let current = stored_json(control, o, &key);
+    // Server-side apply creates what does not exist yet.
+    if server_side_apply && current.is_none() {
+        return create(control, o, body, query).await;
+    }
+    let Some(mut current) = current else {
         return (404, answer::not_found(o.info, name));
     };
-    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-        return bad_request("the patch is not JSON");
+    let patch = if server_side_apply {
+        std::str::from_utf8(body)
+            .ok()
+            .and_then(|t| serde_norway::from_str::<Value>(t).ok())
+    } else {
+        serde_json::from_slice::<Value>(body).ok()
     };
-    let media = content_type.split(';').next().unwrap_or("").trim();
+    let Some(patch) = patch else {
+        return bad_request("the patch is not JSON (or YAML, for server-side apply)");
+    };
     match media {
+        // The applied configuration merged over the object: what it names is set, the
+        // rest is kept. Field ownership is not tracked, so no conflicts are reported and
+        // a field a manager stops naming is not removed.
+        "application/apply-patch+yaml" => merge_patch(&mut current, &patch),
         "application/merge-patch+json" => merge_patch(&mut current, &patch),
         "application/strategic-merge-patch+json" => strategic_merge_patch(&mut current, &patch),
         "application/json-patch+json" => {
@@ -247,7 +264,7 @@ pub async fn patch(
                 answer::status(
                     415,
                     "UnsupportedMediaType",
-                    &format!("the patch type {other:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json or application/json-patch+json"),
+                    &format!("the patch type {other:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json or application/apply-patch+yaml"),
                     None,
                 ),
             )
