@@ -131,6 +131,23 @@ fn kubectl_reads_the_local_mesh() {
     let ns: serde_json::Value = serde_json::from_str(&with_token).expect("namespace json");
     assert_eq!(ns["kind"], "Namespace");
     assert_eq!(ns["metadata"]["name"], "full");
+
+    // 1,024 connections at once: the next one is closed at once; then all is well again.
+    let over = mesh.ok(&format!(
+        "python3 - {server} <<'EOF'\n\
+import resource, socket, sys, time\n\
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n\
+resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 4096)), hard))\n\
+host, port = sys.argv[1].split('//')[1].rsplit(':', 1)\n\
+held = [socket.create_connection((host, int(port))) for _ in range(1024)]\n\
+time.sleep(0.5)\n\
+extra = socket.create_connection((host, int(port)))\n\
+extra.settimeout(5)\n\
+print('closed' if extra.recv(1) == b'' else 'served')\n\
+EOF"
+    ));
+    assert_eq!(over.trim(), "closed");
+    assert!(mesh.ok("kubectl get ns full").contains("full"));
 }
 
 #[test]

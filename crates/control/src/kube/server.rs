@@ -32,6 +32,9 @@ use crate::state::ControlState;
 /// The largest request body taken, as the operator API's.
 const MAX_BODY_BYTES: usize = crate::api::routes::MAX_REQUEST_BYTES;
 
+/// Connections the API serves at once (watches and execs hold one each).
+const MAX_CONNECTIONS: usize = 1024;
+
 /// How long a client has to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -136,6 +139,8 @@ pub async fn serve(
         return;
     };
     tokio::pin!(shutdown);
+    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused_once = false;
     loop {
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -148,6 +153,14 @@ pub async fn serve(
             },
             () = &mut shutdown => return,
         };
+        // Past the cap, a new connection is closed at once (the first time, logged).
+        let Ok(slot) = connections.clone().try_acquire_owned() else {
+            if !refused_once {
+                refused_once = true;
+                tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "Kubernetes API: connection limit reached; new connections are closed");
+            }
+            continue;
+        };
         let (control, acceptor, admin_token, pods) = (
             control.clone(),
             acceptor.clone(),
@@ -155,6 +168,7 @@ pub async fn serve(
             pods.clone(),
         );
         tokio::spawn(async move {
+            let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
