@@ -59,31 +59,10 @@ fn read_object(control: &ControlState, o: &ObjectPath, body: &[u8]) -> Result<Re
     let text = std::str::from_utf8(body).map_err(|_| bad_request("the body is not UTF-8"))?;
     let opts = load_options(control, o.namespace.clone());
     let report = tessera_model::load_str(Path::new("request body"), text, &opts);
-    let errors: Vec<String> = report
-        .problems
-        .iter()
-        .filter(|p| p.is_error())
-        .map(ToString::to_string)
-        .collect();
+    let errors: Vec<&tessera_model::Problem> =
+        report.problems.iter().filter(|p| p.is_error()).collect();
     if !errors.is_empty() {
-        let message = format!(
-            "{} is invalid: {}",
-            answer::resource_name(o.info),
-            errors.join("; ")
-        );
-        let causes: Vec<Value> = errors
-            .iter()
-            .map(|e| serde_json::json!({"reason": "FieldValueInvalid", "message": e}))
-            .collect();
-        return Err((
-            422,
-            answer::status(
-                422,
-                "Invalid",
-                &message,
-                Some(serde_json::json!({"kind": o.info.plural, "causes": causes})),
-            ),
-        ));
+        return Err(invalid(o, text, &errors));
     }
     let mut docs = report.documents.into_iter();
     let (Some(doc), None) = (docs.next(), docs.next()) else {
@@ -105,6 +84,44 @@ fn read_object(control: &ControlState, o: &ObjectPath, body: &[u8]) -> Result<Re
         }
     }
     Ok(doc.resource)
+}
+
+/// 422 Invalid as the API server words it, which kubectl prints as
+/// `The Kind "name" is invalid: field: message`: the kind and name of the object (as far
+/// as the body says), and one cause per problem, with its field path.
+fn invalid(o: &ObjectPath, body: &str, problems: &[&tessera_model::Problem]) -> Answer {
+    let name = serde_norway::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string))
+        .unwrap_or_default();
+    let causes: Vec<Value> = problems
+        .iter()
+        .map(|p| {
+            // kubectl sends JSON on one line: the field path says where, not the line.
+            let mut message = p.message.clone();
+            if let Some(hint) = &p.hint {
+                message.push_str(&format!("; {hint}"));
+            }
+            serde_json::json!({"reason": "FieldValueInvalid", "message": message, "field": p.path.to_string()})
+        })
+        .collect();
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["field"].as_str().unwrap_or(""),
+                c["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let message = format!(
+        "{} \"{name}\" is invalid: {}",
+        o.info.name,
+        listed.join(", ")
+    );
+    let details = serde_json::json!({"name": name, "group": o.info.group, "kind": o.info.name, "causes": causes});
+    (422, answer::status(422, "Invalid", &message, Some(details)))
 }
 
 fn key_of(o: &ObjectPath, name: &str) -> ObjectKey {
