@@ -20,6 +20,7 @@ use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::{Request, Response};
 use serde_json::{json, Map, Value};
+use tessera_contract::urlencoded;
 use tokio::net::TcpListener;
 
 use crate::serve::{accept_loop, Body, Stop};
@@ -321,12 +322,12 @@ impl Info {
         for &key in keys {
             let value = match key {
                 "url" => Value::String(self.url()),
-                "args" => multi_map(parse_urlencoded(self.uri.query().unwrap_or(""))),
+                "args" => multi_map(urlencoded::parse(self.uri.query().unwrap_or(""))),
                 "headers" => self.headers(),
                 "origin" => Value::String(self.origin()),
                 "method" => Value::String(self.method.to_string()),
                 "form" => multi_map(if self.is_form() {
-                    parse_urlencoded(&String::from_utf8_lossy(&self.body))
+                    urlencoded::parse(&String::from_utf8_lossy(&self.body))
                 } else {
                     BTreeMap::new()
                 }),
@@ -349,7 +350,7 @@ impl Info {
 
     /// Header names title-cased like werkzeug spells them, repeated headers joined with ",".
     fn headers(&self) -> Value {
-        let show_env = parse_urlencoded(self.uri.query().unwrap_or("")).contains_key("show_env");
+        let show_env = urlencoded::parse(self.uri.query().unwrap_or("")).contains_key("show_env");
         let mut headers: BTreeMap<String, String> = BTreeMap::new();
         for (name, value) in &self.headers {
             let name = title_case(name.as_str());
@@ -433,44 +434,6 @@ fn title_case(name: &str) -> String {
     out
 }
 
-/// `a=1&b=2&a=3` → `{a: [1, 3], b: [2]}`, `+` and `%XX` decoded.
-fn parse_urlencoded(s: &str) -> BTreeMap<String, Vec<String>> {
-    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for pair in s.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(percent_decode(k))
-            .or_default()
-            .push(percent_decode(v));
-    }
-    out
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match hex_pair(bytes[i + 1], bytes[i + 2]) {
-                Some(b) => {
-                    out.push(b);
-                    i += 2;
-                }
-                None => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
-    let digit = |c: u8| (c as char).to_digit(16);
-    Some((digit(hi)? * 16 + digit(lo)?) as u8)
-}
-
 /// httpbin's multi-dicts: one value as a string, repeated keys as a list.
 fn multi_map(map: BTreeMap<String, Vec<String>>) -> Value {
     Value::Object(
@@ -552,7 +515,7 @@ mod tests {
 
     #[test]
     fn urlencoded_decoding() {
-        let args = parse_urlencoded("a=1&b=x+y&a=%2F2&c&bad=%zz&=e");
+        let args = urlencoded::parse("a=1&b=x+y&a=%2F2&c&bad=%zz&=e");
         assert_eq!(args["a"], ["1", "/2"]);
         assert_eq!(args["b"], ["x y"]);
         assert_eq!(args["c"], [""]);

@@ -12,6 +12,7 @@ pub mod config;
 pub mod edges;
 pub mod inbound;
 pub mod transport;
+pub mod urlencoded;
 
 /// Certificate issuance: Istio's `istio.v1.auth.IstioCertificateService`.
 pub mod istio_ca {

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::answer;
 use super::path::ObjectPath;
-use super::respond::{error, Reply};
+use super::respond::{error, params, Reply};
 use super::websocket::{self as ws, Message};
 use super::PodRuntime;
 use crate::state::ControlState;
@@ -24,20 +24,8 @@ fn bad(message: &str) -> Reply {
     error(answer::status(400, "BadRequest", message, None))
 }
 
-/// Every value of a repeated query parameter (`command=ls&command=-l`).
-fn values(req: &Request<Incoming>, name: &str) -> Vec<String> {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .filter(|(k, _)| *k == name)
-        .map(|(_, v)| super::respond::percent_decode(v))
-        .collect()
-}
-
 fn flag(req: &Request<Incoming>, name: &str) -> bool {
-    values(req, name).iter().any(|v| v == "true" || v == "1")
+    params(req, name).iter().any(|v| v == "true" || v == "1")
 }
 
 /// The exit status as the API server reports it on the status channel.
@@ -85,11 +73,11 @@ pub fn serve(
     if flag(&req, "tty") {
         return bad("a TTY is not supported yet: run exec without -t");
     }
-    let argv = values(&req, "command");
+    let argv = params(&req, "command");
     if argv.is_empty() {
         return bad("you must specify at least one command for the container");
     }
-    let container = values(&req, "container").into_iter().next();
+    let container = params(&req, "container").into_iter().next();
     let Some(pods) = pods else {
         return bad("this control plane runs no pods");
     };

@@ -38,44 +38,16 @@ pub(super) fn not_found_route() -> Reply {
     ))
 }
 
-/// One query parameter's value.
-pub(super) fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
-    req.uri().query()?.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then(|| percent_decode(v))
-    })
+/// Every value of a query parameter (`command=ls&command=-l`), decoded.
+pub(super) fn params(req: &Request<Incoming>, name: &str) -> Vec<String> {
+    tessera_contract::urlencoded::parse(req.uri().query().unwrap_or(""))
+        .remove(name)
+        .unwrap_or_default()
 }
 
-pub(super) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                    }
-                    None => {
-                        out.push(b'%');
-                        i += 1;
-                    }
-                }
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// A query parameter's first value.
+pub(super) fn param(req: &Request<Incoming>, name: &str) -> Option<String> {
+    params(req, name).into_iter().next()
 }
 
 pub(super) fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str) -> Reply {
@@ -87,17 +59,4 @@ pub(super) fn stream(rx: tokio::sync::mpsc::Receiver<Bytes>, content_type: &str)
         .header(http::header::CONTENT_TYPE, content_type)
         .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
         .expect("a valid response")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn query_values_are_decoded() {
-        assert_eq!(percent_decode("app%3Dsleep"), "app=sleep");
-        assert_eq!(percent_decode("a+b%2Cc"), "a b,c");
-        assert_eq!(percent_decode("bad%zz"), "bad%zz");
-        assert_eq!(percent_decode("end%4"), "end%4");
-    }
 }
