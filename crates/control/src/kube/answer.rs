@@ -15,6 +15,13 @@ pub fn at_version(info: &KindInfo, version: &str, mut object: Value) -> Value {
     object
 }
 
+/// A stored object as the API serves it: at `version`, with its `resourceVersion`.
+pub fn served(info: &KindInfo, version: &str, stored: &crate::objects::Stored) -> Value {
+    let mut v = at_version(info, version, stored.resource.to_json());
+    v["metadata"]["resourceVersion"] = stored.resource_version.to_string().into();
+    v
+}
+
 /// `{Kind}List` of `items` (already at `version`), at the store's `revision`.
 pub fn list(info: &KindInfo, version: &str, items: Vec<Value>, revision: u64) -> Value {
     json!({

@@ -11,7 +11,7 @@ use tessera_model::resource::Kind;
 
 use super::answer;
 use super::path::ObjectPath;
-use super::respond::{error, param, reply, stream, Reply};
+use super::respond::{error, not_found_route, param, reply, stream, Reply};
 use super::PodRuntime;
 use crate::state::ControlState;
 
@@ -39,20 +39,10 @@ pub fn serve(
     o: &ObjectPath,
 ) -> Reply {
     let (Some(name), Some(namespace)) = (&o.name, &o.namespace) else {
-        return error(answer::status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        ));
+        return not_found_route();
     };
     if o.info.kind != Kind::Pod {
-        return error(answer::status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-            None,
-        ));
+        return not_found_route();
     }
     let key = crate::objects::ObjectKey::new(Kind::Pod, namespace, name);
     if control.objects().get(&key).is_none() {

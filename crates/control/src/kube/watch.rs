@@ -88,8 +88,7 @@ impl Selection {
         if !key_matches {
             return None;
         }
-        let mut v = answer::at_version(o.info, &o.version, s.resource.to_json());
-        v["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
+        let v = answer::served(o.info, &o.version, s);
         let fields_match = self.fields.iter().all(|f| {
             let mut at = &v;
             for p in f.path {

@@ -130,15 +130,49 @@ fn key_of(o: &ObjectPath, name: &str) -> ObjectKey {
 
 /// The stored object at the path's version, as GET returns it.
 pub fn stored_json(control: &ControlState, o: &ObjectPath, key: &ObjectKey) -> Option<Value> {
-    control.objects().get(key).map(|s| {
-        let mut v = answer::at_version(o.info, &o.version, s.resource.to_json());
-        v["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
-        v
-    })
+    control
+        .objects()
+        .get(key)
+        .map(|s| answer::served(o.info, &o.version, s))
 }
 
 fn dry_run(query: Option<&str>) -> bool {
-    query.is_some_and(|q| q.split('&').any(|kv| kv == "dryRun=All"))
+    tessera_contract::urlencoded::parse(query.unwrap_or(""))
+        .get("dryRun")
+        .is_some_and(|v| v.iter().any(|d| d == "All"))
+}
+
+/// Writes `resource` (a create, or a create-or-update) unless this is a dry run; `code`
+/// and the object as stored, or the store's refusal.
+async fn commit(
+    control: &ControlState,
+    o: &ObjectPath,
+    resource: Resource,
+    create: bool,
+    query: Option<&str>,
+    code: u16,
+) -> Answer {
+    if dry_run(query) {
+        return (
+            code,
+            answer::at_version(o.info, &o.version, resource.to_json()),
+        );
+    }
+    let key = ObjectKey::of(&resource);
+    let origin = "request body".to_string();
+    let op = if create {
+        Op::Create { origin, resource }
+    } else {
+        Op::Apply { origin, resource }
+    };
+    match control.submit(vec![op]).await {
+        Ok(_) => match stored_json(control, o, &key) {
+            Some(v) => (code, v),
+            // Deleted again before it could be read back.
+            None => (404, answer::not_found(o.info, &key.name)),
+        },
+        Err(errors) => store_error(&errors),
+    }
 }
 
 /// POST to a collection: 201 and the object, 409 if it exists.
@@ -148,27 +182,9 @@ pub async fn create(
     body: &[u8],
     query: Option<&str>,
 ) -> Answer {
-    let resource = match read_object(control, o, body) {
-        Ok(r) => r,
-        Err(a) => return a,
-    };
-    let key = ObjectKey::of(&resource);
-    if dry_run(query) {
-        return (
-            201,
-            answer::at_version(o.info, &o.version, resource.to_json()),
-        );
-    }
-    let op = Op::Create {
-        origin: "request body".into(),
-        resource,
-    };
-    match control.submit(vec![op]).await {
-        Ok(_) => match stored_json(control, o, &key) {
-            Some(v) => (201, v),
-            None => store_error(&["the object was created and is gone already".into()]),
-        },
-        Err(errors) => store_error(&errors),
+    match read_object(control, o, body) {
+        Ok(resource) => commit(control, o, resource, true, query, 201).await,
+        Err(a) => a,
     }
 }
 
@@ -203,23 +219,7 @@ pub async fn replace(
             return (409, answer::status(409, "Conflict", &message, None));
         }
     }
-    if dry_run(query) {
-        return (
-            200,
-            answer::at_version(o.info, &o.version, resource.to_json()),
-        );
-    }
-    let op = Op::Apply {
-        origin: "request body".into(),
-        resource,
-    };
-    match control.submit(vec![op]).await {
-        Ok(_) => match stored_json(control, o, &key) {
-            Some(v) => (200, v),
-            None => (404, answer::not_found(o.info, name)),
-        },
-        Err(errors) => store_error(&errors),
-    }
+    commit(control, o, resource, false, query, 200).await
 }
 
 /// PATCH: a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902) on the stored object,
