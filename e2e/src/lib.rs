@@ -183,8 +183,28 @@ impl Mesh {
     }
 
     /// Waits until every pod of `ns` is Ready (`tessera wait`), standing in for the
-    /// seeds' "make sure the pods are running".
+    /// seeds' "make sure the pods are running". A Deployment's pods appear a moment after `apply` returns, so first every
+    /// Deployment of `ns` must have its replicas ready (`wait --all` right away could see
+    /// only the pods made already).
     pub fn wait_ready(&self, ns: &str) {
+        let start = Instant::now();
+        loop {
+            let out = self.ok(&format!("tessera get deploy -n {ns} -o json"));
+            let v: serde_json::Value = serde_json::from_str(&out).expect("deployments json");
+            let items = v["items"].as_array().cloned().unwrap_or_default();
+            if items.iter().all(|d| {
+                d["status"]["readyReplicas"].as_i64().unwrap_or(0)
+                    >= d["spec"]["replicas"].as_i64().unwrap_or(1)
+            }) {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{ns}: deployments not ready:\n{}",
+                self.ok(&format!("tessera get pods -n {ns}"))
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         self.ok(&format!(
             "tessera wait --for=condition=Ready pod --all -n {ns} --timeout 90s"
         ));
