@@ -73,6 +73,23 @@ fn kubectl_reads_the_local_mesh() {
             .all(|l| l.contains(" 2/2 ") && l.contains(" Running ")),
         "{pods}"
     );
+    // The one node: `-o wide` and `spec.nodeName` name it, as a scheduler's binding does.
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_ascii_lowercase();
+    let wide = mesh.ok("kubectl -n full get pods -o wide");
+    assert!(
+        wide.lines().next().unwrap().contains(" NODE ") && wide.contains(&format!(" {node} ")),
+        "{wide}"
+    );
+    assert_eq!(
+        mesh.ok(&format!(
+            "kubectl -n full get pods --field-selector spec.nodeName={node} -o name | wc -l"
+        ))
+        .trim(),
+        "2"
+    );
     let all = mesh.ok("kubectl get svc -A");
     assert!(all.starts_with("NAMESPACE "), "{all}");
     assert!(all.contains("istio-ingressgateway"), "{all}");
@@ -324,6 +341,22 @@ fn kubectl_changes_the_local_mesh() {
     assert_eq!(
         mesh.ok("kubectl -n full get cm nginxconfigmap -o jsonpath={.data.extra}"),
         "x"
+    );
+    // deletecollection: the labelled ConfigMaps go in one change, the others stay.
+    mesh.ok(
+        "kubectl -n full create configmap gone-a && kubectl -n full create configmap gone-b && \
+         kubectl -n full label cm gone-a gone-b sweep=yes",
+    );
+    let swept: serde_json::Value =
+        serde_json::from_str(&mesh.ok(
+            "kubectl delete --raw '/api/v1/namespaces/full/configmaps?labelSelector=sweep%3Dyes'",
+        ))
+        .expect("a ConfigMapList");
+    assert_eq!(swept["kind"], "ConfigMapList");
+    assert_eq!(swept["items"].as_array().map(Vec::len), Some(2), "{swept}");
+    assert_eq!(
+        mesh.ok("kubectl -n full get cm -o name"),
+        "configmap/nginxconfigmap\n"
     );
     assert_eq!(
         mesh.ok("kubectl -n full delete pa httpbin"),

@@ -15,6 +15,9 @@ use crate::runtime::Runtime;
 use crate::sandbox::Host;
 use crate::{mesh_prefix, netns, runtime_dir, RuntimeError};
 use tessera_control::inject::SidecarInjector;
+use tessera_control::objects::Objects;
+use tessera_control::state::Admission;
+use tessera_model::Resource;
 
 pub struct UpOptions {
     pub state_dir: PathBuf,
@@ -176,7 +179,7 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     let control_options = ControlOptions {
         state_dir: state_dir.clone(),
         mesh: opts.mesh.clone(),
-        admission: Some(Arc::new(SidecarInjector)),
+        admission: Some(Arc::new(LocalAdmission { node: node_name() })),
         pod_access: true,
         kube_api: Some(std::net::SocketAddr::new(
             opts.ingress_ip.into(),
@@ -243,6 +246,31 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
     tokio::task::block_in_place(|| clean(&state_dir));
     tracing::info!("mesh down");
     Ok(())
+}
+
+/// What the local mesh does to a pod it is given: the sidecar injection of a cluster's
+/// webhook, then the scheduler's binding to the one node there is (`spec.nodeName`).
+struct LocalAdmission {
+    node: String,
+}
+
+impl Admission for LocalAdmission {
+    fn admit(&self, objects: &Objects, resource: Resource) -> Result<Resource, String> {
+        let mut resource = SidecarInjector.admit(objects, resource)?;
+        if let Resource::Pod(p) = &mut resource {
+            p.spec.node_name.get_or_insert_with(|| self.node.clone());
+        }
+        Ok(resource)
+    }
+}
+
+/// The node's name, as a kubelet names its node: the host name.
+fn node_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_ascii_lowercase())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
 }
 
 /// The local pods' files, for the Kubernetes API (`kubectl logs`).

@@ -151,7 +151,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
     if wide {
         match kind {
             "Service" => c.push("SELECTOR"),
-            "Pod" => c.push("IP"),
+            "Pod" => c.extend(["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]),
             _ => {}
         }
     }
@@ -172,6 +172,9 @@ fn cell(kind: &str, column: &str, o: &Value) -> String {
         ("Pod", "STATUS") => pod_status(o),
         ("Pod", "RESTARTS") => pod_restarts(o),
         ("Pod", "IP") => pod_ip(o),
+        ("Pod", "NODE") => or_none(s(&spec["nodeName"])),
+        ("Pod", "NOMINATED NODE") => or_none(s(&status["nominatedNodeName"])),
+        ("Pod", "READINESS GATES") => readiness_gates(o),
         ("Deployment", "READY") => format!(
             "{}/{}",
             status["readyReplicas"].as_i64().unwrap_or(0),
@@ -218,6 +221,30 @@ fn cell(kind: &str, column: &str, o: &Value) -> String {
     }
 }
 
+/// `READY/TOTAL` of the pod's readiness gates, or `<none>` without any.
+fn readiness_gates(o: &Value) -> String {
+    let gates: Vec<&str> = o["spec"]["readinessGates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["conditionType"].as_str())
+        .collect();
+    if gates.is_empty() {
+        return "<none>".into();
+    }
+    let ready = gates
+        .iter()
+        .filter(|t| {
+            o["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == **t && c["status"] == "True")
+        })
+        .count();
+    format!("{ready}/{}", gates.len())
+}
+
 fn list(v: &Value) -> String {
     let items: Vec<String> = v.as_array().into_iter().flatten().map(s).collect();
     format!("[{}]", items.join(","))
@@ -227,7 +254,12 @@ fn list(v: &Value) -> String {
 /// AGE, then the `-o wide` ones) and whether each is shown only with `-o wide`.
 pub fn headers(kind: &str, with_namespace: bool, wide: bool) -> Vec<(&'static str, bool)> {
     let cols = columns(kind, true);
-    let only_wide = |c: &str| c == "SELECTOR" || c == "IP";
+    let only_wide = |c: &str| {
+        matches!(
+            c,
+            "SELECTOR" | "IP" | "NODE" | "NOMINATED NODE" | "READINESS GATES"
+        )
+    };
     let mut headers = Vec::new();
     if with_namespace {
         headers.push(("NAMESPACE", false));

@@ -84,18 +84,25 @@ pub fn table(info: &KindInfo, items: &[Value], revision: u64) -> Value {
 fn title(header: &str) -> String {
     header
         .split('-')
-        .map(|w| {
-            if w == "IP" {
-                return w.to_string();
-            }
-            let lower = w.to_ascii_lowercase();
-            let mut c = lower.chars();
-            c.next()
-                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                .unwrap_or_default()
+        .map(|part| {
+            part.split(' ')
+                .map(title_word)
+                .collect::<Vec<_>>()
+                .join(" ")
         })
         .collect::<Vec<_>>()
         .join("-")
+}
+
+fn title_word(w: &str) -> String {
+    if w == "IP" {
+        return w.to_string();
+    }
+    let lower = w.to_ascii_lowercase();
+    let mut c = lower.chars();
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 /// A `Status` error as the API server sends it.
@@ -165,7 +172,10 @@ mod tests {
                 ("Status", 0),
                 ("Restarts", 0),
                 ("Age", 0),
-                ("IP", 1)
+                ("IP", 1),
+                ("Node", 1),
+                ("Nominated Node", 1),
+                ("Readiness Gates", 1)
             ]
         );
         let cells = &t["rows"][0]["cells"];

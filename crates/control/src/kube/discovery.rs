@@ -12,7 +12,14 @@ pub const MINOR: &str = "32";
 
 /// What every served resource allows today.
 pub const VERBS: &[&str] = &[
-    "create", "delete", "get", "list", "patch", "update", "watch",
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
 ];
 
 pub fn version() -> Value {

@@ -14,7 +14,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tessera_ca::cluster::{certificate_subject, ClusterCredentials, ADMIN_GROUP};
-use tessera_model::meta::LabelQuery;
 use tokio::net::TcpListener;
 
 use super::answer;
@@ -324,6 +323,12 @@ async fn handle(
         http::Method::POST if o.name.is_none() => write::create(control, &o, &body, query).await,
         http::Method::PUT => write::replace(control, &o, &body, query).await,
         http::Method::PATCH => write::patch(control, &o, &content_type, &body, query).await,
+        http::Method::DELETE if o.name.is_none() => {
+            match watch::Selection::from_query(&o, query.unwrap_or("")) {
+                Ok(selection) => write::delete_collection(control, &selection, query).await,
+                Err(e) => (400, answer::status(400, "BadRequest", &e, None)),
+            }
+        }
         http::Method::DELETE => write::delete(control, &o, query).await,
         other => (
             405,
@@ -364,29 +369,9 @@ fn get(control: &Arc<ControlState>, req: &Request<Incoming>, o: &ObjectPath) -> 
     if o.subresource.is_some() {
         return not_found_route();
     }
-    let labels = match param(req, "labelSelector")
-        .filter(|s| !s.is_empty())
-        .map(|s| LabelQuery::parse(&s))
-        .transpose()
-    {
-        Ok(q) => q,
-        Err(e) => {
-            return error(answer::status(
-                400,
-                "BadRequest",
-                &format!("unable to parse requirement: {e}"),
-                None,
-            ))
-        }
-    };
-    let fields = match watch::parse_fields(&param(req, "fieldSelector").unwrap_or_default()) {
-        Ok(f) => f,
+    let selection = match watch::Selection::from_query(o, req.uri().query().unwrap_or("")) {
+        Ok(s) => s,
         Err(e) => return error(answer::status(400, "BadRequest", &e, None)),
-    };
-    let selection = watch::Selection {
-        object: o.clone(),
-        labels,
-        fields,
     };
     let table = req
         .headers()

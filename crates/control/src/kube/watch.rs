@@ -73,6 +73,29 @@ pub struct Selection {
 }
 
 impl Selection {
+    /// What `labelSelector` and `fieldSelector` in `query` select under `object`; a
+    /// selector that does not parse is an error to answer with 400.
+    pub fn from_query(object: &ObjectPath, query: &str) -> Result<Selection, String> {
+        let params = tessera_contract::urlencoded::parse(query);
+        let first = |name: &str| {
+            params
+                .get(name)
+                .and_then(|v| v.first())
+                .cloned()
+                .unwrap_or_default()
+        };
+        let labels = Some(first("labelSelector"))
+            .filter(|s| !s.is_empty())
+            .map(|s| LabelQuery::parse(&s))
+            .transpose()
+            .map_err(|e| format!("unable to parse requirement: {e}"))?;
+        Ok(Selection {
+            object: object.clone(),
+            labels,
+            fields: parse_fields(&first("fieldSelector"))?,
+        })
+    }
+
     /// The object's JSON at the path's version, if it is selected.
     pub fn pick(&self, s: &Stored) -> Option<Value> {
         let o = &self.object;
@@ -102,10 +125,17 @@ impl Selection {
 
     /// The selected objects at one revision.
     pub fn list(&self, objects: &Objects) -> Vec<Value> {
+        self.selected(objects).map(|(_, v)| v).collect()
+    }
+
+    /// The selected objects at one revision, with what they are stored as.
+    pub fn selected<'a>(
+        &'a self,
+        objects: &'a Objects,
+    ) -> impl Iterator<Item = (&'a Stored, Value)> + 'a {
         objects
             .list(self.object.info.kind, None, None)
-            .filter_map(|s| self.pick(s))
-            .collect()
+            .filter_map(|s| self.pick(s).map(|v| (s, v)))
     }
 
     /// The events that turn what `old` selects into what `new` selects.

@@ -10,6 +10,7 @@ use tessera_model::resource::{Kind, ObjectKey, Resource};
 
 use super::answer;
 use super::path::ObjectPath;
+use super::watch::Selection;
 use crate::api::routes::load_options;
 use crate::objects::Op;
 use crate::state::ControlState;
@@ -507,15 +508,8 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
 /// DELETE of one object: 200 and the object as it was (a namespace goes with its objects).
 pub async fn delete(control: &ControlState, o: &ObjectPath, query: Option<&str>) -> Answer {
     let Some(name) = &o.name else {
-        return (
-            405,
-            answer::status(
-                405,
-                "MethodNotAllowed",
-                "deleting a collection is not supported yet",
-                None,
-            ),
-        );
+        let message = "a collection is deleted with its selectors";
+        return (405, answer::status(405, "MethodNotAllowed", message, None));
     };
     let key = key_of(o, name);
     let Some(before) = stored_json(control, o, &key) else {
@@ -535,6 +529,36 @@ pub async fn delete(control: &ControlState, o: &ObjectPath, query: Option<&str>)
             (200, ns)
         }
         Ok(_) => (200, before),
+        Err(errors) => store_error(&errors),
+    }
+}
+
+/// DELETE of a collection (deletecollection): every object the selectors pick, in one
+/// change of the store (all or none), answered with the list of them as they were.
+pub async fn delete_collection(
+    control: &ControlState,
+    selection: &Selection,
+    query: Option<&str>,
+) -> Answer {
+    let o = &selection.object;
+    let objects = control.objects();
+    let (keys, items): (Vec<ObjectKey>, Vec<Value>) = selection
+        .selected(&objects)
+        .map(|(s, v)| (ObjectKey::of(&s.resource), v))
+        .unzip();
+    let list = answer::list(o.info, &o.version, items, objects.revision());
+    if dry_run(query) || keys.is_empty() {
+        return (200, list);
+    }
+    let ops = keys
+        .into_iter()
+        .map(|key| Op::Delete {
+            key,
+            ignore_not_found: true,
+        })
+        .collect();
+    match control.submit(ops).await {
+        Ok(_) => (200, list),
         Err(errors) => store_error(&errors),
     }
 }
