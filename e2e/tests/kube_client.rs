@@ -1,16 +1,19 @@
 //! kube-rs, the Rust ecosystem's Kubernetes client, against a local mesh's Kubernetes API
 //! with the kubeconfig `tessera up` writes: it lists pods, follows them with its watcher
-//! while a label is patched on, and creates, patches, reads and deletes a
-//! PeerAuthentication as a dynamic object.
+//! while a label is patched on, reads the Istio kinds' CustomResourceDefinitions, finds
+//! PeerAuthentication by aggregated discovery, and creates, patches, reads and deletes
+//! one as a dynamic object.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Api, DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams,
 };
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::discovery::{Discovery, Scope};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Config};
 use serde_json::json;
@@ -80,14 +83,33 @@ fn kube_rs_lists_watches_and_patches() {
         .expect("the watcher saw the patched label in time");
         assert_eq!(seen.as_deref(), Some(name.as_str()));
 
-        // An Istio kind as a dynamic object.
-        let ar = ApiResource {
-            group: "security.istio.io".into(),
-            version: "v1".into(),
-            api_version: "security.istio.io/v1".into(),
-            kind: "PeerAuthentication".into(),
-            plural: "peerauthentications".into(),
-        };
+        // The Istio kinds are CustomResourceDefinitions of the real type.
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let pa_crd = crds
+            .get("peerauthentications.security.istio.io")
+            .await
+            .expect("the PeerAuthentication definition");
+        let served: Vec<&str> = pa_crd
+            .spec
+            .versions
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
+        assert_eq!(served, ["v1", "v1beta1"]);
+        // An Istio kind as a dynamic object, found by aggregated discovery.
+        let discovery = Discovery::new(client.clone())
+            .run_aggregated()
+            .await
+            .expect("aggregated discovery");
+        let (ar, caps) = discovery
+            .resolve_gvk(&GroupVersionKind::gvk(
+                "security.istio.io",
+                "v1",
+                "PeerAuthentication",
+            ))
+            .expect("PeerAuthentication is discovered");
+        assert_eq!(ar.plural, "peerauthentications");
+        assert_eq!(caps.scope, Scope::Namespaced);
         let pas: Api<DynamicObject> = Api::namespaced_with(client.clone(), "kr", &ar);
         let pa =
             DynamicObject::new("default", &ar).data(json!({"spec": {"mtls": {"mode": "STRICT"}}}));

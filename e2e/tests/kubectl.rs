@@ -59,6 +59,39 @@ fn kubectl_reads_the_local_mesh() {
         assert!(resources.contains(&want), "{want:?} in {resources:?}");
     }
 
+    // Aggregated discovery: kubectl reads every group from /api and /apis alone.
+    let fetched =
+        mesh.ok("kubectl api-resources -v=6 2>&1 >/dev/null | grep -o 'GET [^ ]*' | sort -u");
+    assert!(
+        fetched
+            .lines()
+            .all(|l| l.contains("/api?") || l.contains("/apis?")),
+        "{fetched}"
+    );
+    // The Istio kinds as CustomResourceDefinitions, and their schemas for `explain`.
+    let crds = mesh.ok("kubectl get crd -o name");
+    assert!(
+        crds.contains(
+            "customresourcedefinition.apiextensions.k8s.io/peerauthentications.security.istio.io"
+        ) && crds.contains("virtualservices.networking.istio.io"),
+        "{crds}"
+    );
+    let explained = mesh.ok("kubectl explain peerauthentications.spec.mtls.mode");
+    assert!(
+        explained.contains("GROUP:      security.istio.io")
+            && explained.contains("STRICT")
+            && explained.contains("PERMISSIVE"),
+        "{explained}"
+    );
+    let ports = mesh.ok("kubectl explain pods.spec.containers.ports --api-version=v1");
+    assert!(
+        ports.contains("containerPort\t<integer>") && ports.contains("hostIP\t<string>"),
+        "{ports}"
+    );
+    let refused = mesh.sh("kubectl delete crd peerauthentications.security.istio.io");
+    assert_eq!(refused.code, 1, "{}", refused.both());
+    assert_eq!(mesh.ok("kubectl get crd -o name").lines().count(), 7);
+
     // kubectl's table and tessera's are the same table.
     for what in ["pods", "pods -o wide", "svc", "deploy"] {
         let k = mesh.ok(&format!("kubectl -n full get {what}"));

@@ -596,14 +596,14 @@ mod tests {
     use serde::Deserialize;
     use std::collections::BTreeMap;
 
-    #[derive(Deserialize, Default, Debug, PartialEq)]
+    #[derive(Deserialize, Default, Debug, PartialEq, schemars::JsonSchema)]
     #[serde(rename_all = "camelCase", default)]
     struct Port {
         name: Option<String>,
         port: u16,
     }
 
-    #[derive(Deserialize, Default, Debug, PartialEq)]
+    #[derive(Deserialize, Default, Debug, PartialEq, schemars::JsonSchema)]
     #[serde(rename_all = "camelCase", default)]
     struct Spec {
         ports: Vec<Port>,
@@ -612,7 +612,7 @@ mod tests {
         levels: BTreeMap<u32, Mode>,
     }
 
-    #[derive(Deserialize, Default, Debug, PartialEq, Clone, Copy)]
+    #[derive(Deserialize, Default, Debug, PartialEq, Clone, Copy, schemars::JsonSchema)]
     #[serde(rename_all = "UPPERCASE")]
     enum Mode {
         #[default]
@@ -620,7 +620,7 @@ mod tests {
         Strict,
     }
 
-    #[derive(Deserialize, Default, Debug, PartialEq)]
+    #[derive(Deserialize, Default, Debug, PartialEq, schemars::JsonSchema)]
     #[serde(default)]
     struct Doc {
         spec: Spec,

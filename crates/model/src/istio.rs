@@ -17,7 +17,9 @@ pub use self::traffic::*;
 
 macro_rules! istio_object {
     ($name:ident, $spec:ty) => {
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(
+            Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema,
+        )]
         #[serde(rename_all = "camelCase", default)]
         pub struct $name {
             pub api_version: String,
@@ -34,7 +36,7 @@ macro_rules! istio_object {
 
 istio_object!(PeerAuthentication, PeerAuthenticationSpec);
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PeerAuthenticationSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,14 +49,16 @@ pub struct PeerAuthenticationSpec {
     pub port_level_mtls: Option<BTreeMap<u32, PeerMtls>>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PeerMtls {
     pub mode: MtlsModeSpec,
 }
 
 /// `spec.mtls.mode` as written. UNSET inherits from the parent scope.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MtlsModeSpec {
     #[default]
@@ -71,7 +75,7 @@ istio_object!(MeshPolicy, LegacyPolicySpec);
 
 /// The v1alpha1 authentication policy (Istio ≤ 1.5). Only peer authentication matters to
 /// transport security; origin (JWT) settings are kept opaque.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LegacyPolicySpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -89,7 +93,7 @@ pub struct LegacyPolicySpec {
     pub principal_binding: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LegacyTargetSelector {
     pub name: String,
@@ -99,7 +103,7 @@ pub struct LegacyTargetSelector {
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LegacyPortSelector {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,7 +113,7 @@ pub struct LegacyPortSelector {
 }
 
 /// One entry of `peers`: `mtls` (present, even as `{}` or null, means mutual TLS) or `jwt`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LegacyPeerMethod {
     #[serde(
@@ -121,7 +125,7 @@ pub struct LegacyPeerMethod {
     pub jwt: Option<Any>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LegacyMutualTls {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -131,7 +135,9 @@ pub struct LegacyMutualTls {
     pub allow_tls: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LegacyMtlsMode {
     #[default]
@@ -146,7 +152,7 @@ istio_object!(Sidecar, SidecarSpec);
 istio_object!(Gateway, GatewaySpec);
 istio_object!(VirtualService, VirtualServiceSpec);
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DestinationRuleSpec {
     pub host: String,
@@ -160,7 +166,7 @@ pub struct DestinationRuleSpec {
     pub workload_selector: Option<WorkloadSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,7 +187,7 @@ pub struct TrafficPolicy {
     pub retry_budget: Option<Any>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PortTrafficPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -196,13 +202,13 @@ pub struct PortTrafficPolicy {
     pub tls: Option<ClientTlsSettings>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PortSelector {
     pub number: u32,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Subset {
     pub name: String,
@@ -213,7 +219,7 @@ pub struct Subset {
 }
 
 /// The TLS a client sidecar originates (DestinationRule `tls`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ClientTlsSettings {
     pub mode: ClientTlsMode,
@@ -235,7 +241,9 @@ pub struct ClientTlsSettings {
     pub ca_crl: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ClientTlsMode {
     #[default]
@@ -245,7 +253,7 @@ pub enum ClientTlsMode {
     IstioMutual,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SidecarSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,7 +269,7 @@ pub struct SidecarSpec {
 }
 
 /// Where a sidecar sends traffic to hosts it does not know.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct OutboundTrafficPolicy {
     /// Absent: REGISTRY_ONLY.
@@ -272,7 +280,9 @@ pub struct OutboundTrafficPolicy {
     pub egress_proxy: Option<Destination>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum OutboundMode {
     #[default]
@@ -281,14 +291,14 @@ pub enum OutboundMode {
 }
 
 /// The Sidecar kind selects workloads with `labels` (not `matchLabels`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SidecarWorkloadSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: Labels,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct IstioIngressListener {
     pub port: SidecarPort,
@@ -304,7 +314,7 @@ pub struct IstioIngressListener {
     pub connection_pool: Option<ConnectionPoolSettings>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct IstioEgressListener {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -317,7 +327,9 @@ pub struct IstioEgressListener {
     pub hosts: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum CaptureMode {
     #[default]
@@ -327,7 +339,7 @@ pub enum CaptureMode {
 }
 
 /// A port of a Sidecar listener or Gateway server.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SidecarPort {
     pub number: u32,
@@ -337,7 +349,7 @@ pub struct SidecarPort {
     pub target_port: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct GatewaySpec {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -345,7 +357,7 @@ pub struct GatewaySpec {
     pub servers: Vec<Server>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Server {
     pub port: SidecarPort,
@@ -361,7 +373,7 @@ pub struct Server {
 }
 
 /// The TLS a gateway server or a Sidecar ingress listener terminates.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServerTlsSettings {
     #[serde(skip_serializing_if = "is_false")]
@@ -398,7 +410,7 @@ pub struct ServerTlsSettings {
 }
 
 /// One entry of `tlsCertificates`: file paths as in `serverCertificate` and `privateKey`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TlsCertificate {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -416,7 +428,9 @@ impl ServerTlsSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ServerTlsMode {
     Passthrough,
@@ -428,7 +442,9 @@ pub enum ServerTlsMode {
     OptionalMutual,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum TlsProtocol {
     #[default]
     #[serde(rename = "TLS_AUTO")]
@@ -443,7 +459,7 @@ pub enum TlsProtocol {
     V1_3,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct VirtualServiceSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -461,7 +477,7 @@ pub struct VirtualServiceSpec {
     pub export_to: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRoute {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -501,7 +517,7 @@ pub struct HttpRoute {
     pub headers: Option<Headers>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpMatchRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -535,7 +551,7 @@ pub struct HttpMatchRequest {
 }
 
 /// One of `exact`, `prefix` or `regex` (RE2 syntax).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct StringMatch {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -546,7 +562,7 @@ pub struct StringMatch {
     pub regex: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRouteDestination {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -557,7 +573,7 @@ pub struct HttpRouteDestination {
     pub headers: Option<Headers>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Destination {
     pub host: String,
@@ -567,7 +583,7 @@ pub struct Destination {
     pub port: Option<PortSelector>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRedirect {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -584,7 +600,7 @@ pub struct HttpRedirect {
     pub redirect_code: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRewrite {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -595,7 +611,7 @@ pub struct HttpRewrite {
     pub uri_regex_rewrite: Option<Any>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpRetry {
     pub attempts: i32,
@@ -607,7 +623,7 @@ pub struct HttpRetry {
     pub retry_remote_localities: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TlsRoute {
     #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
@@ -616,7 +632,7 @@ pub struct TlsRoute {
     pub route: Vec<RouteDestination>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TlsMatchAttributes {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -633,7 +649,7 @@ pub struct TlsMatchAttributes {
     pub source_namespace: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TcpRoute {
     #[serde(rename = "match", skip_serializing_if = "Vec::is_empty")]
@@ -642,7 +658,7 @@ pub struct TcpRoute {
     pub route: Vec<RouteDestination>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct L4MatchAttributes {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -657,7 +673,7 @@ pub struct L4MatchAttributes {
     pub source_namespace: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RouteDestination {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -11,7 +11,7 @@ use crate::meta::{is_false, Any, IntOrString, LabelSelector, Labels, ObjectMeta}
 macro_rules! object {
     ($(#[$doc:meta])* $name:ident { $($(#[$fattr:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(rename_all = "camelCase", default)]
         pub struct $name {
             pub api_version: String,
@@ -102,7 +102,7 @@ pub fn decode_base64(value: &str) -> Option<Vec<u8>> {
 }
 
 /// What the node reports about a pod, as Kubernetes' `PodStatus`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodStatus {
     /// `Pending`, `Running`, `Succeeded`, `Failed` or `Unknown`.
@@ -175,13 +175,13 @@ impl PodStatus {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodIp {
     pub ip: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodCondition {
     pub r#type: String,
@@ -210,7 +210,7 @@ impl PodCondition {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerStatus {
     pub name: String,
@@ -256,7 +256,7 @@ impl ContainerStatus {
 }
 
 /// One of `waiting`, `running` or `terminated`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerState {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -267,7 +267,7 @@ pub struct ContainerState {
     pub terminated: Option<ContainerStateTerminated>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerStateWaiting {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -276,14 +276,14 @@ pub struct ContainerStateWaiting {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerStateRunning {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerStateTerminated {
     pub exit_code: i32,
@@ -301,7 +301,7 @@ pub struct ContainerStateTerminated {
     pub container_id: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServiceSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -347,7 +347,7 @@ pub struct ServiceSpec {
     pub traffic_distribution: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ServicePort {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -376,14 +376,14 @@ impl ServicePort {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodTemplateSpec {
     pub metadata: ObjectMeta,
     pub spec: PodSpec,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct DeploymentSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -402,7 +402,7 @@ pub struct DeploymentSpec {
     pub paused: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ReplicationControllerSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -415,7 +415,7 @@ pub struct ReplicationControllerSpec {
     pub min_ready_seconds: Option<i32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct PodSpec {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -510,7 +510,7 @@ impl PodSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Container {
     pub name: String,
@@ -562,7 +562,7 @@ pub struct Container {
     pub tty: bool,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ContainerPort {
     pub container_port: i32,
@@ -572,11 +572,11 @@ pub struct ContainerPort {
     pub protocol: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_port: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "hostIP", skip_serializing_if = "Option::is_none")]
     pub host_ip: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct EnvVar {
     pub name: String,
@@ -586,7 +586,7 @@ pub struct EnvVar {
     pub value_from: Option<Any>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct VolumeMount {
     pub name: String,
@@ -605,7 +605,7 @@ pub struct VolumeMount {
 
 /// A pod volume. Secret and ConfigMap volumes become files; the other sources are kept
 /// opaque.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Volume {
     pub name: String,
@@ -619,7 +619,7 @@ pub struct Volume {
     pub host_path: Option<Any>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub projected: Option<Any>,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "downwardAPI", skip_serializing_if = "Option::is_none")]
     pub downward_api: Option<Any>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub persistent_volume_claim: Option<Any>,
@@ -629,7 +629,7 @@ pub struct Volume {
     pub ephemeral: Option<Any>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct SecretVolumeSource {
     pub secret_name: String,
@@ -641,7 +641,7 @@ pub struct SecretVolumeSource {
     pub optional: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConfigMapVolumeSource {
     pub name: String,
@@ -653,7 +653,7 @@ pub struct ConfigMapVolumeSource {
     pub optional: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct KeyToPath {
     pub key: String,

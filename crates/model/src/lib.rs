@@ -12,6 +12,7 @@ pub mod names;
 pub mod problem;
 pub mod quote;
 pub mod resource;
+pub mod schema;
 pub mod validate;
 pub mod yaml;
 

@@ -14,7 +14,7 @@ pub(crate) fn is_false(b: &bool) -> bool {
     !*b
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ObjectMeta {
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -50,7 +50,7 @@ pub struct ObjectMeta {
 }
 
 /// A Kubernetes label selector (`matchLabels` and `matchExpressions`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LabelSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -59,7 +59,7 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LabelSelectorRequirement {
     pub key: String,
@@ -68,7 +68,9 @@ pub struct LabelSelectorRequirement {
     pub values: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum SelectorOperator {
     #[default]
     In,
@@ -103,7 +105,7 @@ pub fn subset(selector: &Labels, labels: &Labels) -> bool {
 }
 
 /// Istio's workload selector (`matchLabels` only).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WorkloadSelector {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -335,6 +337,18 @@ impl<'de> Deserialize<'de> for IntOrString {
     }
 }
 
+impl schemars::JsonSchema for IntOrString {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "IntOrString".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "format": "int-or-string", "x-kubernetes-int-or-string": true})
+    }
+}
+
 /// A protobuf `double` (or `DoubleValue`) as written: an integer stays an integer when the
 /// object is printed back, so a stored manifest reads as it was applied.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -365,6 +379,18 @@ impl fmt::Display for Double {
             Double::Int(i) => write!(f, "{i}"),
             Double::Float(v) => write!(f, "{v}"),
         }
+    }
+}
+
+impl schemars::JsonSchema for Double {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Double".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "number", "format": "double"})
     }
 }
 

@@ -13,7 +13,19 @@ use crate::kube::{
 };
 use crate::meta::ObjectMeta;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum Kind {
     Namespace,
     ServiceAccount,
@@ -44,6 +56,8 @@ pub struct KindInfo {
     /// Lowercase plural, as in `kubectl get <plural>`.
     pub plural: &'static str,
     pub short_names: &'static [&'static str],
+    /// What an object of the kind is for, in a sentence (`kubectl explain`).
+    pub summary: &'static str,
 }
 
 const NETWORKING_VERSIONS: &[&str] = &["v1", "v1beta1", "v1alpha3"];
@@ -57,6 +71,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: false,
         plural: "namespaces",
         short_names: &["ns"],
+        summary: "A scope for names; its labels (istio-injection) choose sidecar injection for its pods.",
     },
     KindInfo {
         kind: Kind::ServiceAccount,
@@ -66,6 +81,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "serviceaccounts",
         short_names: &["sa"],
+        summary: "An identity for pods; the mesh CA names a workload spiffe://<trust-domain>/ns/<namespace>/sa/<name>.",
     },
     KindInfo {
         kind: Kind::Secret,
@@ -75,6 +91,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "secrets",
         short_names: &[],
+        summary: "Keys and certificates (type kubernetes.io/tls) or other data, mounted into pods or named by a Gateway's credentialName.",
     },
     KindInfo {
         kind: Kind::ConfigMap,
@@ -84,6 +101,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "configmaps",
         short_names: &["cm"],
+        summary: "Configuration data, mounted into pods as files.",
     },
     KindInfo {
         kind: Kind::Service,
@@ -93,6 +111,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "services",
         short_names: &["svc"],
+        summary: "A stable name and virtual IP in front of the pods its selector picks; the proxies route and balance to them.",
     },
     KindInfo {
         kind: Kind::Deployment,
@@ -102,6 +121,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "deployments",
         short_names: &["deploy"],
+        summary: "Keeps the given number of replicas of a pod template running.",
     },
     KindInfo {
         kind: Kind::ReplicationController,
@@ -111,6 +131,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "replicationcontrollers",
         short_names: &["rc"],
+        summary: "Keeps the given number of replicas of a pod template running (the older form of a Deployment).",
     },
     KindInfo {
         kind: Kind::Pod,
@@ -120,6 +141,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "pods",
         short_names: &["po"],
+        summary: "Containers that share a network namespace; with a sidecar, the istio-proxy container carries its traffic.",
     },
     KindInfo {
         kind: Kind::PeerAuthentication,
@@ -129,6 +151,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "peerauthentications",
         short_names: &["pa"],
+        summary: "Whether a workload's sidecar accepts plaintext, mutual TLS or both (mtls.mode DISABLE, PERMISSIVE, STRICT), mesh-wide, per namespace, per workload or per port.",
     },
     KindInfo {
         kind: Kind::Policy,
@@ -138,6 +161,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "policies",
         short_names: &[],
+        summary: "The authentication.istio.io/v1alpha1 policy of Istio 1.5 and before: peers [{mtls: {}}] (with mode PERMISSIVE or STRICT) for the targeted services of a namespace.",
     },
     KindInfo {
         kind: Kind::MeshPolicy,
@@ -147,6 +171,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: false,
         plural: "meshpolicies",
         short_names: &[],
+        summary: "The mesh-wide authentication.istio.io/v1alpha1 policy (named default) of Istio 1.5 and before.",
     },
     KindInfo {
         kind: Kind::DestinationRule,
@@ -156,6 +181,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "destinationrules",
         short_names: &["dr"],
+        summary: "What a client does when it sends to a host: TLS mode (ISTIO_MUTUAL, SIMPLE, MUTUAL, DISABLE), subsets, load balancing and connection pools.",
     },
     KindInfo {
         kind: Kind::Sidecar,
@@ -165,6 +191,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "sidecars",
         short_names: &[],
+        summary: "Scopes a workload's sidecar: the ports it receives on (ingress, with TLS) and the hosts it may reach (egress).",
     },
     KindInfo {
         kind: Kind::Gateway,
@@ -174,6 +201,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "gateways",
         short_names: &["gw"],
+        summary: "Servers of an ingress gateway: ports, hosts and TLS (SIMPLE, MUTUAL, PASSTHROUGH, ISTIO_MUTUAL).",
     },
     KindInfo {
         kind: Kind::VirtualService,
@@ -183,6 +211,7 @@ pub const KINDS: &[KindInfo] = &[
         namespaced: true,
         plural: "virtualservices",
         short_names: &["vs"],
+        summary: "Routing for hosts: matches on HTTP, TLS (SNI) or TCP traffic and the destinations, weights, rewrites and faults that apply.",
     },
 ];
 
@@ -354,7 +383,9 @@ impl Resource {
 }
 
 /// Names one object: kind, namespace ("" for cluster-scoped kinds) and name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub struct ObjectKey {
     pub kind: Kind,
     pub namespace: String,

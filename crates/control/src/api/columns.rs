@@ -146,6 +146,7 @@ fn columns(kind: &str, wide: bool) -> Vec<&'static str> {
         "PeerAuthentication" => vec!["MODE"],
         "DestinationRule" => vec!["HOST"],
         "VirtualService" => vec!["GATEWAYS", "HOSTS"],
+        "CustomResourceDefinition" => vec!["CREATED AT"],
         _ => vec![],
     };
     if wide {
@@ -217,6 +218,7 @@ fn cell(kind: &str, column: &str, o: &Value) -> String {
         ("DestinationRule", "HOST") => s(&spec["host"]),
         ("VirtualService", "GATEWAYS") => list(&spec["gateways"]),
         ("VirtualService", "HOSTS") => list(&spec["hosts"]),
+        ("CustomResourceDefinition", "CREATED AT") => s(&o["metadata"]["creationTimestamp"]),
         _ => String::new(),
     }
 }
@@ -266,7 +268,10 @@ pub fn headers(kind: &str, with_namespace: bool, wide: bool) -> Vec<(&'static st
     }
     headers.push(("NAME", false));
     headers.extend(cols.iter().filter(|c| !only_wide(c)).map(|c| (*c, false)));
-    headers.push(("AGE", false));
+    // A definition shows when it was created instead of its age, as kubectl's table does.
+    if kind != "CustomResourceDefinition" {
+        headers.push(("AGE", false));
+    }
     headers.extend(
         cols.iter()
             .filter(|c| only_wide(c) && wide)

@@ -43,8 +43,8 @@ pub fn wants_table(accept: &str) -> bool {
 /// A Table of `items` with the columns `kubectl get` prints for the kind; the `-o wide`
 /// columns have priority 1 (kubectl shows them only with `-o wide`). Each row carries the
 /// object's metadata, as the API server's default `includeObject=Metadata`.
-pub fn table(info: &KindInfo, items: &[Value], revision: u64) -> Value {
-    let headers = columns::headers(info.name, false, true);
+pub fn table(kind: &str, items: &[Value], revision: u64) -> Value {
+    let headers = columns::headers(kind, false, true);
     let definitions: Vec<Value> = headers
         .iter()
         .map(|(name, wide)| {
@@ -61,7 +61,7 @@ pub fn table(info: &KindInfo, items: &[Value], revision: u64) -> Value {
         .iter()
         .map(|o| {
             json!({
-                "cells": columns::row(info.name, &headers, o),
+                "cells": columns::row(kind, &headers, o),
                 "object": {
                     "kind": "PartialObjectMetadata",
                     "apiVersion": "meta.k8s.io/v1",
@@ -157,7 +157,7 @@ mod tests {
                 {"name": "istio-proxy", "ready": true, "restartCount": 2},
             ]},
         });
-        let t = table(info, &[pod], 7);
+        let t = table(info.name, &[pod], 7);
         let names: Vec<(&str, i64)> = t["columnDefinitions"]
             .as_array()
             .unwrap()

@@ -71,6 +71,7 @@ fn named_groups() -> Vec<(&'static str, Vec<&'static str>)> {
             }
         }
     }
+    groups.push((super::crd::GROUP, vec![super::crd::VERSION]));
     groups
 }
 
@@ -110,7 +111,7 @@ fn singular(info: &KindInfo) -> String {
 }
 
 /// The categories `kubectl get all` and `kubectl get istio-io` expand.
-fn categories(info: &KindInfo) -> Vec<String> {
+pub(super) fn categories(info: &KindInfo) -> Vec<String> {
     match info.group {
         "" | "apps" => match info.plural {
             "pods" | "services" | "deployments" | "replicationcontrollers" => vec!["all".into()],
@@ -126,6 +127,9 @@ fn categories(info: &KindInfo) -> Vec<String> {
 /// `/api/v1` or `/apis/{group}/{version}`: an APIResourceList.
 pub fn resources(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
+    if (group, version) == (super::crd::GROUP, super::crd::VERSION) {
+        list.push(super::crd::api_resource());
+    }
     for info in KINDS
         .iter()
         .filter(|k| k.group == group && k.versions.contains(&version))
@@ -148,6 +152,65 @@ pub fn resources(group: &str, version: &str) -> Value {
     })
 }
 
+/// The media type of aggregated discovery (one document per `/api` and `/apis` with every
+/// group's resources), which clients ask for first.
+pub const AGGREGATED: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
+
+/// Whether an `Accept` header takes aggregated discovery (v2).
+pub fn wants_aggregated(accept: &str) -> bool {
+    accept.split(',').any(|media| {
+        let params: Vec<&str> = media.split(';').map(str::trim).collect();
+        params.contains(&"as=APIGroupDiscoveryList")
+            && params.contains(&"g=apidiscovery.k8s.io")
+            && params.contains(&"v=v2")
+    })
+}
+
+/// `/api` (`legacy`) or `/apis` as an APIGroupDiscoveryList: the same resources as the
+/// per-version lists, grouped.
+pub fn aggregated(legacy: bool) -> Value {
+    let groups: Vec<(&str, Vec<&str>)> = if legacy {
+        vec![("", vec!["v1"])]
+    } else {
+        named_groups()
+    };
+    let items: Vec<Value> = groups
+        .into_iter()
+        .map(|(group, versions)| {
+            let versions: Vec<Value> = versions
+                .into_iter()
+                .map(|version| {
+                    let list = resources(group, version);
+                    let resources: Vec<Value> = list["resources"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|r| {
+                            json!({
+                                "resource": r["name"],
+                                "responseKind": {"group": group, "version": version, "kind": r["kind"]},
+                                "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
+                                "singularResource": r["singularName"],
+                                "verbs": r["verbs"],
+                                "shortNames": r["shortNames"],
+                                "categories": r["categories"],
+                            })
+                        })
+                        .collect();
+                    json!({"version": version, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            json!({"metadata": {"name": group}, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,7 +230,8 @@ mod tests {
                 "apps",
                 "security.istio.io",
                 "authentication.istio.io",
-                "networking.istio.io"
+                "networking.istio.io",
+                "apiextensions.k8s.io"
             ]
         );
         let net = group("networking.istio.io").unwrap();
@@ -211,5 +275,47 @@ mod tests {
             legacy["resources"][0]["categories"],
             json!(["istio-io", "authentication-istio-io"])
         );
+    }
+
+    #[test]
+    fn aggregated_discovery_groups_the_same_resources() {
+        assert!(wants_aggregated(
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json"
+        ));
+        assert!(!wants_aggregated("application/json"));
+        let core = aggregated(true);
+        let pods = &core["items"][0]["versions"][0]["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["resource"] == "pods")
+            .cloned()
+            .unwrap();
+        assert_eq!(pods["scope"], "Namespaced");
+        assert_eq!(pods["responseKind"]["kind"], "Pod");
+        assert_eq!(pods["shortNames"], json!(["po"]));
+        let named = aggregated(false);
+        let groups: Vec<&str> = named["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert!(
+            groups.contains(&"networking.istio.io") && groups.contains(&"apiextensions.k8s.io")
+        );
+        let net = named["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["metadata"]["name"] == "networking.istio.io")
+            .unwrap();
+        let versions: Vec<&str> = net["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["version"].as_str().unwrap())
+            .collect();
+        assert_eq!(versions, ["v1", "v1beta1", "v1alpha3"]);
     }
 }

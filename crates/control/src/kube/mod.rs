@@ -4,6 +4,7 @@
 //! credentials written to a kubeconfig.
 
 pub mod answer;
+pub mod crd;
 pub mod discovery;
 mod exec;
 mod logs;

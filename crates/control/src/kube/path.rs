@@ -3,6 +3,8 @@
 
 use tessera_model::resource::{KindInfo, KINDS};
 
+use super::crd;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiPath {
     Version,
@@ -19,6 +21,8 @@ pub enum ApiPath {
     },
     /// A collection, an object or an object's subresource.
     Object(ObjectPath),
+    /// `/apis/apiextensions.k8s.io/v1/customresourcedefinitions[/{name}]`.
+    Definitions(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,6 +70,17 @@ pub fn parse(path: &str) -> Result<ApiPath, PathError> {
         ["version"] => return Ok(ApiPath::Version),
         ["api"] => return Ok(ApiPath::LegacyVersions),
         ["apis"] => return Ok(ApiPath::Groups),
+        ["apis", crd::GROUP] => return Ok(ApiPath::Group(crd::GROUP.into())),
+        ["apis", crd::GROUP, crd::VERSION] => {
+            return Ok(ApiPath::Resources {
+                group: crd::GROUP.into(),
+                version: crd::VERSION.into(),
+            })
+        }
+        ["apis", crd::GROUP, crd::VERSION, crd::PLURAL] => return Ok(ApiPath::Definitions(None)),
+        ["apis", crd::GROUP, crd::VERSION, crd::PLURAL, name] => {
+            return Ok(ApiPath::Definitions(Some(name.to_string())))
+        }
         ["apis", g] if KINDS.iter().any(|k| k.group == *g) => {
             return Ok(ApiPath::Group(g.to_string()))
         }

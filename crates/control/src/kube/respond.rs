@@ -14,9 +14,14 @@ use super::answer;
 pub(super) type Reply = Response<http_body_util::combinators::BoxBody<Bytes, Infallible>>;
 
 pub(super) fn reply(code: StatusCode, body: &Value) -> Reply {
+    reply_as(code, body, "application/json")
+}
+
+/// A JSON body of another media type (aggregated discovery names its own).
+pub(super) fn reply_as(code: StatusCode, body: &Value, content_type: &str) -> Reply {
     Response::builder()
         .status(code)
-        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_TYPE, content_type)
         .body(BodyExt::boxed(Full::new(Bytes::from(body.to_string()))))
         .expect("a valid response")
 }

@@ -17,13 +17,14 @@ use tessera_ca::cluster::{certificate_subject, ClusterCredentials, ADMIN_GROUP};
 use tokio::net::TcpListener;
 
 use super::answer;
+use super::crd;
 use super::discovery;
 use super::exec;
 use super::logs;
 use super::openapi;
 use super::path::{self, ApiPath, ObjectPath, PathError};
 use super::protobuf;
-use super::respond::{error, not_found_route, param, reply, stream, Reply};
+use super::respond::{error, not_found_route, param, reply, reply_as, stream, Reply};
 use super::watch;
 use super::write;
 use crate::state::ControlState;
@@ -241,11 +242,10 @@ async fn handle(
 ) -> Reply {
     let path = req.uri().path().to_string();
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
-        let doc = match rest.trim_start_matches('/') {
-            "" => Some(openapi::index()),
-            gv => openapi::document(gv),
+        return match rest.trim_start_matches('/') {
+            "" => reply(StatusCode::OK, &openapi::index()),
+            gv => openapi::document(gv).map_or_else(not_found_route, |d| reply(StatusCode::OK, d)),
         };
-        return doc.map_or_else(not_found_route, |d| reply(StatusCode::OK, &d));
     }
     let route = match path::parse(&path) {
         Ok(r) => r,
@@ -264,6 +264,9 @@ async fn handle(
             ))
         }
     };
+    if let ApiPath::Definitions(name) = &route {
+        return definitions(control, &req, name.as_deref());
+    }
     let ApiPath::Object(o) = route else {
         if req.method() != http::Method::GET {
             return error(answer::status(
@@ -273,7 +276,18 @@ async fn handle(
                 None,
             ));
         }
-        return discover(route, local);
+        let accept = req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|a| a.to_str().ok())
+            .unwrap_or("");
+        return match route {
+            ApiPath::LegacyVersions | ApiPath::Groups if discovery::wants_aggregated(accept) => {
+                let doc = discovery::aggregated(route == ApiPath::LegacyVersions);
+                reply_as(StatusCode::OK, &doc, discovery::AGGREGATED)
+            }
+            route => discover(route, local),
+        };
     };
     if o.subresource.as_deref() == Some("exec") {
         return exec::serve(control, pods, req, &o);
@@ -360,7 +374,63 @@ fn discover(route: ApiPath, local: SocketAddr) -> Reply {
         ApiPath::Resources { group, version } => {
             reply(StatusCode::OK, &discovery::resources(&group, &version))
         }
-        ApiPath::Object(_) => not_found_route(),
+        ApiPath::Object(_) | ApiPath::Definitions(_) => not_found_route(),
+    }
+}
+
+/// The Istio kinds' CustomResourceDefinitions: GET of one or all, as JSON or a Table.
+/// They came with the mesh (their creation time is its root namespace's) and are
+/// read-only.
+fn definitions(control: &ControlState, req: &Request<Incoming>, name: Option<&str>) -> Reply {
+    if req.method() != http::Method::GET {
+        return error(answer::status(
+            405,
+            "MethodNotAllowed",
+            "the definitions of the mesh's kinds are built in and read-only",
+            None,
+        ));
+    }
+    let objects = control.objects();
+    let root = crate::objects::ObjectKey::new(
+        tessera_model::Kind::Namespace,
+        "",
+        &control.options.root_namespace,
+    );
+    let created = objects
+        .get(&root)
+        .and_then(|s| s.resource.metadata().creation_timestamp.clone());
+    let items = crd::definitions(name, created.as_deref(), objects.revision());
+    let table = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(answer::wants_table);
+    let revision = objects.revision();
+    let Some(name) = name else {
+        let body = if table {
+            answer::table(crd::KIND, &items, revision)
+        } else {
+            serde_json::json!({
+                "apiVersion": format!("{}/{}", crd::GROUP, crd::VERSION),
+                "kind": format!("{}List", crd::KIND),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items,
+            })
+        };
+        return reply(StatusCode::OK, &body);
+    };
+    match items.into_iter().next() {
+        None => error(answer::status(
+            404,
+            "NotFound",
+            &format!("{}.{} \"{name}\" not found", crd::PLURAL, crd::GROUP),
+            None,
+        )),
+        Some(item) if table => reply(
+            StatusCode::OK,
+            &answer::table(crd::KIND, std::slice::from_ref(&item), revision),
+        ),
+        Some(item) => reply(StatusCode::OK, &item),
     }
 }
 
@@ -389,11 +459,14 @@ fn get(control: &Arc<ControlState>, req: &Request<Incoming>, o: &ObjectPath) -> 
             None => error(answer::not_found(o.info, name)),
             Some(item) if table => reply(
                 StatusCode::OK,
-                &answer::table(o.info, std::slice::from_ref(&item), revision),
+                &answer::table(o.info.name, std::slice::from_ref(&item), revision),
             ),
             Some(item) => reply(StatusCode::OK, &item),
         },
-        None if table => reply(StatusCode::OK, &answer::table(o.info, &items, revision)),
+        None if table => reply(
+            StatusCode::OK,
+            &answer::table(o.info.name, &items, revision),
+        ),
         None => reply(
             StatusCode::OK,
             &answer::list(o.info, &o.version, items, revision),
@@ -444,7 +517,7 @@ fn watch_stream(
             for (kind, object) in selection.events(&seen, &now) {
                 let object = if table {
                     answer::table(
-                        selection.object.info,
+                        selection.object.info.name,
                         std::slice::from_ref(&object),
                         now.revision(),
                     )

@@ -9,7 +9,7 @@ use super::{Destination, StringMatch};
 use crate::meta::Double;
 
 /// A share of requests, 0..100 with a fraction (`value: 0.1` is one request in a thousand).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Percent {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -22,7 +22,7 @@ impl Percent {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpFaultInjection {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -32,7 +32,7 @@ pub struct HttpFaultInjection {
 }
 
 /// One of `fixedDelay` and `exponentialDelay`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultDelay {
     /// Deprecated: `percentage`.
@@ -47,7 +47,7 @@ pub struct FaultDelay {
 }
 
 /// One of `httpStatus`, `grpcStatus` and `http2Error`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct FaultAbort {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -62,7 +62,7 @@ pub struct FaultAbort {
 }
 
 /// One entry of `mirrors`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpMirrorPolicy {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,7 +72,7 @@ pub struct HttpMirrorPolicy {
     pub percentage: Option<Percent>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct CorsPolicy {
     /// Deprecated: `allowOrigins`.
@@ -95,7 +95,9 @@ pub struct CorsPolicy {
 }
 
 /// What happens to a preflight request that no origin matches (UNSPECIFIED is FORWARD).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum UnmatchedPreflights {
     #[default]
@@ -104,7 +106,7 @@ pub enum UnmatchedPreflights {
     Ignore,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Headers {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -113,7 +115,7 @@ pub struct Headers {
     pub response: Option<HeaderOperations>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HeaderOperations {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -125,7 +127,7 @@ pub struct HeaderOperations {
 }
 
 /// The VirtualService (without hosts) whose routes replace this route.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Delegate {
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::Double;
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LoadBalancerSettings {
     /// One of `simple` and `consistentHash`.
@@ -25,7 +25,9 @@ pub struct LoadBalancerSettings {
     pub warmup: Option<WarmupConfiguration>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum SimpleLb {
     #[default]
@@ -40,7 +42,7 @@ pub enum SimpleLb {
 
 /// Hashing on a key: one of `httpHeaderName`, `httpCookie`, `useSourceIp`,
 /// `httpQueryParameterName`; the hash is one of `ringHash` (the default) and `maglev`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConsistentHashLb {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,7 +62,7 @@ pub struct ConsistentHashLb {
     pub minimum_ring_size: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpCookie {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -72,21 +74,21 @@ pub struct HttpCookie {
     pub ttl: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct RingHash {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub minimum_ring_size: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct Maglev {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub table_size: Option<u64>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalityLbSetting {
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -99,7 +101,7 @@ pub struct LocalityLbSetting {
     pub enabled: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalityDistribute {
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -109,7 +111,7 @@ pub struct LocalityDistribute {
     pub to: BTreeMap<String, u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct LocalityFailover {
     #[serde(skip_serializing_if = "String::is_empty")]
@@ -118,7 +120,7 @@ pub struct LocalityFailover {
     pub to: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct WarmupConfiguration {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -129,7 +131,7 @@ pub struct WarmupConfiguration {
     pub aggression: Option<Double>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ConnectionPoolSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,7 +140,7 @@ pub struct ConnectionPoolSettings {
     pub http: Option<HttpSettings>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TcpSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,7 +155,7 @@ pub struct TcpSettings {
     pub idle_timeout: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TcpKeepalive {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -164,7 +166,7 @@ pub struct TcpKeepalive {
     pub interval: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct HttpSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -186,7 +188,9 @@ pub struct HttpSettings {
     pub max_concurrent_streams: Option<i32>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum H2UpgradePolicy {
     #[default]
@@ -195,7 +199,7 @@ pub enum H2UpgradePolicy {
     Upgrade,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct OutlierDetection {
     /// Deprecated: `consecutiveGatewayErrors` or `consecutive5xxErrors`.
@@ -221,7 +225,7 @@ pub struct OutlierDetection {
 }
 
 /// Tunnels the connection through a proxy (HTTP CONNECT or POST) at `targetHost:targetPort`.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct TunnelSettings {
     /// `CONNECT` (the default) or `POST`.
@@ -233,14 +237,16 @@ pub struct TunnelSettings {
     pub target_port: Option<u32>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ProxyProtocol {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<ProxyProtocolVersion>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema,
+)]
 pub enum ProxyProtocolVersion {
     #[default]
     V1,
