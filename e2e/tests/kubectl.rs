@@ -28,6 +28,40 @@ fn fields_without_age(table: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// `kubectl exec -it ... sh` on a terminal of 123 × 45 that becomes 100 × 50 halfway; the
+/// session's output, then `exit N`.
+const TERMINAL_SESSION: &str = r#"
+import fcntl, os, pty, select, struct, termios, time
+def size(fd, rows, cols):
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
+pid, fd = pty.fork()
+if pid == 0:
+    size(0, 45, 123)
+    os.execvp('kubectl', ['kubectl', '-n', 'full', 'exec', '-it', 'deploy/sleep', '-c', 'sleep', '--', 'sh'])
+out = b''
+def read_until(token):
+    global out
+    end = time.time() + 20
+    while token not in out and time.time() < end:
+        if select.select([fd], [], [], 0.5)[0]:
+            try:
+                data = os.read(fd, 4096)
+            except OSError:
+                return
+            if not data:
+                return
+            out += data
+os.write(fd, b'tty; stty size; echo $((6*7))-done\n')
+read_until(b'42-done')
+size(fd, 50, 100)
+time.sleep(1)
+os.write(fd, b'stty size; exit 3\n')
+read_until(b'never')
+status = os.waitpid(pid, 0)[1]
+print(out.decode(errors='replace'))
+print('exit', os.waitstatus_to_exitcode(status))
+"#;
+
 #[test]
 fn kubectl_reads_the_local_mesh() {
     let mesh = Mesh::up("kubectl", &[]);
@@ -277,6 +311,31 @@ fn kubectl_changes_the_local_mesh() {
     assert_eq!(
         mesh.ok("echo hello | kubectl -n full exec -i deploy/sleep -c sleep -- cat"),
         "hello\n"
+    );
+    // A terminal: `exec -it` from a terminal of 123 × 45, then resized to 100 × 50; the
+    // shell's exit code comes back.
+    let tty = mesh.ok(&format!("python3 - <<'EOF'\n{TERMINAL_SESSION}EOF"));
+    assert!(tty.contains("/dev/pts/"), "{tty}");
+    assert!(tty.contains("45 123\r\n"), "{tty}");
+    assert!(tty.contains("50 100\r\n"), "{tty}");
+    assert!(tty.trim_end().ends_with("exit 3"), "{tty}");
+    // `attach` shows what the container writes from then on (one of the two replicas;
+    // the requests are balanced over both).
+    let attached = mesh.ok(
+        "pod=$(kubectl -n full get pod -l app=httpbin -o jsonpath={.items[0].metadata.name}); \
+         (timeout 6 kubectl -n full attach $pod -c httpbin > $SCRATCH/attach.out 2>&1 &); sleep 2; \
+         kubectl -n full exec deploy/sleep -c sleep -- sh -c \
+           'for i in 1 2 3 4 5 6; do curl -s -o /dev/null http://httpbin.full:8000/status/418; done'; \
+         sleep 5; cat $SCRATCH/attach.out",
+    );
+    assert!(attached.contains("GET /status/418 418"), "{attached}");
+    assert!(!attached.contains("GET /headers"), "{attached}");
+    let refused = mesh.sh("kubectl -n full attach -i deploy/httpbin -c httpbin");
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.stderr.contains("keeps no container's stdin open"),
+        "{}",
+        refused.stderr
     );
     // A client that leaves takes its command with it.
     mesh.sh("timeout 2 kubectl -n full exec deploy/sleep -c sleep -- sleep 4321");

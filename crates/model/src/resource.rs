@@ -215,6 +215,24 @@ pub const KINDS: &[KindInfo] = &[
     },
 ];
 
+impl KindInfo {
+    /// The categories a kind is in (`kubectl get all`, `kubectl get istio-io`).
+    pub fn categories(&self) -> Vec<String> {
+        match self.group {
+            "" | "apps" => match self.plural {
+                "pods" | "services" | "deployments" | "replicationcontrollers" => {
+                    vec!["all".into()]
+                }
+                _ => vec![],
+            },
+            g => {
+                let short = g.split('.').next().unwrap_or(g);
+                vec!["istio-io".into(), format!("{short}-istio-io")]
+            }
+        }
+    }
+}
+
 impl Kind {
     pub fn info(self) -> &'static KindInfo {
         KINDS

@@ -19,6 +19,7 @@ pub mod programs;
 pub mod publish;
 pub mod runtime;
 pub mod sandbox;
+pub mod terminal;
 pub mod up;
 pub mod workloads;
 

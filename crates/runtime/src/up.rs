@@ -294,11 +294,26 @@ impl tessera_control::kube::PodRuntime for LocalPods {
         pod: &str,
         container: Option<&str>,
         argv: &[String],
-    ) -> Result<(std::process::Command, Box<dyn std::any::Any + Send>), String> {
+        tty: bool,
+    ) -> Result<tessera_control::kube::Exec, String> {
         let pod_cmd = crate::exec::command(&self.state_dir, namespace, pod, container, argv)
             .map_err(|e| e.to_string())?;
-        let (cmd, guard) = pod_cmd.into_parts();
-        Ok((cmd, Box::new(guard)))
+        let (mut command, guard) = pod_cmd.into_parts();
+        let terminal = if tty {
+            let controller = crate::terminal::attach(&mut command, 0, 0)
+                .map_err(|e| format!("no terminal for the command: {e}"))?;
+            Some(tessera_control::kube::Terminal {
+                controller,
+                resize: Box::new(crate::terminal::resize),
+            })
+        } else {
+            None
+        };
+        Ok(tessera_control::kube::Exec {
+            command,
+            guard: Box::new(guard),
+            terminal,
+        })
     }
 }
 

@@ -57,7 +57,7 @@ fn definition(info: &KindInfo, created: Option<&str>, revision: u64) -> Value {
         "kind": info.name,
         "listKind": format!("{}List", info.name),
         "shortNames": info.short_names,
-        "categories": super::discovery::categories(info),
+        "categories": info.categories(),
     });
     let versions: Vec<Value> = info
         .versions

@@ -110,20 +110,6 @@ fn singular(info: &KindInfo) -> String {
     info.name.to_ascii_lowercase()
 }
 
-/// The categories `kubectl get all` and `kubectl get istio-io` expand.
-pub(super) fn categories(info: &KindInfo) -> Vec<String> {
-    match info.group {
-        "" | "apps" => match info.plural {
-            "pods" | "services" | "deployments" | "replicationcontrollers" => vec!["all".into()],
-            _ => vec![],
-        },
-        g => {
-            let short = g.split('.').next().unwrap_or(g);
-            vec!["istio-io".into(), format!("{short}-istio-io")]
-        }
-    }
-}
-
 /// `/api/v1` or `/apis/{group}/{version}`: an APIResourceList.
 pub fn resources(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
@@ -141,7 +127,7 @@ pub fn resources(group: &str, version: &str) -> Value {
             "kind": info.name,
             "verbs": VERBS,
             "shortNames": info.short_names,
-            "categories": categories(info),
+            "categories": info.categories(),
         }));
     }
     json!({

@@ -68,41 +68,64 @@ pub fn serve(
     let text = std::fs::read_to_string(&path).unwrap_or_default();
     let lines = param(req, "tailLines").and_then(|n| n.parse().ok());
     let shown = tail(&text, lines).to_string();
-    let follow = param(req, "follow").is_some_and(|f| f == "true");
-    if !follow {
+    if param(req, "follow").is_none_or(|f| f != "true") {
         return plain(shown);
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(16);
-    let mut at = text.len() as u64;
+    let at = text.len() as u64;
     tokio::spawn(async move {
         if tx.send(Bytes::from(shown)).await.is_err() {
             return;
         }
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(FOLLOW_EVERY) => {}
-                () = tx.closed() => return,
-            }
-            let added = tokio::task::spawn_blocking({
-                let path = path.clone();
-                move || -> std::io::Result<Vec<u8>> {
-                    let mut f = std::fs::File::open(&path)?;
-                    f.seek(SeekFrom::Start(at))?;
-                    let mut buf = Vec::new();
-                    f.read_to_end(&mut buf)?;
-                    Ok(buf)
-                }
-            })
-            .await;
-            // The pod went away with its files: the stream ends.
-            let Ok(Ok(added)) = added else { return };
-            at += added.len() as u64;
-            if !added.is_empty() && tx.send(Bytes::from(added)).await.is_err() {
-                return;
-            }
-        }
+        let gone = tx.clone();
+        follow(
+            path,
+            at,
+            |added| {
+                let tx = tx.clone();
+                async move { tx.send(added).await.is_ok() }
+            },
+            gone.closed(),
+        )
+        .await;
     });
     stream(rx, "text/plain")
+}
+
+/// What is added to the file at `path` after `at`, handed to `sink` as it comes, until
+/// `sink` says stop (false), the client is `gone`, or the file goes away with its pod.
+pub(super) async fn follow<F, Fut>(
+    path: std::path::PathBuf,
+    mut at: u64,
+    mut sink: F,
+    gone: impl std::future::Future<Output = ()>,
+) where
+    F: FnMut(Bytes) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    tokio::pin!(gone);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(FOLLOW_EVERY) => {}
+            () = &mut gone => return,
+        }
+        let added = tokio::task::spawn_blocking({
+            let path = path.clone();
+            move || -> std::io::Result<Vec<u8>> {
+                let mut f = std::fs::File::open(&path)?;
+                f.seek(SeekFrom::Start(at))?;
+                let mut buf = Vec::new();
+                f.read_to_end(&mut buf)?;
+                Ok(buf)
+            }
+        })
+        .await;
+        let Ok(Ok(added)) = added else { return };
+        at += added.len() as u64;
+        if !added.is_empty() && !sink(Bytes::from(added)).await {
+            return;
+        }
+    }
 }
 
 fn plain(text: String) -> Reply {

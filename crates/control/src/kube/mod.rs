@@ -4,6 +4,7 @@
 //! credentials written to a kubeconfig.
 
 pub mod answer;
+mod attach;
 pub mod crd;
 pub mod discovery;
 mod exec;
@@ -32,12 +33,32 @@ pub trait PodRuntime: Send + Sync {
         container: Option<&str>,
     ) -> Result<std::path::PathBuf, String>;
 
-    /// `argv` set up to run in the container, with what must live until it is spawned.
+    /// `argv` set up to run in the container, with what must live until it is spawned,
+    /// and with `tty` a terminal for it.
     fn exec_command(
         &self,
         namespace: &str,
         pod: &str,
         container: Option<&str>,
         argv: &[String],
-    ) -> Result<(std::process::Command, Box<dyn std::any::Any + Send>), String>;
+        tty: bool,
+    ) -> Result<Exec, String>;
 }
+
+/// A command ready to run in a container.
+pub struct Exec {
+    pub command: std::process::Command,
+    /// What must live until the command is spawned.
+    pub guard: Box<dyn std::any::Any + Send>,
+    /// With a TTY: the terminal's controlling side (non-blocking), which carries the
+    /// command's input and output, and how to resize it.
+    pub terminal: Option<Terminal>,
+}
+
+pub struct Terminal {
+    pub controller: std::fs::File,
+    pub resize: Resize,
+}
+
+/// Sets a terminal's size (columns, rows) by its controlling side.
+pub type Resize = Box<dyn Fn(&std::fs::File, u16, u16) -> std::io::Result<()> + Send + Sync>;

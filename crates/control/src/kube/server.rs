@@ -17,6 +17,7 @@ use tessera_ca::cluster::{certificate_subject, ClusterCredentials, ADMIN_GROUP};
 use tokio::net::TcpListener;
 
 use super::answer;
+use super::attach;
 use super::crd;
 use super::discovery;
 use super::exec;
@@ -292,6 +293,9 @@ async fn handle(
     if o.subresource.as_deref() == Some("exec") {
         return exec::serve(control, pods, req, &o);
     }
+    if o.subresource.as_deref() == Some("attach") {
+        return attach::serve(control, pods, req, &o);
+    }
     if req.method() == http::Method::GET && o.subresource.as_deref() == Some("log") {
         return logs::serve(control, pods, &req, &o);
     }
@@ -303,34 +307,9 @@ async fn handle(
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
-    let content_type = req
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
-    let body = match Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-    {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
-            return error(answer::status(
-                413,
-                "RequestEntityTooLarge",
-                &format!("the request body is over {MAX_BODY_BYTES} bytes or was cut off"),
-                None,
-            ))
-        }
-    };
-    // kubectl's typed commands (`create namespace`, `create secret`...) send protobuf.
-    let body = if content_type.starts_with("application/vnd.kubernetes.protobuf") {
-        match protobuf::to_json(&body) {
-            Ok(json) => Bytes::from(json.to_string()),
-            Err(e) => return error(answer::status(415, "UnsupportedMediaType", &e, None)),
-        }
-    } else {
-        body
+    let (content_type, body) = match read_body(req).await {
+        Ok(b) => b,
+        Err(refused) => return error(refused),
     };
     let query = query.as_deref();
     let (code, body) = match method {
@@ -358,6 +337,35 @@ async fn handle(
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &body,
     )
+}
+
+/// A write's body, as JSON (kubectl's typed commands, `create namespace`, `create
+/// secret`..., send protobuf), with its content type; or the `Status` refusing it.
+async fn read_body(req: Request<Incoming>) -> Result<(String, Bytes), serde_json::Value> {
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let body = Limited::new(req.into_body(), MAX_BODY_BYTES)
+        .collect()
+        .await
+        .map_err(|_| {
+            answer::status(
+                413,
+                "RequestEntityTooLarge",
+                &format!("the request body is over {MAX_BODY_BYTES} bytes or was cut off"),
+                None,
+            )
+        })?
+        .to_bytes();
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        let json = protobuf::to_json(&body)
+            .map_err(|e| answer::status(415, "UnsupportedMediaType", &e, None))?;
+        return Ok((content_type, Bytes::from(json.to_string())));
+    }
+    Ok((content_type, body))
 }
 
 fn discover(route: ApiPath, local: SocketAddr) -> Reply {

@@ -11,6 +11,8 @@ pub const STDIN: u8 = 0;
 pub const STDOUT: u8 = 1;
 pub const STDERR: u8 = 2;
 pub const STATUS: u8 = 3;
+/// The client's terminal size, `{"Width": .., "Height": ..}`.
+pub const RESIZE: u8 = 4;
 pub const CLOSE_CHANNEL: u8 = 255;
 
 /// The largest message taken from a client (stdin arrives in small pieces).
