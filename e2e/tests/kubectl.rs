@@ -393,6 +393,32 @@ fn kubectl_changes_the_local_mesh() {
         "PERMISSIVE"
     );
 
+    // Field ownership: `kubectl apply` (client-side) owns the mode it set, so a
+    // server-side apply that changes it conflicts, until it forces.
+    let managers = mesh.ok(
+        "kubectl -n full get pa httpbin --show-managed-fields -o jsonpath='{.metadata.managedFields[*].manager}'",
+    );
+    assert_eq!(managers, "kubectl-client-side-apply");
+    let conflict = mesh.sh(
+        "kubectl apply --server-side -n full -f samples/seed-002/peerauthentication-httpbin-strict.yaml",
+    );
+    assert_eq!(conflict.code, 1, "{}", conflict.both());
+    assert!(
+        conflict.stderr.contains(
+            "Apply failed with 1 conflict: conflict with \"kubectl-client-side-apply\" using security.istio.io/v1beta1: .spec.mtls.mode"
+        ),
+        "{}",
+        conflict.stderr
+    );
+    mesh.ok("kubectl apply --server-side --force-conflicts -n full -f samples/seed-002/peerauthentication-httpbin-strict.yaml");
+    let owned = mesh.ok(
+        "kubectl -n full get pa httpbin --show-managed-fields -o jsonpath='{range .metadata.managedFields[*]}{.manager}:{.operation} {end}{.spec.mtls.mode} {.metadata.generation}'",
+    );
+    assert!(
+        owned.contains("kubectl:Apply") && owned.ends_with("STRICT 3"),
+        "{owned}"
+    );
+
     // A watch sees a pod go and its replacement come; `wait --for=delete` follows one.
     let victim = mesh.ok("kubectl -n full get pod -l app=sleep -o name");
     let watched = mesh.ok(&format!(

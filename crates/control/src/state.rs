@@ -167,17 +167,24 @@ impl ControlState {
         let mut errors = Vec::new();
         let mut admitted = Vec::with_capacity(ops.len());
         for op in ops {
-            let (origin, resource, create) = match op {
-                Op::Apply { origin, resource } => (origin, resource, false),
-                Op::Create { origin, resource } => (origin, resource, true),
+            type Rebuild = fn(String, Resource) -> Op;
+            let (origin, resource, rebuild): (String, Resource, Rebuild) = match op {
+                Op::Apply { origin, resource } => (origin, resource, |origin, resource| {
+                    Op::Apply { origin, resource }
+                }),
+                Op::Create { origin, resource } => (origin, resource, |origin, resource| {
+                    Op::Create { origin, resource }
+                }),
+                Op::Update { origin, resource } => (origin, resource, |origin, resource| {
+                    Op::Update { origin, resource }
+                }),
                 op => {
                     admitted.push(op);
                     continue;
                 }
             };
             match admission.admit(objects, resource) {
-                Ok(resource) if create => admitted.push(Op::Create { origin, resource }),
-                Ok(resource) => admitted.push(Op::Apply { origin, resource }),
+                Ok(resource) => admitted.push(rebuild(origin, resource)),
                 Err(e) => errors.push(format!("{origin}: Error from server (admission): {e}")),
             }
         }

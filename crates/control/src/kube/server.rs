@@ -307,15 +307,22 @@ async fn handle(
     }
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
+    let user_agent = req
+        .headers()
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let (content_type, body) = match read_body(req).await {
         Ok(b) => b,
         Err(refused) => return error(refused),
     };
     let query = query.as_deref();
+    let call = write::Call::new(query, &user_agent);
     let (code, body) = match method {
-        http::Method::POST if o.name.is_none() => write::create(control, &o, &body, query).await,
-        http::Method::PUT => write::replace(control, &o, &body, query).await,
-        http::Method::PATCH => write::patch(control, &o, &content_type, &body, query).await,
+        http::Method::POST if o.name.is_none() => write::create(control, &o, &body, &call).await,
+        http::Method::PUT => write::replace(control, &o, &body, &call).await,
+        http::Method::PATCH => write::patch(control, &o, &content_type, &body, &call).await,
         http::Method::DELETE if o.name.is_none() => {
             match watch::Selection::from_query(&o, query.unwrap_or("")) {
                 Ok(selection) => write::delete_collection(control, &selection, query).await,

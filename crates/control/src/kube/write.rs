@@ -5,10 +5,12 @@
 
 use std::path::Path;
 
-use serde_json::Value;
-use tessera_model::resource::{Kind, ObjectKey, Resource};
+use serde_json::{json, Value};
+use tessera_model::resource::{api_version, Kind, ObjectKey, Resource};
 
 use super::answer;
+use super::fields;
+use super::patch::{json_patch, merge_patch, strategic_merge_patch};
 use super::path::ObjectPath;
 use super::watch::Selection;
 use crate::api::routes::load_options;
@@ -143,28 +145,101 @@ fn dry_run(query: Option<&str>) -> bool {
         .is_some_and(|v| v.iter().any(|d| d == "All"))
 }
 
-/// Writes `resource` (a create, or a create-or-update) unless this is a dry run; `code`
-/// and the object as stored, or the store's refusal.
+/// A write request's context: its query and the field manager it writes as.
+#[derive(Debug, Clone)]
+pub struct Call<'a> {
+    pub query: Option<&'a str>,
+    /// `fieldManager`, or (as the API server does) the client's User-Agent up to `/`.
+    pub manager: String,
+    /// `fieldManager` was given (server-side apply requires it).
+    pub manager_named: bool,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(query: Option<&'a str>, user_agent: &str) -> Call<'a> {
+        let params = tessera_contract::urlencoded::parse(query.unwrap_or(""));
+        let named = params.get("fieldManager").and_then(|v| v.first()).cloned();
+        let agent = user_agent.split('/').next().unwrap_or("").trim();
+        Call {
+            query,
+            manager_named: named.is_some(),
+            manager: named
+                .unwrap_or_else(|| if agent.is_empty() { "unknown" } else { agent }.to_string()),
+        }
+    }
+
+    fn flag(&self, name: &str) -> bool {
+        tessera_contract::urlencoded::parse(self.query.unwrap_or(""))
+            .get(name)
+            .is_some_and(|v| v.iter().any(|f| f == "true"))
+    }
+}
+
+/// Who owns the fields of a written object.
+enum Ownership {
+    /// An update by the call's manager (create, replace, patch): it takes what it changes.
+    Update,
+    /// Decided already (server-side apply).
+    Given(Vec<fields::Manager>),
+}
+
+fn now() -> String {
+    let now = time::OffsetDateTime::now_utc();
+    now.replace_nanosecond(0)
+        .unwrap_or(now)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Writes `resource` (a create, or a create-or-update) unless this is a dry run, with
+/// its field managers; `code` and the object as stored, or the store's refusal.
 async fn commit(
     control: &ControlState,
     o: &ObjectPath,
-    resource: Resource,
+    mut resource: Resource,
     create: bool,
-    query: Option<&str>,
+    call: &Call<'_>,
+    ownership: Ownership,
     code: u16,
 ) -> Answer {
-    if dry_run(query) {
+    let key = ObjectKey::of(&resource);
+    let old = stored_json(control, o, &key);
+    let managers = match ownership {
+        Ownership::Given(m) => m,
+        Ownership::Update => {
+            let new = answer::at_version(o.info, &o.version, resource.to_json());
+            let time = now();
+            let api_version = api_version(o.info.group, &o.version);
+            let writer = fields::Writer {
+                manager: &call.manager,
+                api_version: &api_version,
+                time: &time,
+            };
+            let before = old.as_ref().map(fields::managers).unwrap_or_default();
+            fields::after_update(&before, old.as_ref(), &new, &writer)
+        }
+    };
+    // Nothing changed for anyone: the object is left as it was (no new time stamps).
+    let unchanged = old
+        .as_ref()
+        .is_some_and(|old| fields::managers(old) == managers);
+    resource.metadata_mut().managed_fields = if unchanged {
+        old.as_ref()
+            .map(|old| old["metadata"]["managedFields"].clone())
+    } else {
+        Some(fields::managed_fields(&managers))
+    };
+    if dry_run(call.query) {
         return (
             code,
             answer::at_version(o.info, &o.version, resource.to_json()),
         );
     }
-    let key = ObjectKey::of(&resource);
     let origin = "request body".to_string();
     let op = if create {
         Op::Create { origin, resource }
     } else {
-        Op::Apply { origin, resource }
+        Op::Update { origin, resource }
     };
     match control.submit(vec![op]).await {
         Ok(_) => match stored_json(control, o, &key) {
@@ -181,10 +256,10 @@ pub async fn create(
     control: &ControlState,
     o: &ObjectPath,
     body: &[u8],
-    query: Option<&str>,
+    call: &Call<'_>,
 ) -> Answer {
     match read_object(control, o, body) {
-        Ok(resource) => commit(control, o, resource, true, query, 201).await,
+        Ok(resource) => commit(control, o, resource, true, call, Ownership::Update, 201).await,
         Err(a) => a,
     }
 }
@@ -195,7 +270,7 @@ pub async fn replace(
     control: &ControlState,
     o: &ObjectPath,
     body: &[u8],
-    query: Option<&str>,
+    call: &Call<'_>,
 ) -> Answer {
     let Some(name) = &o.name else {
         return (
@@ -220,17 +295,17 @@ pub async fn replace(
             return (409, answer::status(409, "Conflict", &message, None));
         }
     }
-    commit(control, o, resource, false, query, 200).await
+    commit(control, o, resource, false, call, Ownership::Update, 200).await
 }
 
-/// PATCH: a JSON merge patch (RFC 7386) or a JSON patch (RFC 6902) on the stored object,
-/// then the result is written as a PUT would write it.
+/// PATCH: a JSON merge patch (RFC 7386), a strategic merge patch or a JSON patch (RFC
+/// 6902) on the stored object, written as a PUT would write it; or a server-side apply.
 pub async fn patch(
     control: &ControlState,
     o: &ObjectPath,
     content_type: &str,
     body: &[u8],
-    query: Option<&str>,
+    call: &Call<'_>,
 ) -> Answer {
     let Some(name) = &o.name else {
         return (
@@ -245,30 +320,16 @@ pub async fn patch(
     };
     let key = key_of(o, name);
     let media = content_type.split(';').next().unwrap_or("").trim();
-    let server_side_apply = media == "application/apply-patch+yaml";
-    let current = stored_json(control, o, &key);
-    // Server-side apply creates what does not exist yet.
-    if server_side_apply && current.is_none() {
-        return create(control, o, body, query).await;
+    if media == "application/apply-patch+yaml" {
+        return server_side_apply(control, o, &key, body, call).await;
     }
-    let Some(mut current) = current else {
+    let Some(mut current) = stored_json(control, o, &key) else {
         return (404, answer::not_found(o.info, name));
     };
-    let patch = if server_side_apply {
-        std::str::from_utf8(body)
-            .ok()
-            .and_then(|t| serde_norway::from_str::<Value>(t).ok())
-    } else {
-        serde_json::from_slice::<Value>(body).ok()
-    };
-    let Some(patch) = patch else {
-        return bad_request("the patch is not JSON (or YAML, for server-side apply)");
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return bad_request("the patch is not JSON");
     };
     match media {
-        // The applied configuration merged over the object: what it names is set, the
-        // rest is kept. Field ownership is not tracked, so no conflicts are reported and
-        // a field a manager stops naming is not removed.
-        "application/apply-patch+yaml" => merge_patch(&mut current, &patch),
         "application/merge-patch+json" => merge_patch(&mut current, &patch),
         "application/strategic-merge-patch+json" => strategic_merge_patch(&mut current, &patch),
         "application/json-patch+json" => {
@@ -293,216 +354,96 @@ pub async fn patch(
         meta.remove("resourceVersion");
     }
     let body = serde_json::to_vec(&current).unwrap_or_default();
-    replace(control, o, &body, query).await
+    replace(control, o, &body, call).await
 }
 
-/// RFC 7386: objects merge key by key, `null` removes, anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
+/// Server-side apply: the manager owns exactly the fields of its configuration. It
+/// conflicts (409) with another manager's field it would change, unless `force=true`;
+/// fields it applied before and no longer names, and no one else owns, are removed.
+async fn server_side_apply(
+    control: &ControlState,
+    o: &ObjectPath,
+    key: &ObjectKey,
+    body: &[u8],
+    call: &Call<'_>,
+) -> Answer {
+    if !call.manager_named {
+        return bad_request("PATCH requests with apply content type must have a fieldManager");
+    }
+    let Some(applied) = std::str::from_utf8(body)
+        .ok()
+        .and_then(|t| serde_norway::from_str::<Value>(t).ok())
+    else {
+        return bad_request("the applied configuration is not YAML or JSON");
     };
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target.as_object_mut().expect("an object");
-    for (k, v) in p {
-        if v.is_null() {
-            t.remove(k);
-        } else {
-            merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
-        }
-    }
-}
-
-/// The key that identifies an element of a list field in a strategic merge patch, as the
-/// Kubernetes types declare it (`patchMergeKey`); lists without one are replaced whole.
-fn merge_key(field: &str, elements: &[Value]) -> Option<&'static str> {
-    Some(match field {
-        "containers"
-        | "initContainers"
-        | "ephemeralContainers"
-        | "env"
-        | "volumes"
-        | "imagePullSecrets" => "name",
-        "volumeMounts" => "mountPath",
-        "hostAliases" => "ip",
-        "ownerReferences" => "uid",
-        "conditions" => "type",
-        // Container ports by number, Service ports by port.
-        "ports" if elements.iter().any(|e| e.get("containerPort").is_some()) => "containerPort",
-        "ports" => "port",
-        _ => return None,
-    })
-}
-
-/// A strategic merge patch as the API server applies it to the built-in kinds: a merge
-/// patch whose lists with a merge key merge element by element (`$patch: delete` removes
-/// one), with the directives kubectl sends (`$setElementOrder/...` only orders,
-/// `$deleteFromPrimitiveList/...` removes values, `$retainKeys` drops the keys it does not
-/// list, `$patch: replace` replaces the object).
-pub fn strategic_merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(p) = patch else {
-        *target = patch.clone();
-        return;
+    let current = stored_json(control, o, key).unwrap_or_else(|| json!({}));
+    let managers = fields::managers(&current);
+    let (time, api_version) = (now(), api_version(o.info.group, &o.version));
+    let writer = fields::Writer {
+        manager: &call.manager,
+        api_version: &api_version,
+        time: &time,
     };
-    if p.get("$patch").and_then(Value::as_str) == Some("replace") {
-        let mut replaced = p.clone();
-        replaced.remove("$patch");
-        *target = Value::Object(replaced);
-        return;
+    let (mut object, owners) =
+        match fields::apply(&managers, &current, &applied, &writer, call.flag("force")) {
+            Ok(done) => done,
+            Err(conflicts) => return (409, conflict(&conflicts)),
+        };
+    let create = current.get("metadata").is_none();
+    if let Some(meta) = object["metadata"].as_object_mut() {
+        meta.remove("resourceVersion");
     }
-    if !target.is_object() {
-        *target = Value::Object(Default::default());
-    }
-    let t = target.as_object_mut().expect("an object");
-    for (k, v) in p {
-        if k.starts_with("$setElementOrder/") || k == "$patch" || k == "$retainKeys" {
-            continue;
-        }
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Some(gone)) = (t.get_mut(field), v.as_array()) {
-                list.retain(|x| !gone.contains(x));
-            }
-            continue;
-        }
-        match v {
-            Value::Null => {
-                t.remove(k);
-            }
-            Value::Array(elements) => {
-                let key = merge_key(k, elements);
-                match (key, t.get_mut(k)) {
-                    (Some(key), Some(Value::Array(current))) => merge_list(current, elements, key),
-                    _ => {
-                        let kept: Vec<Value> = elements
-                            .iter()
-                            .filter(|e| e.get("$patch").is_none())
-                            .cloned()
-                            .collect();
-                        t.insert(k.clone(), Value::Array(kept));
-                    }
-                }
-            }
-            Value::Object(_) => strategic_merge_patch(t.entry(k.clone()).or_insert(Value::Null), v),
-            _ => {
-                t.insert(k.clone(), v.clone());
-            }
-        }
-    }
-    if let Some(Value::Array(keep)) = p.get("$retainKeys") {
-        t.retain(|k, _| keep.iter().any(|x| x.as_str() == Some(k)));
-    }
+    let body = serde_json::to_vec(&object).unwrap_or_default();
+    let resource = match read_object(control, o, &body) {
+        Ok(r) => r,
+        Err(a) => return a,
+    };
+    let code = if create { 201 } else { 200 };
+    commit(
+        control,
+        o,
+        resource,
+        create,
+        call,
+        Ownership::Given(owners),
+        code,
+    )
+    .await
 }
 
-fn merge_list(current: &mut Vec<Value>, patch: &[Value], key: &str) {
-    for element in patch {
-        let id = element.get(key).cloned();
-        let at = id
-            .as_ref()
-            .and_then(|id| current.iter().position(|c| c.get(key) == Some(id)));
-        if element.get("$patch").and_then(Value::as_str) == Some("delete") {
-            if let Some(i) = at {
-                current.remove(i);
-            }
-            continue;
-        }
-        match at {
-            Some(i) => strategic_merge_patch(&mut current[i], element),
-            None => current.push(element.clone()),
-        }
-    }
-}
-
-/// RFC 6902 operations: add, remove, replace, move, copy, test.
-pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let ops = patch
-        .as_array()
-        .ok_or("a JSON patch is an array of operations")?;
-    let mut work = target.clone();
-    for op in ops {
-        let kind = op["op"].as_str().ok_or("an operation needs \"op\"")?;
-        let path = op["path"].as_str().ok_or("an operation needs \"path\"")?;
-        match kind {
-            "add" => add(&mut work, path, op["value"].clone())?,
-            "remove" => {
-                remove(&mut work, path)?;
-            }
-            "replace" => {
-                remove(&mut work, path)?;
-                add(&mut work, path, op["value"].clone())?;
-            }
-            "move" | "copy" => {
-                let from = op["from"].as_str().ok_or("move and copy need \"from\"")?;
-                let value = if kind == "move" {
-                    remove(&mut work, from)?
-                } else {
-                    work.pointer(from)
-                        .cloned()
-                        .ok_or(format!("{from}: no such path"))?
-                };
-                add(&mut work, path, value)?;
-            }
-            "test" => {
-                if work.pointer(path) != Some(&op["value"]) {
-                    return Err(format!("test at {path} failed"));
-                }
-            }
-            other => return Err(format!("unknown operation {other:?}")),
-        }
-    }
-    *target = work;
-    Ok(())
-}
-
-fn split_pointer(path: &str) -> Result<(&str, String), String> {
-    let i = path
-        .rfind('/')
-        .ok_or(format!("{path}: not a JSON pointer"))?;
-    let last = path[i + 1..].replace("~1", "/").replace("~0", "~");
-    Ok((&path[..i], last))
-}
-
-fn add(doc: &mut Value, path: &str, value: Value) -> Result<(), String> {
-    if path.is_empty() {
-        *doc = value;
-        return Ok(());
-    }
-    let (parent, last) = split_pointer(path)?;
-    match doc.pointer_mut(parent) {
-        Some(Value::Object(m)) => {
-            m.insert(last, value);
-            Ok(())
-        }
-        Some(Value::Array(a)) => {
-            let i = if last == "-" {
-                a.len()
-            } else {
-                last.parse::<usize>()
-                    .map_err(|_| format!("{path}: not an index"))?
-            };
-            if i > a.len() {
-                return Err(format!("{path}: index out of range"));
-            }
-            a.insert(i, value);
-            Ok(())
-        }
-        _ => Err(format!("{path}: the parent does not exist")),
-    }
-}
-
-fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
-    let (parent, last) = split_pointer(path)?;
-    match doc.pointer_mut(parent) {
-        Some(Value::Object(m)) => m.remove(&last).ok_or(format!("{path}: no such path")),
-        Some(Value::Array(a)) => {
-            let i: usize = last.parse().map_err(|_| format!("{path}: not an index"))?;
-            (i < a.len())
-                .then(|| a.remove(i))
-                .ok_or(format!("{path}: index out of range"))
-        }
-        _ => Err(format!("{path}: no such path")),
-    }
+/// 409 for an apply's conflicts, as the API server words it.
+fn conflict(conflicts: &[fields::Conflict]) -> Value {
+    let causes: Vec<Value> = conflicts
+        .iter()
+        .map(|c| {
+            json!({
+                "reason": "FieldManagerConflict",
+                "message": format!("conflict with {:?} using {}", c.manager, c.api_version),
+                "field": fields::display(&c.field),
+            })
+        })
+        .collect();
+    let listed: Vec<String> = causes
+        .iter()
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["message"].as_str().unwrap_or(""),
+                c["field"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    let noun = if conflicts.len() == 1 {
+        "conflict"
+    } else {
+        "conflicts"
+    };
+    let message = format!(
+        "Apply failed with {} {noun}: {}",
+        conflicts.len(),
+        listed.join("\n")
+    );
+    answer::status(409, "Conflict", &message, Some(json!({"causes": causes})))
 }
 
 /// DELETE of one object: 200 and the object as it was (a namespace goes with its objects).
@@ -566,123 +507,6 @@ pub async fn delete_collection(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn merge_patch_follows_rfc_7386() {
-        let cases = [
-            (json!({"a": "b"}), json!({"a": "c"}), json!({"a": "c"})),
-            (
-                json!({"a": "b"}),
-                json!({"b": "c"}),
-                json!({"a": "b", "b": "c"}),
-            ),
-            (json!({"a": "b"}), json!({"a": null}), json!({})),
-            (json!({"a": ["b"]}), json!({"a": "c"}), json!({"a": "c"})),
-            (
-                json!({"a": {"b": "c"}}),
-                json!({"a": {"b": "d", "c": null}}),
-                json!({"a": {"b": "d"}}),
-            ),
-            (
-                json!({"a": [{"b": "c"}]}),
-                json!({"a": [1]}),
-                json!({"a": [1]}),
-            ),
-            (
-                json!({"e": null}),
-                json!({"a": 1}),
-                json!({"e": null, "a": 1}),
-            ),
-            (
-                json!([1, 2]),
-                json!({"a": "b", "c": null}),
-                json!({"a": "b"}),
-            ),
-        ];
-        for (mut target, patch, want) in cases {
-            merge_patch(&mut target, &patch);
-            assert_eq!(target, want, "{patch}");
-        }
-    }
-
-    #[test]
-    fn strategic_merge_patch_merges_lists_by_key() {
-        let mut pod = json!({"spec": {"containers": [
-            {"name": "app", "image": "a:1", "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 80}]},
-            {"name": "istio-proxy", "image": "tessera"},
-        ]}, "metadata": {"finalizers": ["x", "y"], "labels": {"a": "1"}}});
-        strategic_merge_patch(
-            &mut pod,
-            &json!({
-                "$setElementOrder/containers": [{"name": "app"}, {"name": "istio-proxy"}],
-                "metadata": {"labels": {"a": null, "b": "2"}, "$deleteFromPrimitiveList/finalizers": ["x"]},
-                "spec": {"containers": [
-                    {"name": "app", "image": "a:2", "env": [{"name": "B", "value": "2"}]},
-                    {"name": "istio-proxy", "$patch": "delete"},
-                    {"name": "new", "image": "n"},
-                ]},
-            }),
-        );
-        assert_eq!(
-            pod,
-            json!({"spec": {"containers": [
-                {"name": "app", "image": "a:2", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}], "ports": [{"containerPort": 80}]},
-                {"name": "new", "image": "n"},
-            ]}, "metadata": {"finalizers": ["y"], "labels": {"b": "2"}}})
-        );
-        // A list without a merge key is replaced; `$patch: replace` replaces an object.
-        let mut svc =
-            json!({"spec": {"selector": {"app": "a", "v": "1"}, "externalIPs": ["1.1.1.1"]}});
-        strategic_merge_patch(
-            &mut svc,
-            &json!({"spec": {"externalIPs": ["2.2.2.2"], "selector": {"$patch": "replace", "app": "b"}}}),
-        );
-        assert_eq!(
-            svc,
-            json!({"spec": {"selector": {"app": "b"}, "externalIPs": ["2.2.2.2"]}})
-        );
-        // Service ports merge by port.
-        let mut svc = json!({"spec": {"ports": [{"port": 80, "name": "http"}, {"port": 443}]}});
-        strategic_merge_patch(
-            &mut svc,
-            &json!({"spec": {"ports": [{"port": 80, "targetPort": 8080}]}}),
-        );
-        assert_eq!(
-            svc,
-            json!({"spec": {"ports": [{"port": 80, "name": "http", "targetPort": 8080}, {"port": 443}]}})
-        );
-    }
-
-    #[test]
-    fn json_patch_operations() {
-        let mut doc = json!({"metadata": {"labels": {"a": "1"}}, "spec": {"ports": [1, 3]}});
-        json_patch(
-            &mut doc,
-            &json!([
-                {"op": "add", "path": "/metadata/labels/b", "value": "2"},
-                {"op": "replace", "path": "/metadata/labels/a", "value": "x"},
-                {"op": "add", "path": "/spec/ports/1", "value": 2},
-                {"op": "add", "path": "/spec/ports/-", "value": 4},
-                {"op": "test", "path": "/spec/ports/0", "value": 1},
-                {"op": "copy", "from": "/metadata/labels/a", "path": "/metadata/labels/c"},
-                {"op": "remove", "path": "/metadata/labels/b"},
-            ]),
-        )
-        .unwrap();
-        assert_eq!(
-            doc,
-            json!({"metadata": {"labels": {"a": "x", "c": "x"}}, "spec": {"ports": [1, 2, 3, 4]}})
-        );
-        // A failed operation leaves the document as it was.
-        let before = doc.clone();
-        assert!(json_patch(
-            &mut doc,
-            &json!([{"op": "remove", "path": "/metadata/labels/a"}, {"op": "remove", "path": "/nope"}])
-        )
-        .is_err());
-        assert_eq!(doc, before);
-    }
 
     #[test]
     fn store_errors_keep_their_reason() {

@@ -9,7 +9,7 @@ use tessera_model::kube::PodStatus;
 use tessera_model::names::LAST_APPLIED_ANNOTATION as LAST_APPLIED;
 use tessera_model::{Kind, Resource};
 
-use super::{Change, Effect, ObjectKey, Objects, Outcome, Stored, PROTECTED_NAMESPACES};
+use super::{Change, Effect, ObjectKey, Objects, Outcome, Put, Stored, PROTECTED_NAMESPACES};
 
 impl Objects {
     /// Deletes one object (a namespace with everything in it).
@@ -144,15 +144,16 @@ impl Objects {
         Ok(Outcome { key, change })
     }
 
-    /// Apply (or create, with `create_only`) one resource.
+    /// Writes one resource, as `how` says.
     pub(super) fn put(
         &mut self,
         origin: String,
         mut resource: Resource,
-        create_only: bool,
+        how: Put,
         revision: u64,
         timestamp: &str,
     ) -> Result<Outcome, String> {
+        let create_only = how == Put::Create;
         let key = ObjectKey::of(&resource);
         let verb = if self.map.contains_key(&key) && !create_only {
             "applying"
@@ -174,7 +175,7 @@ impl Objects {
             ));
         }
         clear_server_fields(&mut resource);
-        if !create_only {
+        if how == Put::Apply {
             let applied = last_applied(&resource);
             if let Some(old) = old {
                 keep_unmanaged_metadata(&mut resource, &old.resource);
@@ -190,6 +191,11 @@ impl Objects {
             m.uid = om.uid;
             m.creation_timestamp = om.creation_timestamp;
             m.resource_version = om.resource_version;
+            m.generation = om.generation;
+            // A write that names no field managers leaves ownership as it was.
+            if m.managed_fields.is_none() {
+                m.managed_fields = om.managed_fields;
+            }
             keep_status(&mut resource, &old.resource);
         }
         if let Resource::Service(svc) = &mut resource {
@@ -220,7 +226,14 @@ impl Objects {
             Some(old) if old.resource == resource => Change::Unchanged,
             Some(old) => {
                 let created_revision = old.created_revision;
-                resource.metadata_mut().resource_version = Some(revision.to_string());
+                // As the API server: a change of anything but metadata and status is a
+                // new generation of the object.
+                let generation = old.resource.metadata().generation.unwrap_or(1);
+                let spec_changed = without_metadata_and_status(&old.resource)
+                    != without_metadata_and_status(&resource);
+                let m = resource.metadata_mut();
+                m.resource_version = Some(revision.to_string());
+                m.generation = Some(generation + i64::from(spec_changed));
                 self.map.insert(
                     key.clone(),
                     Stored {
@@ -234,6 +247,7 @@ impl Objects {
             None => {
                 let m = resource.metadata_mut();
                 m.uid = Some(uid(&key, revision));
+                m.generation = Some(1);
                 m.creation_timestamp = Some(timestamp.to_string());
                 m.resource_version = Some(revision.to_string());
                 self.map.insert(
@@ -268,15 +282,25 @@ fn last_applied(r: &Resource) -> String {
     v.to_string()
 }
 
-/// Fields the server owns are not taken from a manifest.
+/// Fields the server owns are not taken from a manifest. (Field managers are, as the API
+/// server takes them.)
 fn clear_server_fields(resource: &mut Resource) {
     let m = resource.metadata_mut();
     m.uid = None;
     m.resource_version = None;
     m.creation_timestamp = None;
     m.generation = None;
-    m.managed_fields = None;
     m.self_link = None;
+}
+
+/// The object without its metadata and status: what a generation counts changes of.
+fn without_metadata_and_status(r: &Resource) -> serde_json::Value {
+    let mut v = r.to_json();
+    if let Some(o) = v.as_object_mut() {
+        o.remove("metadata");
+        o.remove("status");
+    }
+    v
 }
 
 /// As kubectl's apply: labels and annotations that others (`label`, the runtime) added to

@@ -54,6 +54,9 @@ pub enum Op {
     Apply { origin: String, resource: Resource },
     /// Create only: an existing object is an error.
     Create { origin: String, resource: Resource },
+    /// Create or replace with the object as given, as the Kubernetes API's writes do:
+    /// no last-applied bookkeeping, and labels and annotations are the given ones.
+    Update { origin: String, resource: Resource },
     Delete {
         key: ObjectKey,
         ignore_not_found: bool,
@@ -70,6 +73,15 @@ pub enum Op {
         key: ObjectKey,
         status: serde_json::Value,
     },
+}
+
+/// How an object is written: created only, applied (`tessera apply`: the last-applied
+/// configuration is kept, and labels others added stay), or updated as given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Put {
+    Create,
+    Apply,
+    Update,
 }
 
 /// What an operation did, kubectl's last word: created, configured, unchanged, deleted...
@@ -300,10 +312,13 @@ impl Objects {
         let written = |o: Outcome| vec![(o, Effect::Written)];
         match op {
             Op::Apply { origin, resource } => self
-                .put(origin, resource, false, revision, timestamp)
+                .put(origin, resource, Put::Apply, revision, timestamp)
                 .map(written),
             Op::Create { origin, resource } => self
-                .put(origin, resource, true, revision, timestamp)
+                .put(origin, resource, Put::Create, revision, timestamp)
+                .map(written),
+            Op::Update { origin, resource } => self
+                .put(origin, resource, Put::Update, revision, timestamp)
                 .map(written),
             Op::Delete {
                 key,
