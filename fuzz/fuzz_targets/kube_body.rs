@@ -1,12 +1,14 @@
 //! Bodies a client sends to the Kubernetes API: Kubernetes' protobuf encoding (read for
-//! `kubectl create namespace|secret|configmap`) and patches (merge, strategic merge and
-//! JSON patch) applied to an object. The first byte chooses which; none may panic, and a
-//! JSON patch that fails leaves the object as it was.
+//! `kubectl create namespace|secret|configmap`), patches (merge, strategic merge and
+//! JSON patch) applied to an object, and server-side applies against another manager's
+//! fields. The first byte chooses which; none may panic, a JSON patch that fails leaves
+//! the object as it was, and an apply that succeeds owns exactly what it applied.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use serde_json::{json, Value};
-use tessera_control::kube::{protobuf, write};
+use tessera_control::kube::fields::{self, Writer};
+use tessera_control::kube::{patch as patches, protobuf};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&choice, rest)) = data.split_first() else {
@@ -30,11 +32,23 @@ fuzz_target!(|data: &[u8]| {
         ]}}},
     });
     let mut merged = object.clone();
-    write::merge_patch(&mut merged, &patch);
+    patches::merge_patch(&mut merged, &patch);
     let mut strategic = object.clone();
-    write::strategic_merge_patch(&mut strategic, &patch);
+    patches::strategic_merge_patch(&mut strategic, &patch);
     let mut patched = object.clone();
-    if write::json_patch(&mut patched, &patch).is_err() {
+    if patches::json_patch(&mut patched, &patch).is_err() {
         assert_eq!(patched, object);
+    }
+    let writer = |manager| Writer {
+        manager,
+        api_version: "apps/v1",
+        time: "2026-01-01T00:00:00Z",
+    };
+    let owners = fields::after_update(&[], None, &object, &writer("kubectl-create"));
+    let forced = choice % 4 == 3;
+    if let Ok((_, after)) = fields::apply(&owners, &object, &patch, &writer("kubectl"), forced) {
+        let mine = after.iter().find(|m| m.manager == "kubectl");
+        let applied = fields::fields_of(&patch);
+        assert_eq!(mine.map(|m| &m.fields).unwrap_or(&Default::default()), &applied);
     }
 });
