@@ -216,6 +216,16 @@ fn kubectl_reads_the_local_mesh() {
     assert_eq!(ns["kind"], "Namespace");
     assert_eq!(ns["metadata"]["name"], "full");
 
+    // The same API on the control plane's Unix socket (for root), which `tessera get` reads.
+    let socket = mesh.state_dir().join("api.sock");
+    let over_socket = mesh.ok(&format!(
+        "curl -s --unix-socket {} http://tessera/api/v1/namespaces/full/pods?labelSelector=app%3Dsleep",
+        socket.display()
+    ));
+    let list: serde_json::Value = serde_json::from_str(&over_socket).expect("a PodList");
+    assert_eq!(list["kind"], "PodList");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(1), "{list}");
+
     // 1,024 connections at once: the next one is closed at once; then all is well again.
     let over = mesh.ok(&format!(
         "python3 - {server} <<'EOF'\n\

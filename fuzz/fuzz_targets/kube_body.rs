@@ -49,6 +49,9 @@ fuzz_target!(|data: &[u8]| {
     if let Ok((_, after)) = fields::apply(&owners, &object, &patch, &writer("kubectl"), forced) {
         let mine = after.iter().find(|m| m.manager == "kubectl");
         let applied = fields::fields_of(&patch);
-        assert_eq!(mine.map(|m| &m.fields).unwrap_or(&Default::default()), &applied);
+        assert_eq!(
+            mine.map(|m| &m.fields).unwrap_or(&Default::default()),
+            &applied
+        );
     }
 });

@@ -37,6 +37,20 @@ pub fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every byte but the unreserved ones (`A-Z a-z 0-9 - . _ ~`) as `%XX`: a value that
+/// reads back whole in a query string or a path segment.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
     let digit = |c: u8| (c as char).to_digit(16);
     Some((digit(hi)? * 16 + digit(lo)?) as u8)
@@ -45,6 +59,15 @@ fn hex_pair(hi: u8, lo: u8) -> Option<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_values_read_back() {
+        for v in ["app=sleep,version!=v1", "a b&c=d", "ü/%", ""] {
+            let q = format!("labelSelector={}", percent_encode(v));
+            assert_eq!(parse(&q)["labelSelector"], [v.to_string()]);
+        }
+        assert_eq!(percent_encode("app in (a,b)"), "app%20in%20%28a%2Cb%29");
+    }
 
     #[test]
     fn values_are_decoded() {

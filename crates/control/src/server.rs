@@ -159,7 +159,16 @@ impl ControlPlane {
         };
         let (api, p) = bind(API_SOCKET)?;
         sockets.push(p);
-        tasks.spawn(serve_api(control.clone(), api, until(stopped.clone())));
+        let kube_local = opts
+            .kube_api
+            .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        tasks.spawn(serve_api(
+            control.clone(),
+            opts.pods.clone(),
+            kube_local,
+            api,
+            until(stopped.clone()),
+        ));
         let open_to_pods = |path: &Path| -> Result<(), ControlError> {
             #[cfg(unix)]
             if opts.pod_access {
@@ -306,8 +315,12 @@ async fn rebuild_world(
     }
 }
 
+/// The operator API on `api.sock`, and the Kubernetes API beside it (paths under `/api`,
+/// `/apis`, `/version` and `/openapi`), which `tessera`'s reads use.
 async fn serve_api(
     control: Arc<ControlState>,
+    pods: Option<Arc<dyn crate::kube::PodRuntime>>,
+    kube_local: std::net::SocketAddr,
     listener: UnixListener,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -322,11 +335,20 @@ async fn serve_api(
             tracing::warn!(peer = ?stream.peer_cred().ok(), "operator API refused: the caller is neither root nor the control plane's user");
             return None;
         }
-        let control = control.clone();
+        let (control, pods) = (control.clone(), pods.clone());
         Some(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let control = control.clone();
-                async move { Ok::<_, Infallible>(api::handle(&control, req).await) }
+                let (control, pods) = (control.clone(), pods.clone());
+                async move {
+                    let reply = if crate::kube::is_kubernetes_path(req.uri().path()) {
+                        crate::kube::handle(&control, pods.as_deref(), req, kube_local).await
+                    } else {
+                        api::handle(&control, req)
+                            .await
+                            .map(http_body_util::BodyExt::boxed)
+                    };
+                    Ok::<_, Infallible>(reply)
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)

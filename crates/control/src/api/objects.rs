@@ -1,9 +1,9 @@
-//! Objects: apply and create, delete, label, status, get, as kubectl's verbs do.
+//! Objects: apply and create, delete, label, status, as kubectl's verbs do, each a batch
+//! of the store's operations (reads go through the Kubernetes API beside this one).
 
 use hyper::StatusCode;
-use tessera_model::meta::LabelQuery;
 
-use super::routes::{changed, json, read_documents, refused, resolve_kind, target_key, Reply};
+use super::routes::{changed, json, read_documents, refused, target_key, Reply};
 use super::types::*;
 use crate::objects::{ObjectKey, Op};
 use crate::state::ControlState;
@@ -137,52 +137,5 @@ pub(super) async fn status(control: &ControlState, r: StatusRequest) -> Reply {
             }])
             .await,
         vec![],
-    )
-}
-
-pub(super) fn get(control: &ControlState, r: GetRequest) -> Reply {
-    let kind = match resolve_kind(&r.kind) {
-        Ok(k) => k,
-        Err((status, errors)) => return refused(status, errors),
-    };
-    let query = match r.selector.as_deref().map(LabelQuery::parse).transpose() {
-        Ok(q) => q,
-        Err(e) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                vec![format!("error: unable to parse requirement: {e}")],
-            )
-        }
-    };
-    let namespace = if r.all_namespaces || !kind.is_namespaced() {
-        None
-    } else {
-        Some(r.namespace.clone().unwrap_or_else(|| "default".into()))
-    };
-    let objects = control.objects();
-    let items: Vec<serde_json::Value> = objects
-        .list(kind, namespace.as_deref(), query.as_ref())
-        .filter(|s| r.name.as_deref().is_none_or(|n| s.resource.name() == n))
-        .map(|s| s.resource.to_json())
-        .collect();
-    if let (Some(name), true) = (&r.name, items.is_empty()) {
-        let key = ObjectKey::new(kind, namespace.as_deref().unwrap_or(""), name);
-        return refused(
-            StatusCode::NOT_FOUND,
-            vec![format!(
-                "Error from server (NotFound): {} not found",
-                key.quoted()
-            )],
-        );
-    }
-    json(
-        StatusCode::OK,
-        &GetResponse {
-            kind: kind.name().to_string(),
-            namespaced: kind.is_namespaced(),
-            namespace,
-            items,
-            revision: objects.revision(),
-        },
     )
 }

@@ -89,10 +89,6 @@ pub(crate) async fn handle(control: &ControlState, req: Request<Incoming>) -> Re
             Ok(r) => Ok(objects::status(control, r).await),
             Err(e) => Err(e),
         },
-        (&Method::POST, "/get") => match body::<GetRequest>(req).await {
-            Ok(r) => Ok(objects::get(control, r)),
-            Err(e) => Err(e),
-        },
         (&Method::POST, "/token") => match body::<TokenRequest>(req).await {
             Ok(r) => Ok(proxies::token(control, r)),
             Err(e) => Err(e),
@@ -189,9 +185,7 @@ pub(super) fn resolve_kind(word: &str) -> Result<Kind, Refusal> {
     Kind::from_cli(word).ok_or_else(|| {
         (
             StatusCode::NOT_FOUND,
-            vec![format!(
-                "error: the server doesn't have a resource type {word:?}"
-            )],
+            vec![super::client::unknown_kind(word)],
         )
     })
 }

@@ -20,7 +20,17 @@ pub mod watch;
 pub mod websocket;
 pub mod write;
 
-pub use server::{authorize, serve, tls_config, Caller, Denied};
+pub use server::{authorize, handle, serve, tls_config, Caller, Denied};
+
+/// Whether a request path is the Kubernetes API's (the operator API's are not).
+pub fn is_kubernetes_path(path: &str) -> bool {
+    ["/api", "/apis", "/version", "/openapi"].iter().any(|p| {
+        path == *p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    })
+}
 
 /// What the API asks of the pods' runtime (the local runtime implements it): where a
 /// container's output goes (`kubectl logs`), and a command to run in a container

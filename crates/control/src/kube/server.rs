@@ -235,7 +235,8 @@ fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
     }
 }
 
-async fn handle(
+/// One request to the Kubernetes API, once the caller may make it.
+pub async fn handle(
     control: &Arc<ControlState>,
     pods: Option<&dyn super::PodRuntime>,
     req: Request<Incoming>,
