@@ -99,14 +99,7 @@ impl ControlPlane {
     /// a tokio runtime.
     pub async fn start(opts: ControlOptions) -> Result<ControlPlane, ControlError> {
         let dir = &opts.state_dir;
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = if opts.pod_access { 0o711 } else { 0o700 };
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
-                .map_err(io_err(dir))?;
-        }
+        make_state_dir(dir, opts.pod_access)?;
         let api_path = dir.join(API_SOCKET);
         if UnixStream::connect(&api_path).await.is_ok() {
             return Err(ControlError::AlreadyRunning(dir.clone()));
@@ -313,6 +306,15 @@ async fn rebuild_world(
         tracing::debug!(world = %next, "recomputed");
         world.send_replace(Arc::new(next));
     }
+}
+
+/// Creates the state directory: its owner's alone, or passable (not listable) by the pods'
+/// users when they reach the sockets in it.
+fn make_state_dir(dir: &Path, pod_access: bool) -> Result<(), ControlError> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    use std::os::unix::fs::PermissionsExt;
+    let mode = if pod_access { 0o711 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).map_err(io_err(dir))
 }
 
 /// The operator API on `api.sock`, and the Kubernetes API beside it (paths under `/api`,
