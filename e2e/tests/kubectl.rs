@@ -429,6 +429,17 @@ fn kubectl_changes_the_local_mesh() {
         "{owned}"
     );
 
+    // The status subresource: a patch of it changes the status alone.
+    mesh.ok("kubectl -n full patch pa httpbin --subresource=status --type=merge -p '{\"spec\":{\"mtls\":{\"mode\":\"DISABLE\"}},\"status\":{\"observedGeneration\":\"3\"}}'");
+    assert_eq!(
+        mesh.ok("kubectl -n full get pa httpbin -o jsonpath='{.spec.mtls.mode} {.status.observedGeneration}'"),
+        "STRICT 3"
+    );
+    assert_eq!(
+        mesh.ok("kubectl -n full get deploy sleep --subresource=status -o jsonpath={.status.readyReplicas}"),
+        "1"
+    );
+
     // A watch sees a pod go and its replacement come; `wait --for=delete` follows one.
     let victim = mesh.ok("kubectl -n full get pod -l app=sleep -o name");
     let watched = mesh.ok(&format!(

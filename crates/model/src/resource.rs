@@ -216,6 +216,14 @@ pub const KINDS: &[KindInfo] = &[
 ];
 
 impl KindInfo {
+    /// Whether objects of the kind have a status (and so a `status` subresource).
+    pub fn has_status(&self) -> bool {
+        !matches!(
+            self.kind,
+            Kind::ConfigMap | Kind::Secret | Kind::ServiceAccount
+        )
+    }
+
     /// The categories a kind is in (`kubectl get all`, `kubectl get istio-io`).
     pub fn categories(&self) -> Vec<String> {
         match self.group {

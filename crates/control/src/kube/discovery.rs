@@ -110,6 +110,21 @@ fn singular(info: &KindInfo) -> String {
     info.name.to_ascii_lowercase()
 }
 
+/// A kind's subresources and their verbs: `status` where objects have one, and the pods'
+/// `log`, `exec` and `attach`.
+fn subresources(info: &KindInfo) -> Vec<(&'static str, &'static [&'static str])> {
+    let mut out: Vec<(&str, &[&str])> = Vec::new();
+    if info.has_status() {
+        out.push(("status", &["get", "patch", "update"]));
+    }
+    if info.plural == "pods" {
+        out.push(("log", &["get"]));
+        out.push(("exec", &["create", "get"]));
+        out.push(("attach", &["create", "get"]));
+    }
+    out
+}
+
 /// `/api/v1` or `/apis/{group}/{version}`: an APIResourceList.
 pub fn resources(group: &str, version: &str) -> Value {
     let mut list = Vec::new();
@@ -129,6 +144,15 @@ pub fn resources(group: &str, version: &str) -> Value {
             "shortNames": info.short_names,
             "categories": info.categories(),
         }));
+        for (sub, verbs) in subresources(info) {
+            list.push(json!({
+                "name": format!("{}/{sub}", info.plural),
+                "singularName": "",
+                "namespaced": info.namespaced,
+                "kind": if sub == "status" { info.name } else { "Status" },
+                "verbs": verbs,
+            }));
+        }
     }
     json!({
         "kind": "APIResourceList",
@@ -167,19 +191,34 @@ pub fn aggregated(legacy: bool) -> Value {
                 .into_iter()
                 .map(|version| {
                     let list = resources(group, version);
-                    let resources: Vec<Value> = list["resources"]
-                        .as_array()
+                    let entries = list["resources"].as_array().cloned().unwrap_or_default();
+                    let (subs, mains): (Vec<Value>, Vec<Value>) = entries
                         .into_iter()
-                        .flatten()
+                        .partition(|r| r["name"].as_str().is_some_and(|n| n.contains('/')));
+                    let resources: Vec<Value> = mains
+                        .iter()
                         .map(|r| {
+                            let name = r["name"].as_str().unwrap_or("");
+                            let subresources: Vec<Value> = subs
+                                .iter()
+                                .filter_map(|s| {
+                                    let (parent, sub) = s["name"].as_str()?.split_once('/')?;
+                                    (parent == name).then(|| json!({
+                                        "subresource": sub,
+                                        "responseKind": {"group": group, "version": version, "kind": s["kind"]},
+                                        "verbs": s["verbs"],
+                                    }))
+                                })
+                                .collect();
                             json!({
-                                "resource": r["name"],
+                                "resource": name,
                                 "responseKind": {"group": group, "version": version, "kind": r["kind"]},
                                 "scope": if r["namespaced"] == true { "Namespaced" } else { "Cluster" },
                                 "singularResource": r["singularName"],
                                 "verbs": r["verbs"],
                                 "shortNames": r["shortNames"],
                                 "categories": r["categories"],
+                                "subresources": subresources,
                             })
                         })
                         .collect();
@@ -256,7 +295,15 @@ mod tests {
             .iter()
             .map(|r| r["name"].as_str().unwrap())
             .collect();
-        assert_eq!(names, ["policies", "meshpolicies"]);
+        assert_eq!(
+            names,
+            [
+                "policies",
+                "policies/status",
+                "meshpolicies",
+                "meshpolicies/status"
+            ]
+        );
         assert_eq!(
             legacy["resources"][0]["categories"],
             json!(["istio-io", "authentication-istio-io"])
@@ -280,6 +327,13 @@ mod tests {
         assert_eq!(pods["scope"], "Namespaced");
         assert_eq!(pods["responseKind"]["kind"], "Pod");
         assert_eq!(pods["shortNames"], json!(["po"]));
+        let subs: Vec<&str> = pods["subresources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["subresource"].as_str().unwrap())
+            .collect();
+        assert_eq!(subs, ["status", "log", "exec", "attach"]);
         let named = aggregated(false);
         let groups: Vec<&str> = named["items"]
             .as_array()

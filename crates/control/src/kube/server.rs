@@ -300,10 +300,19 @@ pub async fn handle(
     if req.method() == http::Method::GET && o.subresource.as_deref() == Some("log") {
         return logs::serve(control, pods, &req, &o);
     }
-    if req.method() == http::Method::GET {
-        return get(control, &req, &o);
+    // The status subresource reads as the object, and writes only its status.
+    let status = o.subresource.as_deref() == Some("status");
+    if status && !o.info.has_status() {
+        return not_found_route();
     }
-    if o.subresource.is_some() {
+    if req.method() == http::Method::GET {
+        let whole = ObjectPath {
+            subresource: o.subresource.clone().filter(|_| !status),
+            ..o.clone()
+        };
+        return get(control, &req, &whole);
+    }
+    if o.subresource.is_some() && !status {
         return not_found_route();
     }
     let method = req.method().clone();
@@ -321,6 +330,19 @@ pub async fn handle(
     let query = query.as_deref();
     let call = write::Call::new(query, &user_agent);
     let (code, body) = match method {
+        http::Method::PUT if status => write::write_status(control, &o, None, &body, &call).await,
+        http::Method::PATCH if status => {
+            write::write_status(control, &o, Some(&content_type), &body, &call).await
+        }
+        _ if status => (
+            405,
+            answer::status(
+                405,
+                "MethodNotAllowed",
+                "status is read, replaced or patched",
+                None,
+            ),
+        ),
         http::Method::POST if o.name.is_none() => write::create(control, &o, &body, &call).await,
         http::Method::PUT => write::replace(control, &o, &body, &call).await,
         http::Method::PATCH => write::patch(control, &o, &content_type, &body, &call).await,

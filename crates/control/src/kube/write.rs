@@ -326,28 +326,8 @@ pub async fn patch(
     let Some(mut current) = stored_json(control, o, &key) else {
         return (404, answer::not_found(o.info, name));
     };
-    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
-        return bad_request("the patch is not JSON");
-    };
-    match media {
-        "application/merge-patch+json" => merge_patch(&mut current, &patch),
-        "application/strategic-merge-patch+json" => strategic_merge_patch(&mut current, &patch),
-        "application/json-patch+json" => {
-            if let Err(e) = json_patch(&mut current, &patch) {
-                return (422, answer::status(422, "Invalid", &e, None));
-            }
-        }
-        other => {
-            return (
-                415,
-                answer::status(
-                    415,
-                    "UnsupportedMediaType",
-                    &format!("the patch type {other:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json or application/apply-patch+yaml"),
-                    None,
-                ),
-            )
-        }
+    if let Err(refused) = apply_patch(&mut current, media, body) {
+        return refused;
     }
     // The patched object is written whole; what the store owns is not the client's.
     if let Some(meta) = current["metadata"].as_object_mut() {
@@ -355,6 +335,87 @@ pub async fn patch(
     }
     let body = serde_json::to_vec(&current).unwrap_or_default();
     replace(control, o, &body, call).await
+}
+
+/// A patch of `media` type on `current`.
+fn apply_patch(current: &mut Value, media: &str, body: &[u8]) -> Result<(), Answer> {
+    let Ok(patch) = serde_json::from_slice::<Value>(body) else {
+        return Err(bad_request("the patch is not JSON"));
+    };
+    match media {
+        "application/merge-patch+json" => merge_patch(current, &patch),
+        "application/strategic-merge-patch+json" => strategic_merge_patch(current, &patch),
+        "application/json-patch+json" => {
+            json_patch(current, &patch).map_err(|e| (422, answer::status(422, "Invalid", &e, None)))?
+        }
+        other => {
+            return Err((
+                415,
+                answer::status(
+                    415,
+                    "UnsupportedMediaType",
+                    &format!("the patch type {other:?} is not supported; use application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json or application/apply-patch+yaml"),
+                    None,
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// A write of the `status` subresource (PUT of the object, or a patch of it): only the
+/// status changes, as the runtime's reports change it; the rest of the body is ignored.
+pub async fn write_status(
+    control: &ControlState,
+    o: &ObjectPath,
+    content_type: Option<&str>,
+    body: &[u8],
+    call: &Call<'_>,
+) -> Answer {
+    let Some(name) = &o.name else {
+        return (
+            405,
+            answer::status(
+                405,
+                "MethodNotAllowed",
+                "status is written on an object",
+                None,
+            ),
+        );
+    };
+    let key = key_of(o, name);
+    let Some(mut current) = stored_json(control, o, &key) else {
+        return (404, answer::not_found(o.info, name));
+    };
+    match content_type {
+        Some(media) => {
+            let media = media.split(';').next().unwrap_or("").trim();
+            if let Err(refused) = apply_patch(&mut current, media, body) {
+                return refused;
+            }
+        }
+        None => match serde_json::from_slice::<Value>(body) {
+            Ok(v) => current = v,
+            Err(_) => return bad_request("the body is not JSON"),
+        },
+    }
+    let status = current.get("status").cloned().unwrap_or(json!({}));
+    if dry_run(call.query) {
+        return (200, current);
+    }
+    match control
+        .submit(vec![Op::Status {
+            key: key.clone(),
+            status,
+        }])
+        .await
+    {
+        Ok(_) => match stored_json(control, o, &key) {
+            Some(v) => (200, v),
+            None => (404, answer::not_found(o.info, name)),
+        },
+        Err(errors) => store_error(&errors),
+    }
 }
 
 /// Server-side apply: the manager owns exactly the fields of its configuration. It

@@ -353,7 +353,17 @@ fn status_slot(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
         Resource::ReplicationController(d) => Some(&mut d.status),
         Resource::Service(s) => Some(&mut s.status),
         Resource::Namespace(n) => Some(&mut n.status),
-        _ => None,
+        Resource::PeerAuthentication(o) => Some(&mut o.status),
+        Resource::Policy(o) => Some(&mut o.status),
+        Resource::MeshPolicy(o) => Some(&mut o.status),
+        Resource::DestinationRule(o) => Some(&mut o.status),
+        Resource::Sidecar(o) => Some(&mut o.status),
+        Resource::Gateway(o) => Some(&mut o.status),
+        Resource::VirtualService(o) => Some(&mut o.status),
+        Resource::Pod(_)
+        | Resource::ConfigMap(_)
+        | Resource::Secret(_)
+        | Resource::ServiceAccount(_) => None,
     }
 }
 
