@@ -291,6 +291,16 @@ pub async fn handle(
             route => discover(route, local),
         };
     };
+    object(control, pods, req, o).await
+}
+
+/// A request on a collection, an object or one of its subresources.
+async fn object(
+    control: &Arc<ControlState>,
+    pods: Option<&dyn super::PodRuntime>,
+    req: Request<Incoming>,
+    o: ObjectPath,
+) -> Reply {
     if o.subresource.as_deref() == Some("exec") {
         return exec::serve(control, pods, req, &o);
     }
@@ -315,6 +325,17 @@ pub async fn handle(
     if o.subresource.is_some() && !status {
         return not_found_route();
     }
+    write(control, req, o, status).await
+}
+
+/// A write: create, replace, patch (or server-side apply), delete, deletecollection, or
+/// a write of the status.
+async fn write(
+    control: &Arc<ControlState>,
+    req: Request<Incoming>,
+    o: ObjectPath,
+    status: bool,
+) -> Reply {
     let method = req.method().clone();
     let query = req.uri().query().map(str::to_string);
     let user_agent = req
