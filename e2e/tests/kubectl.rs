@@ -122,6 +122,10 @@ fn kubectl_reads_the_local_mesh() {
         ports.contains("containerPort\t<integer>") && ports.contains("hostIP\t<string>"),
         "{ports}"
     );
+    let v2: serde_json::Value =
+        serde_json::from_str(&mesh.ok("kubectl get --raw /openapi/v2")).expect("Swagger 2 JSON");
+    assert_eq!(v2["swagger"], "2.0");
+    assert!(v2["definitions"]["PeerAuthentication"].is_object());
     let refused = mesh.sh("kubectl delete crd peerauthentications.security.istio.io");
     assert_eq!(refused.code, 1, "{}", refused.both());
     assert_eq!(mesh.ok("kubectl get crd -o name").lines().count(), 7);

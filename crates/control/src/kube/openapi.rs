@@ -169,6 +169,52 @@ fn make_document(group: &str, version: &str) -> Value {
     })
 }
 
+/// `/openapi/v2`: one Swagger 2.0 document with every kind's schema, each naming all the
+/// group versions it is served at, for the clients that read v2 (kubectl reads v3).
+pub fn v2() -> &'static Value {
+    static DOCUMENT: OnceLock<Value> = OnceLock::new();
+    DOCUMENT.get_or_init(|| {
+        let kinds: Vec<Kind> = KINDS.iter().map(|k| k.kind).collect();
+        let (schemas, names) = schema::openapi_components(&kinds);
+        let mut definitions = Value::Object(schemas);
+        rewrite_refs(&mut definitions);
+        for (info, name) in KINDS.iter().zip(&names) {
+            if let Some(d) = definitions.get_mut(name).and_then(Value::as_object_mut) {
+                let gvks: Vec<Value> = info
+                    .versions
+                    .iter()
+                    .map(|v| json!({"group": info.group, "version": v, "kind": info.name}))
+                    .collect();
+                d.insert("x-kubernetes-group-version-kind".into(), gvks.into());
+                d.insert("description".into(), info.summary.into());
+                describe_top_level(d);
+            }
+        }
+        json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": format!("v{}.{}.0", super::discovery::MAJOR, super::discovery::MINOR)},
+            "paths": {},
+            "definitions": definitions,
+        })
+    })
+}
+
+/// OpenAPI 3 references (`#/components/schemas/X`) as Swagger 2's (`#/definitions/X`).
+fn rewrite_refs(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            if let Some(Value::String(r)) = o.get_mut("$ref") {
+                if let Some(name) = r.strip_prefix("#/components/schemas/") {
+                    *r = format!("#/definitions/{name}");
+                }
+            }
+            o.values_mut().for_each(rewrite_refs);
+        }
+        Value::Array(items) => items.iter_mut().for_each(rewrite_refs),
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -243,6 +243,9 @@ pub async fn handle(
     local: SocketAddr,
 ) -> Reply {
     let path = req.uri().path().to_string();
+    if path == "/openapi/v2" {
+        return reply(StatusCode::OK, openapi::v2());
+    }
     if let Some(rest) = path.strip_prefix("/openapi/v3") {
         return match rest.trim_start_matches('/') {
             "" => reply(StatusCode::OK, &openapi::index()),
