@@ -128,7 +128,7 @@ fn kubectl_reads_the_local_mesh() {
     assert!(v2["definitions"]["PeerAuthentication"].is_object());
     let refused = mesh.sh("kubectl delete crd peerauthentications.security.istio.io");
     assert_eq!(refused.code, 1, "{}", refused.both());
-    assert_eq!(mesh.ok("kubectl get crd -o name").lines().count(), 7);
+    assert_eq!(mesh.ok("kubectl get crd -o name").lines().count(), 8);
 
     // kubectl's table and tessera's are the same table.
     for what in ["pods", "pods -o wide", "svc", "deploy"] {

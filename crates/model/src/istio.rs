@@ -9,9 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::meta::{is_false, Any, Labels, ObjectMeta, WorkloadSelector};
 
+mod authz;
 mod route;
 mod traffic;
 
+pub use self::authz::*;
 pub use self::route::*;
 pub use self::traffic::*;
 
@@ -67,6 +69,8 @@ pub enum MtlsModeSpec {
     Permissive,
     Strict,
 }
+
+istio_object!(AuthorizationPolicy, AuthorizationPolicySpec);
 
 // ------------------------------------------------- authentication.istio.io/v1alpha1
 

@@ -333,6 +333,7 @@ fn deserialize(kind: Kind, root: &Node) -> (Option<Resource>, Vec<Finding>) {
         Kind::ReplicationController => typed(root, Resource::ReplicationController),
         Kind::Pod => typed(root, Resource::Pod),
         Kind::PeerAuthentication => typed(root, Resource::PeerAuthentication),
+        Kind::AuthorizationPolicy => typed(root, Resource::AuthorizationPolicy),
         Kind::Policy => typed(root, Resource::Policy),
         Kind::MeshPolicy => typed(root, Resource::MeshPolicy),
         Kind::DestinationRule => typed(root, Resource::DestinationRule),

@@ -6,7 +6,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::istio::{
-    DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar, VirtualService,
+    AuthorizationPolicy, DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar,
+    VirtualService,
 };
 use crate::kube::{
     ConfigMap, Deployment, Namespace, Pod, ReplicationController, Secret, Service, ServiceAccount,
@@ -36,6 +37,7 @@ pub enum Kind {
     ReplicationController,
     Pod,
     PeerAuthentication,
+    AuthorizationPolicy,
     Policy,
     MeshPolicy,
     DestinationRule,
@@ -152,6 +154,16 @@ pub const KINDS: &[KindInfo] = &[
         plural: "peerauthentications",
         short_names: &["pa"],
         summary: "Whether a workload's sidecar accepts plaintext, mutual TLS or both (mtls.mode DISABLE, PERMISSIVE, STRICT), mesh-wide, per namespace, per workload or per port.",
+    },
+    KindInfo {
+        kind: Kind::AuthorizationPolicy,
+        name: "AuthorizationPolicy",
+        group: "security.istio.io",
+        versions: &["v1", "v1beta1"],
+        namespaced: true,
+        plural: "authorizationpolicies",
+        short_names: &["ap"],
+        summary: "Who may call a workload with what: ALLOW, DENY or AUDIT rules on the caller's verified identity, namespace and address, and the request's host, port, method, path and headers.",
     },
     KindInfo {
         kind: Kind::Policy,
@@ -317,6 +329,7 @@ pub enum Resource {
     ReplicationController(ReplicationController),
     Pod(Pod),
     PeerAuthentication(PeerAuthentication),
+    AuthorizationPolicy(AuthorizationPolicy),
     Policy(Policy),
     MeshPolicy(MeshPolicy),
     DestinationRule(DestinationRule),
@@ -337,6 +350,7 @@ macro_rules! each_resource {
             Resource::ReplicationController($r) => $body,
             Resource::Pod($r) => $body,
             Resource::PeerAuthentication($r) => $body,
+            Resource::AuthorizationPolicy($r) => $body,
             Resource::Policy($r) => $body,
             Resource::MeshPolicy($r) => $body,
             Resource::DestinationRule($r) => $body,
@@ -359,6 +373,7 @@ impl Resource {
             Resource::ReplicationController(_) => Kind::ReplicationController,
             Resource::Pod(_) => Kind::Pod,
             Resource::PeerAuthentication(_) => Kind::PeerAuthentication,
+            Resource::AuthorizationPolicy(_) => Kind::AuthorizationPolicy,
             Resource::Policy(_) => Kind::Policy,
             Resource::MeshPolicy(_) => Kind::MeshPolicy,
             Resource::DestinationRule(_) => Kind::DestinationRule,

@@ -7,7 +7,8 @@ use schemars::SchemaGenerator;
 use serde_json::{Map, Value};
 
 use crate::istio::{
-    DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar, VirtualService,
+    AuthorizationPolicy, DestinationRule, Gateway, MeshPolicy, PeerAuthentication, Policy, Sidecar,
+    VirtualService,
 };
 use crate::kube::{
     ConfigMap, Deployment, Namespace, Pod, ReplicationController, Secret, Service, ServiceAccount,
@@ -37,6 +38,7 @@ fn kind_schema(kind: Kind, generator: &mut SchemaGenerator, root: bool) -> Value
         Kind::ReplicationController => of!(ReplicationController),
         Kind::Pod => of!(Pod),
         Kind::PeerAuthentication => of!(PeerAuthentication),
+        Kind::AuthorizationPolicy => of!(AuthorizationPolicy),
         Kind::Policy => of!(Policy),
         Kind::MeshPolicy => of!(MeshPolicy),
         Kind::DestinationRule => of!(DestinationRule),

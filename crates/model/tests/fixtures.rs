@@ -239,7 +239,7 @@ fn each_invalid_fixture_fails_with_its_message_and_location() {
         ("sidecar-tls-on-http-port.yaml", &["sidecar-tls-on-http-port.yaml:16:5: error: spec.ingress[0].tls: server cannot have TLS settings for non HTTPS/TLS ports (port 9080 is HTTP)"]),
         ("unknown-kind-and-version.yaml", &[
             "unknown-kind-and-version.yaml:1:13: error: apiVersion: PeerAuthentication is not served as \"networking.istio.io/v1alpha3\"; use one of security.istio.io/v1, security.istio.io/v1beta1",
-            "unknown-kind-and-version.yaml:7:7: error: kind: unknown kind \"VirtualServce\"; accepted kinds: Namespace, ServiceAccount, Secret, ConfigMap, Service, Deployment, ReplicationController, Pod, PeerAuthentication, Policy, MeshPolicy, DestinationRule, Sidecar, Gateway, VirtualService",
+            "unknown-kind-and-version.yaml:7:7: error: kind: unknown kind \"VirtualServce\"; accepted kinds: Namespace, ServiceAccount, Secret, ConfigMap, Service, Deployment, ReplicationController, Pod, PeerAuthentication, AuthorizationPolicy, Policy, MeshPolicy, DestinationRule, Sidecar, Gateway, VirtualService",
         ]),
         ("legacy-policy-naming.yaml", &[
             "legacy-policy-naming.yaml:4:3: error: metadata.name: authentication policy with no target rules  must be named \"default\", found \"foo\"",

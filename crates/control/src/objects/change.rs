@@ -354,6 +354,7 @@ fn status_slot(r: &mut Resource) -> Option<&mut Option<serde_json::Value>> {
         Resource::Service(s) => Some(&mut s.status),
         Resource::Namespace(n) => Some(&mut n.status),
         Resource::PeerAuthentication(o) => Some(&mut o.status),
+        Resource::AuthorizationPolicy(o) => Some(&mut o.status),
         Resource::Policy(o) => Some(&mut o.status),
         Resource::MeshPolicy(o) => Some(&mut o.status),
         Resource::DestinationRule(o) => Some(&mut o.status),

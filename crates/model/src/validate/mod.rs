@@ -1,6 +1,7 @@
 //! Semantic checks: what types alone cannot say. Messages follow Istio's and Kubernetes'
 //! own texts where users know them, and each says what is allowed or how to fix it.
 
+mod authz;
 mod client_tls;
 mod connection_pool;
 mod cors;
@@ -28,6 +29,8 @@ use crate::meta::{
 use crate::problem::{FieldPath, Finding};
 use crate::resource::{Kind, Resource};
 
+use self::authz::check_authorization_policy;
+pub use self::authz::{parse_ip_block, ConditionKey};
 use self::destination_rule::check_destination_rule;
 use self::gateway::check_gateway;
 pub use self::kube::check_sidecar_annotations;
@@ -108,6 +111,7 @@ pub fn check(resource: &Resource, opts: &ValidateOptions) -> Vec<Finding> {
             check_pod_spec(&pod.spec, &p("spec"), &mut out);
         }
         Resource::PeerAuthentication(pa) => check_peer_authentication(pa, opts, &mut out),
+        Resource::AuthorizationPolicy(ap) => check_authorization_policy(ap, opts, &mut out),
         Resource::Policy(policy) => {
             check_legacy_policy(&policy.metadata, &policy.spec, false, &mut out)
         }
