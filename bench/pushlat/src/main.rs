@@ -49,6 +49,7 @@ fn policy(mode: &str) -> String {
 
 fn bootstrap(dir: &Path, i: usize, token: &Path) -> ProxyConfig {
     ProxyConfig {
+        authorization: Default::default(),
         version: "bootstrap".into(),
         node: Node {
             id: format!("app-{i}.bench"),

@@ -32,6 +32,9 @@ pub struct ProxyConfig {
     /// What this proxy's workload serves (inbound).
     #[serde(default)]
     pub inbound: Inbound,
+    /// The AuthorizationPolicies that apply to this workload (or gateway), compiled.
+    #[serde(default, skip_serializing_if = "crate::authz::Authorization::is_empty")]
+    pub authorization: crate::authz::Authorization,
     /// Pushed mode: the control plane to take snapshots from. A file with this section is a
     /// bootstrap: the proxy serves it until the first push arrives.
     #[serde(default, skip_serializing_if = "Option::is_none")]

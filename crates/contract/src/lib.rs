@@ -8,6 +8,7 @@
 //! neither protoc nor a proto compiler; `tests/bootstrap.rs` regenerates it with protox
 //! (pure Rust) and fails when the checked-in code is stale.
 
+pub mod authz;
 pub mod config;
 pub mod edges;
 pub mod inbound;

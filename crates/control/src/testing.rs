@@ -142,6 +142,12 @@ pub const BETA_STRICT: &str =
 pub const BETA_PLAINTEXT: &str =
     include_str!("../../../samples/seed-002/peerauthentication-httpbin-disable.yaml");
 
+pub const AUTHZ_HTTPBIN_VIEWER: &str =
+    include_str!("../../../samples/authz/httpbin-full-viewer.yaml");
+
+pub const AUTHZ_DENY_LEGACY: &str =
+    include_str!("../../../samples/authz/deny-legacy-namespace.yaml");
+
 pub const DR_ISTIO_MUTUAL: &str =
     include_str!("../../../samples/seed-002/destinationrule-httpbin-full-mtls.yaml");
 

@@ -73,10 +73,23 @@ pub struct World {
     pub(crate) sidecars: Vec<crate::world::SidecarRule>,
     pub(crate) gateways: Vec<crate::world::GatewayRule>,
     pub(crate) virtual_services: Vec<crate::world::VirtualServiceRule>,
+    /// AuthorizationPolicies, by namespace and name.
+    pub(crate) authorization: Vec<AuthorizationRule>,
     /// Secrets by (namespace, name): their decoded data, for `credentialName`.
     pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// Policies (or parts) that cannot take effect, with why.
     pub problems: Vec<(PolicyRef, String)>,
+}
+
+/// An AuthorizationPolicy as the compiler reads it.
+#[derive(Debug, Clone)]
+pub(crate) struct AuthorizationRule {
+    pub namespace: String,
+    pub name: String,
+    pub selector: Option<tessera_model::meta::Labels>,
+    /// It names resources (`targetRefs`) instead of selecting workloads.
+    pub targets_resources: bool,
+    pub spec: tessera_model::istio::AuthorizationPolicySpec,
 }
 
 impl World {
@@ -89,6 +102,7 @@ impl World {
         let mut sidecars = Vec::new();
         let mut gateways = Vec::new();
         let mut virtual_services = Vec::new();
+        let mut authorization = Vec::new();
         let mut secrets = BTreeMap::new();
         for s in objects.iter() {
             let created = s.created();
@@ -124,6 +138,14 @@ impl World {
                     );
                 }
                 Resource::PeerAuthentication(pa) => beta.push(PeerAuthn::from_model(pa, created)),
+                Resource::AuthorizationPolicy(ap) => authorization.push(AuthorizationRule {
+                    namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+                    name: ap.metadata.name.clone(),
+                    selector: ap.spec.selector.as_ref().map(|s| s.match_labels.clone()),
+                    targets_resources: ap.spec.target_ref.is_some()
+                        || !ap.spec.target_refs.is_empty(),
+                    spec: ap.spec.clone(),
+                }),
                 Resource::Policy(p) => legacy_policies.push(LegacyPolicy::from_model(
                     &p.metadata,
                     &p.spec,
@@ -181,6 +203,9 @@ impl World {
         let (legacy, mut problems) = to_peer_authn(&legacy_policies, &infos);
         problems.extend(ignored(&beta, root));
         problems.sort();
+        authorization.sort_by(|a: &AuthorizationRule, b| {
+            (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name))
+        });
         World {
             revision: objects.revision(),
             options: options.clone(),
@@ -191,6 +216,7 @@ impl World {
             sidecars,
             gateways,
             virtual_services,
+            authorization,
             secrets,
             problems,
         }

@@ -149,3 +149,99 @@ fn seed_002_with_the_legacy_policy_api() {
 fn seed_002_with_peer_authentication() {
     run_variant(PolicyApi::V1beta1);
 }
+
+/// Seed 002 with the AuthorizationPolicy samples: httpbin.full gets its namespace's policy
+/// and the root namespace's, other workloads only the root one, compiled into matchers.
+#[test]
+fn authorization_policies_compile_per_workload() {
+    use tessera_contract::authz::{evaluate, Attributes, AuthzAction, HttpAttributes};
+    use tessera_control::objects::Op;
+    use tessera_control::testing::{
+        at, load, seed_002_objects, seed_002_options, AUTHZ_DENY_LEGACY, AUTHZ_HTTPBIN_VIEWER,
+    };
+    let objects = seed_002_objects();
+    let ops = [
+        (AUTHZ_HTTPBIN_VIEWER, "full"),
+        (AUTHZ_DENY_LEGACY, "istio-system"),
+    ]
+    .into_iter()
+    .flat_map(|(text, ns)| load("authz.yaml", text, ns))
+    .map(|resource| Op::Apply {
+        origin: "authz.yaml".into(),
+        resource,
+    })
+    .collect();
+    let objects = objects.plan(ops, at(1)).unwrap().next;
+    let world = tessera_control::world::World::build(&objects, &seed_002_options());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/authz");
+    let mut stale = Vec::new();
+    let mut compiled = BTreeMap::new();
+    for node in PROXIES {
+        let config = compile(&world, node).unwrap();
+        check_golden(
+            &golden,
+            node,
+            &serde_json::to_value(&config.authorization).unwrap(),
+            &mut stale,
+        );
+        compiled.insert(*node, config.authorization);
+    }
+    assert!(
+        stale.is_empty(),
+        "golden files differ: {stale:?}; rerun with TESSERA_UPDATE_GOLDEN=1 and review the diff"
+    );
+    let names = |node: &str| -> Vec<(String, AuthzAction)> {
+        compiled[node]
+            .policies
+            .iter()
+            .map(|p| (p.name.clone(), p.action))
+            .collect()
+    };
+    assert_eq!(
+        names("httpbin-0.full"),
+        [
+            ("full/httpbin-viewer".to_string(), AuthzAction::Allow),
+            ("istio-system/deny-legacy".to_string(), AuthzAction::Deny)
+        ]
+    );
+    assert_eq!(
+        names("httpbin-0.partial"),
+        [("istio-system/deny-legacy".to_string(), AuthzAction::Deny)]
+    );
+    // The compiled policy decides as the sample says.
+    let headers: Vec<(String, String)> = vec![];
+    let full = &compiled["httpbin-0.full"];
+    let verdict = |principal: Option<&str>, method: &str, path: &str| {
+        let req = Attributes {
+            source_ip: "10.0.0.5".parse().unwrap(),
+            remote_ip: "10.0.0.5".parse().unwrap(),
+            principal,
+            destination_ip: "10.0.0.9".parse().unwrap(),
+            destination_port: 80,
+            sni: None,
+            http: Some(HttpAttributes {
+                method,
+                path,
+                host: "httpbin.full:8000",
+                headers: &headers,
+            }),
+        };
+        evaluate(full, &req).reason()
+    };
+    assert_eq!(
+        verdict(Some("cluster.local/ns/full/sa/sleep"), "GET", "/headers"),
+        "allowed by AuthorizationPolicy full/httpbin-viewer (rule 0)"
+    );
+    assert_eq!(
+        verdict(Some("cluster.local/ns/full/sa/sleep"), "GET", "/ip"),
+        "denied: no ALLOW AuthorizationPolicy matched"
+    );
+    assert_eq!(
+        verdict(Some("cluster.local/ns/legacy/sa/sleep"), "GET", "/headers"),
+        "denied by AuthorizationPolicy istio-system/deny-legacy (rule 0)"
+    );
+    assert_eq!(
+        verdict(None, "GET", "/headers"),
+        "denied by AuthorizationPolicy istio-system/deny-legacy (rule 1)"
+    );
+}

@@ -111,6 +111,7 @@ fn bootstrap(
     listener: ExplicitListener,
 ) -> ProxyConfig {
     ProxyConfig {
+        authorization: Default::default(),
         version: "bootstrap".into(),
         node: Node {
             id: node.into(),

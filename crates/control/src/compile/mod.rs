@@ -4,6 +4,7 @@
 //! Sidecar ingress listeners (`sidecar_ingress`) and gateway listeners (`gateway`). The
 //! proxy only looks the results up; `explain` reads the same output.
 
+pub(crate) mod authz;
 mod gateway;
 mod inbound;
 mod outbound;
@@ -75,6 +76,7 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
         listeners,
         services: outbound::outbound(world, me),
         inbound,
+        authorization: authz::authorization(world, me),
         control_plane: None,
         volumes: Default::default(),
         gateway: gateway.listeners,

@@ -81,6 +81,7 @@ fn write_replace(path: &Path, data: &[u8]) {
 
 pub fn base_config(w: &Workload) -> ProxyConfig {
     ProxyConfig {
+        authorization: Default::default(),
         version: "1".into(),
         node: Node {
             id: format!(

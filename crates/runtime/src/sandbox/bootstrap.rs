@@ -41,6 +41,7 @@ impl Sandbox {
         let any = |port: u16| SocketAddr::from(([0, 0, 0, 0], port));
         let volumes = proxy.volumes.clone();
         let bootstrap = ProxyConfig {
+            authorization: Default::default(),
             version: "bootstrap".into(),
             node: pc::Node {
                 id: format!("{}.{ns}", self.info.pod),
