@@ -92,6 +92,18 @@ pub(crate) struct AuthorizationRule {
     pub spec: tessera_model::istio::AuthorizationPolicySpec,
 }
 
+impl AuthorizationRule {
+    fn from_model(ap: &tessera_model::istio::AuthorizationPolicy) -> AuthorizationRule {
+        AuthorizationRule {
+            namespace: ap.metadata.namespace.clone().unwrap_or_default(),
+            name: ap.metadata.name.clone(),
+            selector: ap.spec.selector.as_ref().map(|s| s.match_labels.clone()),
+            targets_resources: ap.spec.target_ref.is_some() || !ap.spec.target_refs.is_empty(),
+            spec: ap.spec.clone(),
+        }
+    }
+}
+
 impl World {
     pub fn build(objects: &Objects, options: &MeshOptions) -> World {
         let registry = Registry::from_objects(objects);
@@ -138,14 +150,9 @@ impl World {
                     );
                 }
                 Resource::PeerAuthentication(pa) => beta.push(PeerAuthn::from_model(pa, created)),
-                Resource::AuthorizationPolicy(ap) => authorization.push(AuthorizationRule {
-                    namespace: ap.metadata.namespace.clone().unwrap_or_default(),
-                    name: ap.metadata.name.clone(),
-                    selector: ap.spec.selector.as_ref().map(|s| s.match_labels.clone()),
-                    targets_resources: ap.spec.target_ref.is_some()
-                        || !ap.spec.target_refs.is_empty(),
-                    spec: ap.spec.clone(),
-                }),
+                Resource::AuthorizationPolicy(ap) => {
+                    authorization.push(AuthorizationRule::from_model(ap))
+                }
                 Resource::Policy(p) => legacy_policies.push(LegacyPolicy::from_model(
                     &p.metadata,
                     &p.spec,
@@ -180,24 +187,7 @@ impl World {
             }
         }
         if options.mtls_enabled && !options.auto_mtls {
-            // What the ≤1.5 installer created with global.mtls.enabled=true and auto off.
-            rules.push(DestinationRuleEntry {
-                namespace: root.to_string(),
-                host: "*.local".into(),
-                export_to: vec![],
-                selector: None,
-                created: (i64::MIN, 0),
-                traffic_policy: Some(TrafficPolicy {
-                    tls: Some(ClientTlsSettings {
-                        mode: ClientTlsMode::IstioMutual,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                source: format!(
-                    "DestinationRule {root}/default for *.local (installed by values.global.mtls.enabled=true)"
-                ),
-            });
+            rules.push(installed_mtls_rule(root));
         }
         let infos = service_infos(&registry);
         let (legacy, mut problems) = to_peer_authn(&legacy_policies, &infos);
@@ -428,4 +418,25 @@ impl fmt::Display for World {
             self.registry.workloads.len()
         )
     }
+}
+
+/// What the ≤1.5 installer created with global.mtls.enabled=true and auto off.
+fn installed_mtls_rule(root: &str) -> DestinationRuleEntry {
+    DestinationRuleEntry {
+                namespace: root.to_string(),
+                host: "*.local".into(),
+                export_to: vec![],
+                selector: None,
+                created: (i64::MIN, 0),
+                traffic_policy: Some(TrafficPolicy {
+                    tls: Some(ClientTlsSettings {
+                        mode: ClientTlsMode::IstioMutual,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                source: format!(
+                    "DestinationRule {root}/default for *.local (installed by values.global.mtls.enabled=true)"
+                ),
+            }
 }

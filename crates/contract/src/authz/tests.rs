@@ -300,6 +300,18 @@ fn sources() {
             None,
             false,
         ),
+    ];
+    for (case, src, principal, want) in rows {
+        let req = http(principal, "GET", "/", none);
+        assert_eq!(decide(allow(src), &req).0, want, "{case}");
+    }
+}
+
+#[test]
+fn sources_combined() {
+    let none: &Vec<(String, String)> = &Vec::new();
+    let allow = |src: SourceMatch| vec![policy("foo/p", AuthzAction::Allow, vec![from(src)])];
+    let rows: Vec<(&str, SourceMatch, Option<&str>, bool)> = vec![
         (
             "fields AND",
             SourceMatch {
@@ -464,6 +476,11 @@ fn operations_and_conditions() {
         let req = http(Some(SLEEP), method, path, &headers);
         assert_eq!(decide(allow_op(op), &req).0, want, "{case}");
     }
+}
+
+#[test]
+fn conditions() {
+    let headers = vec![("x-token".to_string(), "admin".to_string())];
     let when = |key: Attribute, values: &[&str], not: &[&str]| {
         vec![policy(
             "foo/p",
