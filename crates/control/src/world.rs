@@ -423,20 +423,20 @@ impl fmt::Display for World {
 /// What the ≤1.5 installer created with global.mtls.enabled=true and auto off.
 fn installed_mtls_rule(root: &str) -> DestinationRuleEntry {
     DestinationRuleEntry {
-                namespace: root.to_string(),
-                host: "*.local".into(),
-                export_to: vec![],
-                selector: None,
-                created: (i64::MIN, 0),
-                traffic_policy: Some(TrafficPolicy {
-                    tls: Some(ClientTlsSettings {
-                        mode: ClientTlsMode::IstioMutual,
-                        ..Default::default()
-                    }),
-                    ..Default::default()
-                }),
-                source: format!(
-                    "DestinationRule {root}/default for *.local (installed by values.global.mtls.enabled=true)"
-                ),
+        namespace: root.to_string(),
+        host: "*.local".into(),
+        export_to: vec![],
+        selector: None,
+        created: (i64::MIN, 0),
+        traffic_policy: Some(TrafficPolicy {
+            tls: Some(ClientTlsSettings {
+                mode: ClientTlsMode::IstioMutual,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        source: format!(
+            "DestinationRule {root}/default for *.local (installed by values.global.mtls.enabled=true)"
+        ),
             }
 }
