@@ -438,5 +438,5 @@ fn installed_mtls_rule(root: &str) -> DestinationRuleEntry {
         source: format!(
             "DestinationRule {root}/default for *.local (installed by values.global.mtls.enabled=true)"
         ),
-            }
+    }
 }
