@@ -84,7 +84,7 @@ fn validate_samples_exits_zero() {
     let (stdout, stderr) = text(&out);
     assert_eq!(out.status.code(), Some(0), "{stdout}{stderr}");
     assert!(
-        stdout.contains("14 documents in 9 files: 0 errors, 0 warnings"),
+        stdout.contains("16 documents in 11 files: 0 errors, 0 warnings"),
         "{stdout}"
     );
 }

@@ -108,10 +108,12 @@ pub enum Refusal {
     /// A gateway server has no route for the connection (Envoy's `NR`), or the route's
     /// destination is not a service of the mesh (`NC`).
     NoRoute,
+    /// An AuthorizationPolicy denies the connection (Envoy's RBAC network filter).
+    AuthorizationDenied,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::StrictPlaintext,
         Refusal::StrictSilent,
         Refusal::NonMeshTlsOnHttpPort,
@@ -121,6 +123,7 @@ impl Refusal {
         Refusal::TlsUnavailable,
         Refusal::TlsHandshake,
         Refusal::NoRoute,
+        Refusal::AuthorizationDenied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -134,6 +137,7 @@ impl Refusal {
             Refusal::TlsUnavailable => "certificate_not_available",
             Refusal::TlsHandshake => "tls_handshake_failed",
             Refusal::NoRoute => "route_not_found",
+            Refusal::AuthorizationDenied => "rbac_access_denied",
         }
     }
 
@@ -161,6 +165,9 @@ impl Refusal {
             Refusal::TlsHandshake => "the client's TLS handshake failed",
             Refusal::NoRoute => {
                 "no route takes the connection: the server's routes match neither its SNI nor the port, or the route's destination is not a service of the mesh"
+            }
+            Refusal::AuthorizationDenied => {
+                "an AuthorizationPolicy denies the connection: it is closed after the handshake"
             }
         }
     }

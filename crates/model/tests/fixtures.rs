@@ -160,6 +160,8 @@ fn samples_validate() {
     assert_eq!(
         names,
         [
+            "AuthorizationPolicy/istio-system/deny-legacy",
+            "AuthorizationPolicy/full/httpbin-viewer",
             "Deployment/default/httpbin-nosidecar",
             "ServiceAccount/default/httpbin",
             "Service/default/httpbin",

@@ -19,6 +19,7 @@
 //!   edges and the access log; [`admin`]: the admin endpoint; [`push`]: pushed mode.
 
 pub mod admin;
+pub mod authz;
 pub mod config;
 pub mod connect;
 pub mod detect;

@@ -23,6 +23,12 @@ pub struct InboundConn {
     /// The connection's result: its edge is recorded at its first request.
     pub result: ConnectionResult,
     pub port: u16,
+    /// The workload address the client connected to.
+    pub local: std::net::IpAddr,
+    /// The peer's mesh identity (SPIFFE), from a verified mesh certificate only.
+    pub principal: Option<String>,
+    /// The SNI of the mesh TLS the connection came in, if any.
+    pub sni: Option<String>,
     /// The XFCC element of a mesh mTLS peer; `None` on plaintext (XFCC is then stripped).
     pub xfcc: Option<HeaderValue>,
     pub peer_identity: Option<String>,
@@ -33,6 +39,40 @@ pub struct InboundConn {
     pub operation: Option<HeaderValue>,
     /// The port's mode, for its edge's reason.
     pub mode: InboundMode,
+}
+
+/// The workload's AuthorizationPolicies on one request.
+fn authorize(
+    shared: &Shared,
+    conn: &InboundConn,
+    req: &Request<Incoming>,
+) -> Result<(), crate::authz::Denied> {
+    let source = conn.result.peer().ip();
+    let peer = crate::authz::Peer {
+        source,
+        remote: source,
+        identity: conn.principal.as_deref(),
+        local: conn.local,
+        port: conn.port,
+        sni: conn.sni.as_deref(),
+    };
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
+        .unwrap_or("");
+    let request = crate::authz::Request {
+        method: req.method(),
+        path: req.uri().path(),
+        host,
+        headers: req.headers(),
+    };
+    crate::authz::decide(shared, &peer, Some(&request))
 }
 
 /// Inbound: the request goes to the app, XFCC set for mesh peers and stripped otherwise.
@@ -58,6 +98,14 @@ pub async fn request(
         path: Some(req.uri().path().to_string()),
         ..Default::default()
     });
+    if authorize(&shared, &conn, &req).is_err() {
+        outcome.answered(StatusCode::FORBIDDEN.as_u16());
+        return answer(
+            StatusCode::FORBIDDEN,
+            "istio-envoy",
+            crate::authz::DENIED_BODY.into(),
+        );
+    }
     match &conn.xfcc {
         Some(element) => {
             // APPEND_FORWARD: a value the peer's proxy forwarded is kept, ours appended.

@@ -43,6 +43,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
     let app = rule
         .forward_to
         .unwrap_or(SocketAddr::new(snap.app_host, port));
+    let local = tcp.local_addr().map_or(snap.app_host, |a| a.ip());
     drop(snap);
     let decided = rule.port_rule();
     let (prefix, detected, silent) = if decided.inspects() {
@@ -54,6 +55,7 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
         app: shared.app_route(app),
         shared,
         port,
+        local,
         rule,
         result,
     };
@@ -63,16 +65,20 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             let shared = conn.shared.clone();
             // Its edge is recorded at its first request: bytes that are not HTTP count
             // as refused instead.
-            let http = conn.http(None, None, TlsUsed::Plaintext);
+            let http = Arc::new(conn.http(None, None, TlsUsed::Plaintext));
             serve_inbound_http(shared, Prefixed::new(prefix, tcp), http, replaced).await;
         }
         InboundAction::Plain(Payload::Tcp) => {
-            conn.accept(TlsUsed::Plaintext, None);
-            Box::pin(conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)).await;
+            if conn.authorized(TlsUsed::Plaintext, None, None) {
+                conn.accept(TlsUsed::Plaintext, None);
+                Box::pin(conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)).await;
+            }
         }
         InboundAction::Passthrough => {
-            conn.accept(TlsUsed::AppTls, None);
-            Box::pin(conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)).await;
+            if conn.authorized(TlsUsed::AppTls, None, None) {
+                conn.accept(TlsUsed::AppTls, None);
+                Box::pin(conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)).await;
+            }
         }
         // Boxed: a connection's task is as large as its largest stage, and most wait
         // in detection first; the TLS stages are allocated when reached.
@@ -89,6 +95,8 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
 pub(crate) struct Accepted {
     pub shared: Arc<Shared>,
     pub port: u16,
+    /// The address the client connected to (the workload's).
+    pub local: std::net::IpAddr,
     pub rule: InboundRule,
     /// The app behind the port.
     pub app: Arc<EndpointRoute>,
@@ -100,6 +108,27 @@ impl Accepted {
     pub fn accept(&self, tls: TlsUsed, identity: Option<&str>) {
         self.result
             .accepted(tls, identity, || accepted_by(self.port, self.rule.mode));
+    }
+
+    /// Whether the workload's AuthorizationPolicies let this connection through as TCP
+    /// (its payload is not HTTP: each HTTP request is decided on its own). A denied
+    /// connection is counted and recorded here; the caller closes it.
+    pub fn authorized(&self, tls: TlsUsed, identity: Option<&str>, sni: Option<&str>) -> bool {
+        let peer = crate::authz::Peer {
+            source: self.result.peer().ip(),
+            remote: self.result.peer().ip(),
+            identity,
+            local: self.local,
+            port: self.port,
+            sni,
+        };
+        match crate::authz::decide(&self.shared, &peer, None) {
+            Ok(()) => true,
+            Err(denied) => {
+                self.result.denied(tls, &denied.reason);
+                false
+            }
+        }
     }
 
     /// Closes with a reset; counted and logged with the reason.
@@ -114,19 +143,23 @@ impl Accepted {
     }
 
     /// What HTTP requests on this connection carry; the connection's result goes with it.
+    /// (Its mesh principal and SNI are set by the caller that has them.)
     pub fn http(
         self,
         xfcc: Option<HeaderValue>,
         peer_identity: Option<String>,
         tls: TlsUsed,
-    ) -> Arc<InboundConn> {
+    ) -> InboundConn {
         let flavor = match (self.rule.protocol, self.rule.termination.is_some()) {
             (PortProtocol::Http2, false) => Flavor::Http2,
             _ => Flavor::Http1,
         };
-        Arc::new(InboundConn {
+        InboundConn {
             mode: self.rule.mode,
             port: self.port,
+            local: self.local,
+            principal: None,
+            sni: None,
             xfcc,
             peer_identity,
             tls,
@@ -134,7 +167,7 @@ impl Accepted {
             flavor,
             operation: self.rule.operation,
             result: self.result,
-        })
+        }
     }
 
     /// Opaque bytes to the app until either side closes or the port's policy changes.
@@ -215,6 +248,12 @@ impl Accepted {
             .map(|c| c.to_vec());
         let peer_identity =
             tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
+        let sni = session.server_name().map(str::to_string);
+        if payload == Payload::Tcp
+            && !self.authorized(TlsUsed::Mesh, peer_identity.as_deref(), sni.as_deref())
+        {
+            return;
+        }
         self.accept(TlsUsed::Mesh, peer_identity.as_deref());
         match payload {
             Payload::Http => {
@@ -223,8 +262,13 @@ impl Accepted {
                     .as_deref()
                     .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
                 let shared = self.shared.clone();
-                let http = self.http(xfcc, peer_identity, TlsUsed::Mesh);
-                serve_inbound_http(shared, tls, http, replaced).await;
+                let principal = peer_identity.clone();
+                let http = InboundConn {
+                    principal,
+                    sni,
+                    ..self.http(xfcc, peer_identity, TlsUsed::Mesh)
+                };
+                serve_inbound_http(shared, tls, Arc::new(http), replaced).await;
             }
             Payload::Tcp => {
                 self.forward(tls, Bytes::new(), TlsUsed::Mesh, peer_identity, replaced)

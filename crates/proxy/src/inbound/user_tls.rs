@@ -3,6 +3,7 @@
 //! its reason on this side, and the client gets the alert.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -56,13 +57,15 @@ pub(crate) async fn serve(
                 .as_deref()
                 .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&[], der)).ok());
             let shared = conn.shared.clone();
-            let http = conn.http(xfcc, subject, used);
+            let http = Arc::new(conn.http(xfcc, subject, used));
             serve_inbound_http(shared, tls, http, replaced).await;
         }
-        Payload::Tcp => {
+        // The client's certificate is not a mesh identity: no principal.
+        Payload::Tcp if conn.authorized(used, None, None) => {
             conn.forward(tls, Bytes::new(), used, subject, replaced)
                 .await
         }
+        Payload::Tcp => {}
     }
 }
 

@@ -45,6 +45,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuthzLabels {
+    policy: String,
+    decision: &'static str,
+}
+
 pub struct Metrics {
     registry: Registry,
     connections: [Counter; 2],
@@ -58,6 +64,7 @@ pub struct Metrics {
     upstream_failures: Counter,
     limits: [Counter; LimitEvent::ALL.len()],
     config_updates: [Counter; 2],
+    authorizations: Family<AuthzLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -71,6 +78,7 @@ impl Default for Metrics {
         let upstream_failures = Counter::default();
         let limits = Family::<ReasonLabels, Counter>::default();
         let config_updates = Family::<ResultLabels, Counter>::default();
+        let authorizations = Family::<AuthzLabels, Counter>::default();
         registry.register(
             "tessera_connections",
             "Downstream connections accepted",
@@ -111,6 +119,11 @@ impl Default for Metrics {
             "Configurations applied or rejected",
             config_updates.clone(),
         );
+        registry.register(
+            "tessera_authorization_decisions",
+            "Requests and connections decided by AuthorizationPolicy, by the deciding policy (empty: none matched) and decision",
+            authorizations.clone(),
+        );
         let by_direction = |d: Direction| DirectionLabels {
             direction: d.label(),
         };
@@ -128,6 +141,7 @@ impl Default for Metrics {
                 .map(|e| limits.get_or_create_owned(&ReasonLabels { reason: e.label() })),
             config_updates: ["accepted", "rejected"]
                 .map(|result| config_updates.get_or_create_owned(&ResultLabels { result })),
+            authorizations,
             registry,
         }
     }
@@ -195,6 +209,26 @@ impl Metrics {
 
     pub fn limits_of(&self, e: LimitEvent) -> u64 {
         self.limits[limit_index(e)].get()
+    }
+
+    /// A decision by AuthorizationPolicy: the policy whose rule decided ("" when no
+    /// ALLOW rule matched). The label's values are the configuration's policy names.
+    pub fn authorization(&self, policy: &str, allowed: bool) {
+        self.authorizations
+            .get_or_create(&AuthzLabels {
+                policy: policy.to_string(),
+                decision: if allowed { "allow" } else { "deny" },
+            })
+            .inc();
+    }
+
+    pub fn authorizations_of(&self, policy: &str, allowed: bool) -> u64 {
+        self.authorizations
+            .get_or_create(&AuthzLabels {
+                policy: policy.to_string(),
+                decision: if allowed { "allow" } else { "deny" },
+            })
+            .get()
     }
 
     pub fn config(&self, accepted: bool) {

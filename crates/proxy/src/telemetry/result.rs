@@ -121,6 +121,17 @@ impl ConnectionResult {
         );
     }
 
+    /// The connection is denied by an AuthorizationPolicy after it was accepted: counted
+    /// and recorded as a failed edge; the decision itself was logged where it was made.
+    pub fn denied(&self, tls: TlsUsed, reason: &str) {
+        let refusal = Refusal::AuthorizationDenied;
+        self.telemetry.metrics.refusal(refusal);
+        if self.first_edge() {
+            let edge = Connection::inbound(self.peer, self.port, tls).failed(refusal.label());
+            self.telemetry.edges.record(edge, || reason.to_string());
+        }
+    }
+
     /// Whether this connection's edge is still to be recorded (and now is).
     fn first_edge(&self) -> bool {
         self.records_edges && !self.edge_recorded.swap(true, Ordering::Relaxed)
@@ -177,6 +188,7 @@ fn refused_message(r: Refusal) -> &'static str {
         | Refusal::NonMeshTlsOnHttpPort
         | Refusal::NoTlsChain => "connection refused (reset)",
         Refusal::NoRoute => "connection closed: no route",
+        Refusal::AuthorizationDenied => "connection denied by authorization policy (closed)",
     }
 }
 
