@@ -184,5 +184,67 @@ fn authorization_policies_on_a_real_mesh() {
         ) && metrics.contains("tessera_refusals_total{reason=\"rbac_access_denied\"}"),
         "{metrics}"
     );
+    // The ingress gateway: an HTTP server routing to httpbin.full, and a policy on the
+    // gateway's own pods (its remote address and the request decide).
+    mesh.ok(GATEWAY);
+    let gateway = |path: &str| {
+        mesh.ok(&format!(
+            "H=$(kubectl -n istio-system get service istio-ingressgateway -o jsonpath='{{.status.loadBalancer.ingress[0].ip}}'); \
+             P=$(kubectl -n istio-system get service istio-ingressgateway -o jsonpath='{{.spec.ports[?(@.name==\"http2\")].port}}'); \
+             curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: httpbin.example.com' http://$H:$P{path}"
+        ))
+    };
+    mesh.wait_synced();
+    let until = |path: &str, want: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        loop {
+            let got = gateway(path);
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "gateway {path}: want {want}, got {got}"
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    until("/status/418", "418");
+    policy(
+        &mesh,
+        "istio-system",
+        "gateway-no-status",
+        "  selector:\n    matchLabels:\n      istio: ingressgateway\n  action: DENY\n  rules:\n  - to:\n    - operation:\n        paths: [\"/status/*\"]\n    from:\n    - source:\n        notRemoteIpBlocks: [\"192.0.2.0/24\"]",
+    );
+    until("/status/418", "403");
+    until("/headers", "200");
     mesh.ok(seed002::CLEANUP);
 }
+
+/// An HTTP server on the ingress gateway for httpbin.example.com, routed to httpbin.full
+/// (whose own policies were removed above, but for its TCP sibling's).
+const GATEWAY: &str = r#"cat <<EOF | kubectl apply -n full -f -
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata:
+  name: httpbin-gateway
+spec:
+  selector:
+    istio: ingressgateway
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["httpbin.example.com"]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: httpbin
+spec:
+  hosts: ["httpbin.example.com"]
+  gateways: ["httpbin-gateway"]
+  http:
+  - route:
+    - destination:
+        host: httpbin.full.svc.cluster.local
+        port: {number: 8000}
+EOF"#;

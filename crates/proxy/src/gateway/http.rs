@@ -172,6 +172,27 @@ pub(super) struct GatewayConn {
     pub scheme: &'static str,
     /// The XFCC element of a client certificate (MUTUAL).
     pub xfcc: Option<HeaderValue>,
+    /// The gateway pod's address and port the client reached (AuthorizationPolicy's
+    /// `destination.ip` and `ports`).
+    pub local: std::net::IpAddr,
+    pub pod_port: u16,
+    /// The client certificate's SPIFFE identity, if it has one.
+    pub principal: Option<String>,
+    pub sni: Option<String>,
+}
+
+impl GatewayConn {
+    /// The connection as an authorization decision reads it.
+    pub fn authz_peer(&self) -> crate::authz::Peer<'_> {
+        crate::authz::Peer {
+            source: self.peer.ip(),
+            remote: self.peer.ip(),
+            identity: self.principal.as_deref(),
+            local: self.local,
+            port: self.pod_port,
+            sni: self.sni.as_deref(),
+        }
+    }
 }
 
 /// One request on a gateway server: routed by its VirtualService table, answered here or
@@ -208,7 +229,22 @@ pub(super) async fn request(
         headers: req.headers(),
         port: server_port,
     };
-    let routed = route(chain, &view, &host, scheme);
+    let request = crate::authz::Request {
+        method: req.method(),
+        path: &path,
+        host: &authority,
+        headers: req.headers(),
+    };
+    let denied = crate::authz::decide(&shared, &conn.authz_peer(), Some(&request)).is_err();
+    let routed = if denied {
+        let body = crate::authz::DENIED_BODY.to_string();
+        Routed::Answer(
+            l7::answer(StatusCode::FORBIDDEN, "istio-envoy", body),
+            "rbac_access_denied",
+        )
+    } else {
+        route(chain, &view, &host, scheme)
+    };
     let (resp, dst, flags) = match routed {
         Routed::Answer(resp, flags) => (resp, None, flags),
         Routed::Forward(Forwarding { service: None, .. }) => (

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use self::http::{request, GatewayConn, DRAW};
-use crate::config::gateway::{sni_matches, ServerChain};
+use crate::config::gateway::sni_matches;
 use crate::config::route;
 use crate::detect::{read_detect, Detected};
 use crate::http as l7;
@@ -63,30 +63,30 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
         return;
     };
     let server_port = table.server_port;
+    let local = tcp.local_addr().map_or(peer.ip(), |a| a.ip());
+    let conn = |scheme, xfcc, principal: Option<String>| GatewayConn {
+        chain: chain.clone(),
+        peer,
+        server_port,
+        scheme,
+        xfcc,
+        local,
+        pod_port: port,
+        principal,
+        sni: sni.clone(),
+    };
     match chain.kind {
         ServerKind::Http => {
-            serve_http(
-                shared,
-                Prefixed::new(prefix, tcp),
-                peer,
-                chain,
-                server_port,
-                "http",
-                None,
-            )
-            .await
+            serve_http(shared, Prefixed::new(prefix, tcp), conn("http", None, None)).await
         }
-        ServerKind::Tcp => Box::pin(forward_l4(&shared, tcp, prefix, &result, &chain, None)).await,
+        ServerKind::Tcp => {
+            let conn = conn("tcp", None, None);
+            Box::pin(forward_l4(&shared, tcp, prefix, &result, &conn, None)).await
+        }
         ServerKind::Passthrough => {
-            Box::pin(forward_l4(
-                &shared,
-                tcp,
-                prefix,
-                &result,
-                &chain,
-                sni.as_deref(),
-            ))
-            .await
+            let conn = conn("tls", None, None);
+            let sni = sni.as_deref();
+            Box::pin(forward_l4(&shared, tcp, prefix, &result, &conn, sni)).await
         }
         ServerKind::TerminateHttp | ServerKind::TerminateTcp => {
             let Some(termination) = chain.termination.clone() else {
@@ -99,46 +99,28 @@ pub async fn serve(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, po
                 return;
             };
             let leaf = peer_leaf(&tls);
+            let principal = tessera_ca::tls::peer_identity(tls.get_ref().1.peer_certificates())
+                .map(|id| id.to_string());
             if chain.kind == ServerKind::TerminateHttp {
                 let own: Vec<String> = Vec::new();
                 let xfcc = leaf
                     .as_deref()
                     .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
-                serve_http(shared, tls, peer, chain, server_port, "https", xfcc).await
+                serve_http(shared, tls, conn("https", xfcc, principal)).await
             } else {
-                Box::pin(forward_l4(
-                    &shared,
-                    tls,
-                    Bytes::new(),
-                    &result,
-                    &chain,
-                    None,
-                ))
-                .await
+                let conn = conn("tls", None, principal);
+                Box::pin(forward_l4(&shared, tls, Bytes::new(), &result, &conn, None)).await
             }
         }
     }
 }
 
-async fn serve_http<S>(
-    shared: Arc<Shared>,
-    io: S,
-    peer: SocketAddr,
-    chain: Arc<ServerChain>,
-    server_port: u16,
-    scheme: &'static str,
-    xfcc: Option<HeaderValue>,
-) where
+async fn serve_http<S>(shared: Arc<Shared>, io: S, conn: GatewayConn)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let svc_shared = shared.clone();
-    let conn = Arc::new(GatewayConn {
-        chain,
-        peer,
-        server_port,
-        scheme,
-        xfcc,
-    });
+    let conn = Arc::new(conn);
     let handler = move |req, clock| request(svc_shared.clone(), conn.clone(), req, clock);
     server::serve_http(&shared, io, handler, std::future::pending()).await;
 }
@@ -150,11 +132,16 @@ async fn forward_l4<D>(
     down: D,
     prefix: Bytes,
     result: &ConnectionResult,
-    chain: &ServerChain,
+    conn: &GatewayConn,
     sni: Option<&str>,
 ) where
     D: AsyncRead + AsyncWrite + Unpin,
 {
+    if let Err(denied) = crate::authz::decide(shared, &conn.authz_peer(), None) {
+        result.denied(tls_of(sni), &denied.reason);
+        return;
+    }
+    let chain = &conn.chain;
     let route = chain.l4.iter().find(|r| match sni {
         Some(sni) => r.sni_hosts.iter().any(|h| sni_matches(h, sni)),
         None => true,
