@@ -111,8 +111,37 @@ fn authorization_policies_on_a_real_mesh() {
     let log = mesh.ok("kubectl logs -n full deploy/httpbin -c istio-proxy");
     assert!(
         log.contains("request denied by authorization policy (403)")
-            && log.contains("no ALLOW AuthorizationPolicy matched"),
+            && log.contains("denied by AuthorizationPolicy full/httpbin-viewer: none of its ALLOW rules matched"),
         "{log}"
+    );
+
+    // Insight agrees: the probed matrix is the predicted one (403 from legacy), and
+    // explain names the policy that lets sleep.full in.
+    mesh.wait_synced();
+    let check = mesh.until(
+        "tessera check reachability -n full,partial,legacy --probe",
+        Duration::from_secs(20),
+        |r| r.code == 0,
+    );
+    assert!(
+        check
+            .stdout
+            .contains("Every probe agrees with the prediction."),
+        "{}",
+        check.both()
+    );
+    assert!(
+        check.stdout.contains(
+            "denied by AuthorizationPolicy full/httpbin-viewer: none of its ALLOW rules matched"
+        ),
+        "{}",
+        check.stdout
+    );
+    let explained = mesh.ok("tessera explain -n full deploy/sleep httpbin:8000");
+    assert!(
+        explained
+            .contains("authorization: allowed by AuthorizationPolicy full/httpbin-viewer (rule 0)"),
+        "{explained}"
     );
 
     // DENY wins over ALLOW: a header names what to refuse.

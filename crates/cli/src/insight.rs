@@ -310,6 +310,9 @@ pub fn render_explain(reports: &[PortReach]) -> String {
                 let _ = writeln!(out, "    identities:    client {c}, server {s}");
             }
             let _ = writeln!(out, "    decided by:    {}", e.decided_by.join(", "));
+            if let Some(a) = &e.authorization {
+                let _ = writeln!(out, "    authorization: {a} (GET /headers)");
+            }
             if !e.fix.is_empty() {
                 let _ = writeln!(out, "    fix:           {}", e.fix);
             }

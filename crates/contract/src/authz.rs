@@ -491,6 +491,8 @@ pub struct Verdict<'a> {
     pub by: Option<Matched<'a>>,
     /// The first AUDIT rule that matched.
     pub audit: Option<Matched<'a>>,
+    /// The ALLOW policies that apply: the first one's name and how many there are.
+    pub allow_policies: (Option<&'a str>, usize),
 }
 
 impl Verdict<'_> {
@@ -506,7 +508,16 @@ impl Verdict<'_> {
                 "denied by AuthorizationPolicy {} (rule {})",
                 m.policy, m.rule
             ),
-            (false, None) => "denied: no ALLOW AuthorizationPolicy matched".into(),
+            (false, None) => match self.allow_policies {
+                (Some(first), 1) => {
+                    format!("denied by AuthorizationPolicy {first}: none of its ALLOW rules matched")
+                }
+                (Some(first), n) => format!(
+                    "denied by AuthorizationPolicy {first} and {} other ALLOW policies: none of their rules matched",
+                    n - 1
+                ),
+                (None, _) => "denied: no ALLOW AuthorizationPolicy matched".into(),
+            },
         }
     }
 }
@@ -527,30 +538,28 @@ pub fn evaluate<'a>(authz: &'a Authorization, req: &Attributes) -> Verdict<'a> {
             })
     };
     let audit = first(AuthzAction::Audit);
-    if let Some(deny) = first(AuthzAction::Deny) {
-        return Verdict {
-            allowed: false,
-            by: Some(deny),
-            audit,
-        };
-    }
-    if !authz
+    let mut allows = authz
         .policies
         .iter()
-        .any(|p| p.action == AuthzAction::Allow)
-    {
-        return Verdict {
-            allowed: true,
-            by: None,
-            audit,
-        };
+        .filter(|p| p.action == AuthzAction::Allow);
+    let allow_policies = match allows.next() {
+        Some(p) => (Some(p.name.as_str()), 1 + allows.count()),
+        None => (None, 0),
+    };
+    let verdict = |allowed, by| Verdict {
+        allowed,
+        by,
+        audit,
+        allow_policies,
+    };
+    if let Some(deny) = first(AuthzAction::Deny) {
+        return verdict(false, Some(deny));
+    }
+    if allow_policies.0.is_none() {
+        return verdict(true, None);
     }
     let allow = first(AuthzAction::Allow);
-    Verdict {
-        allowed: allow.is_some(),
-        by: allow,
-        audit,
-    }
+    verdict(allow.is_some(), allow)
 }
 
 #[cfg(test)]

@@ -234,7 +234,7 @@ fn authorization_policies_compile_per_workload() {
     );
     assert_eq!(
         verdict(Some("cluster.local/ns/full/sa/sleep"), "GET", "/ip"),
-        "denied: no ALLOW AuthorizationPolicy matched"
+        "denied by AuthorizationPolicy full/httpbin-viewer: none of its ALLOW rules matched"
     );
     assert_eq!(
         verdict(Some("cluster.local/ns/legacy/sa/sleep"), "GET", "/headers"),

@@ -346,3 +346,56 @@ spec:
         ]
     );
 }
+
+/// The matrix with the lock-down sample: sleep.full's GET /headers is allowed by the
+/// policy, plaintext from legacy is denied (403), and the prediction names the policy.
+#[test]
+fn authorization_policies_in_the_matrix() {
+    use tessera_control::objects::Op;
+    use tessera_control::testing::{
+        at, load, seed_002_objects, seed_002_options, AUTHZ_HTTPBIN_VIEWER,
+    };
+    let ops = load("viewer.yaml", AUTHZ_HTTPBIN_VIEWER, "full")
+        .into_iter()
+        .map(|resource| Op::Apply {
+            origin: "viewer.yaml".into(),
+            resource,
+        })
+        .collect();
+    let objects = seed_002_objects().plan(ops, at(1)).unwrap().next;
+    let world = World::build(&objects, &seed_002_options());
+    let got = seed_matrix(&world);
+    assert_eq!(got[&("full".into(), "full".into())], vec![Verdict::Mtls]);
+    assert_eq!(
+        got[&("legacy".into(), "full".into())],
+        vec![Verdict::Denied]
+    );
+    // Others are not selected by the policy.
+    assert_eq!(
+        got[&("legacy".into(), "legacy".into())],
+        vec![Verdict::Plaintext]
+    );
+    let reach = insight::matrix(&world, &[]);
+    let hop = |from: &str| {
+        reach
+            .iter()
+            .find(|r| {
+                r.client == format!("sleep-0.{from}")
+                    && r.service == "httpbin.full"
+                    && r.port == 8000
+            })
+            .map(|r| r.endpoints[0].clone())
+            .unwrap()
+    };
+    let allowed = hop("full");
+    assert_eq!(
+        allowed.authorization.as_deref(),
+        Some("allowed by AuthorizationPolicy full/httpbin-viewer (rule 0)")
+    );
+    let denied = hop("legacy");
+    assert_eq!(
+        denied.why,
+        "denied by AuthorizationPolicy full/httpbin-viewer: none of its ALLOW rules matched"
+    );
+    assert!(denied.fix.contains("no ALLOW rule"), "{}", denied.fix);
+}

@@ -61,6 +61,12 @@ pub fn classify(exit: i32, stdout: &str) -> Observation {
             format!("503 from the server's sidecar over {verdict} (its app does not answer)"),
         );
     }
+    if code == "403" && stdout.contains("RBAC: access denied") {
+        return seen(
+            Some(Verdict::Denied),
+            "403 RBAC: access denied from the server's sidecar".into(),
+        );
+    }
     if stdout.contains("URI=spiffe://") {
         return seen(
             Some(Verdict::Mtls),
@@ -150,7 +156,21 @@ pub fn probe(state_dir: &Path, reach: &PortReach) -> Result<Probed, String> {
             .output()
             .map_err(|e| format!("curl in {ns}/{pod}: {e} (install curl)"))?;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        observations.push(classify(out.status.code().unwrap_or(-1), &stdout));
+        let mut seen = classify(out.status.code().unwrap_or(-1), &stdout);
+        // On a port declared TCP the sidecars carry opaque bytes and add no XFCC: the
+        // app's echo cannot tell mTLS from plaintext.
+        if reach.protocol == "tcp"
+            && matches!(seen.verdict, Some(Verdict::Mtls | Verdict::Plaintext))
+        {
+            seen = Observation {
+                verdict: None,
+                seen: format!(
+                    "{} (a TCP port: the TLS is not visible to the app)",
+                    seen.seen
+                ),
+            };
+        }
+        observations.push(seen);
         if agrees(&predicted, &observations) && observations.len() >= reach.endpoints.len() {
             break;
         }

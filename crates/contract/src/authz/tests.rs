@@ -619,23 +619,29 @@ fn http_only_fields_on_tcp() {
 
 #[test]
 fn verdicts_say_why() {
-    let v = Verdict {
-        allowed: false,
-        by: Some(Matched {
-            policy: "foo/deny",
-            action: AuthzAction::Deny,
-            rule: 1,
-        }),
-        audit: None,
+    let deny = Matched {
+        policy: "foo/deny",
+        action: AuthzAction::Deny,
+        rule: 1,
     };
-    assert_eq!(
-        v.reason(),
-        "denied by AuthorizationPolicy foo/deny (rule 1)"
-    );
-    let v = Verdict {
+    let v = |by, allow_policies| Verdict {
         allowed: false,
-        by: None,
+        by,
         audit: None,
+        allow_policies,
     };
-    assert_eq!(v.reason(), "denied: no ALLOW AuthorizationPolicy matched");
+    let rows = [
+        (v(Some(deny), (None, 0)), "denied by AuthorizationPolicy foo/deny (rule 1)"),
+        (
+            v(None, (Some("foo/viewer"), 1)),
+            "denied by AuthorizationPolicy foo/viewer: none of its ALLOW rules matched",
+        ),
+        (
+            v(None, (Some("foo/a"), 3)),
+            "denied by AuthorizationPolicy foo/a and 2 other ALLOW policies: none of their rules matched",
+        ),
+    ];
+    for (verdict, want) in rows {
+        assert_eq!(verdict.reason(), want);
+    }
 }

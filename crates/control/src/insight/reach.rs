@@ -58,6 +58,10 @@ pub struct EndpointReach {
     pub server_identity: Option<String>,
     /// The resources that decided, by kind and name (`PeerAuthentication full/httpbin`).
     pub decided_by: Vec<String>,
+    /// What the server's AuthorizationPolicies decide for the modeled request (`GET
+    /// /headers`, as the seeds' check sends it), when it has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization: Option<String>,
 }
 
 /// A client and one service port.
@@ -287,26 +291,9 @@ fn port_reach(
         if ep.workload.is_gateway {
             continue;
         }
-        let (client_sends, client_reason) = match &client_port {
-            None => (
-                ClientSends::AppPlaintext,
-                "the client has no sidecar".to_string(),
-            ),
-            Some(p) => {
-                let Some(e) = p
-                    .endpoints
-                    .iter()
-                    .find(|e| e.workload.as_deref() == Some(ep.workload.id().as_str()))
-                else {
-                    continue;
-                };
-                let sends = match e.tls.mode {
-                    TlsMode::Disable => ClientSends::Plaintext,
-                    TlsMode::IstioMutual => ClientSends::MeshMtls,
-                    TlsMode::Simple | TlsMode::Mutual => ClientSends::UserTls,
-                };
-                (sends, e.tls.reason.clone())
-            }
+        let Some((client_sends, client_reason)) = client_side(client_port.as_ref(), ep.workload)
+        else {
+            continue;
         };
         let effective = world.effective_mode(ep.workload, ep.port);
         let server = server_side(configs, ep.workload, ep.port, &effective);
@@ -319,7 +306,8 @@ fn port_reach(
             app_tls: matches!(port.protocol, Protocol::Https | Protocol::Tls),
         };
         let (verdict, why) = decide(&hop);
-        let decided_by = decided_by(
+        let mut why = why.to_string();
+        let mut decided_by = decided_by(
             world,
             client,
             svc,
@@ -328,15 +316,41 @@ fn port_reach(
             &effective,
             sidecar_rule,
         );
-        let fix = fix(
-            client,
-            ep.workload,
-            ep.port,
-            client_sends,
-            server_takes,
+        // A hop that gets through is then up to the server's AuthorizationPolicies.
+        let authorization = if verdict.works() {
+            authorized(
+                configs,
+                client,
+                ep.workload,
+                ep.ip,
+                ep.port,
+                verdict,
+                http,
+                svc,
+                port.port,
+            )
+        } else {
+            None
+        };
+        let verdict = denied_verdict(
             verdict,
-            &decided_by,
+            authorization.as_ref(),
+            http,
+            &mut why,
+            &mut decided_by,
         );
+        let fix = match &authorization {
+            Some(a) if !a.allowed => denied_fix(world, client, ep.workload, a),
+            _ => fix(
+                client,
+                ep.workload,
+                ep.port,
+                client_sends,
+                server_takes,
+                verdict,
+                &decided_by,
+            ),
+        };
         let mtls = verdict == Verdict::Mtls;
         endpoints.push(EndpointReach {
             workload: ep.workload.id(),
@@ -347,11 +361,12 @@ fn port_reach(
             server_takes,
             server_reason,
             verdict,
-            why: why.to_string(),
+            why,
             fix,
             client_identity: mtls.then(|| world.identity_of(client)),
             server_identity: mtls.then(|| world.identity_of(ep.workload)),
             decided_by,
+            authorization: authorization.map(|a| a.reason),
         });
     }
     Some(PortReach {
@@ -364,6 +379,145 @@ fn port_reach(
         port_name: port.name.clone(),
         protocol: protocol_name(protocol).to_string(),
         endpoints,
+    })
+}
+
+/// The verdict once the server's AuthorizationPolicies have decided: a denied HTTP request
+/// gets 403, a denied TCP connection is closed; the denial says why and who decided.
+fn denied_verdict(
+    verdict: Verdict,
+    authorization: Option<&Authorized>,
+    http: bool,
+    why: &mut String,
+    decided_by: &mut Vec<String>,
+) -> Verdict {
+    let Some(a) = authorization.filter(|a| !a.allowed) else {
+        return verdict;
+    };
+    *why = a.reason.clone();
+    if let Some(policy) = &a.policy {
+        decided_by.push(format!("AuthorizationPolicy {policy}"));
+    }
+    if http {
+        Verdict::Denied
+    } else {
+        Verdict::Refused
+    }
+}
+
+/// What the client sends toward `server`'s endpoint (and why): its sidecar's TLS for it,
+/// or plaintext without a sidecar; `None` when its sidecar does not know the endpoint.
+fn client_side(
+    client_port: Option<&tessera_contract::config::ServicePort>,
+    server: &WorkloadEntry,
+) -> Option<(ClientSends, String)> {
+    let Some(p) = client_port else {
+        return Some((
+            ClientSends::AppPlaintext,
+            "the client has no sidecar".to_string(),
+        ));
+    };
+    let e = p
+        .endpoints
+        .iter()
+        .find(|e| e.workload.as_deref() == Some(server.id().as_str()))?;
+    let sends = match e.tls.mode {
+        TlsMode::Disable => ClientSends::Plaintext,
+        TlsMode::IstioMutual => ClientSends::MeshMtls,
+        TlsMode::Simple | TlsMode::Mutual => ClientSends::UserTls,
+    };
+    Some((sends, e.tls.reason.clone()))
+}
+
+/// What to change when an AuthorizationPolicy denies the hop.
+fn denied_fix(
+    world: &World,
+    client: &WorkloadEntry,
+    server: &WorkloadEntry,
+    a: &Authorized,
+) -> String {
+    let who = if client.has_sidecar {
+        format!(
+            "principal {}",
+            world.identity_of(client).trim_start_matches("spiffe://")
+        )
+    } else {
+        format!(
+            "{} (plaintext: no principal; a sidecar would give it one)",
+            client.id()
+        )
+    };
+    match &a.policy {
+        Some(p) => format!(
+            "the DENY rule of AuthorizationPolicy {p} matches; narrow it, or call {} otherwise",
+            server.id()
+        ),
+        None => format!(
+            "no ALLOW rule of {}'s AuthorizationPolicies admits {who}: add one",
+            server.id()
+        ),
+    }
+}
+
+/// What the server's AuthorizationPolicies decide.
+struct Authorized {
+    allowed: bool,
+    reason: String,
+    /// The policy that decided, when one did.
+    policy: Option<String>,
+}
+
+/// The server's compiled AuthorizationPolicies on the modeled request from `client`
+/// (`GET /headers`, or a TCP connection on a TCP port), decided by the function its
+/// sidecar runs; `None` when it has none.
+#[allow(clippy::too_many_arguments)]
+fn authorized(
+    configs: &mut Configs<'_>,
+    client: &WorkloadEntry,
+    server: &WorkloadEntry,
+    server_ip: std::net::IpAddr,
+    target_port: u16,
+    verdict: Verdict,
+    http: bool,
+    svc: &ServiceEntry,
+    service_port: u16,
+) -> Option<Authorized> {
+    use tessera_contract::authz::{evaluate, Attributes, HttpAttributes};
+    if !server.has_sidecar {
+        return None;
+    }
+    let world = configs.world;
+    let identity = (verdict == Verdict::Mtls).then(|| world.identity_of(client));
+    let authz = &configs.of(server)?.authorization;
+    if authz.is_empty() {
+        return None;
+    }
+    let source = client
+        .ip
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    let host = format!("{}.{}:{service_port}", svc.name, svc.namespace);
+    let headers: Vec<(String, String)> = Vec::new();
+    let request = Attributes {
+        source_ip: source,
+        remote_ip: source,
+        principal: identity
+            .as_deref()
+            .map(|id| id.strip_prefix("spiffe://").unwrap_or(id)),
+        destination_ip: server_ip,
+        destination_port: target_port,
+        sni: None,
+        http: http.then_some(HttpAttributes {
+            method: "GET",
+            path: "/headers",
+            host: &host,
+            headers: &headers,
+        }),
+    };
+    let decided = evaluate(authz, &request);
+    Some(Authorized {
+        allowed: decided.allowed,
+        reason: decided.reason(),
+        policy: decided.by.map(|m| m.policy.to_string()),
     })
 }
 

@@ -23,15 +23,18 @@ pub enum Verdict {
     Refused,
     /// The client's sidecar answers 503: the hop to the endpoint failed.
     Unavailable,
+    /// The server's sidecar answers 403 `RBAC: access denied`: an AuthorizationPolicy.
+    Denied,
 }
 
 impl Verdict {
-    pub const ALL: [Verdict; 5] = [
+    pub const ALL: [Verdict; 6] = [
         Verdict::Mtls,
         Verdict::Plaintext,
         Verdict::Tls,
         Verdict::Refused,
         Verdict::Unavailable,
+        Verdict::Denied,
     ];
 
     pub fn label(self) -> &'static str {
@@ -41,6 +44,7 @@ impl Verdict {
             Verdict::Tls => "TLS",
             Verdict::Refused => "refused",
             Verdict::Unavailable => "503",
+            Verdict::Denied => "403",
         }
     }
 
