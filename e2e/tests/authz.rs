@@ -97,6 +97,22 @@ fn authorization_policies_on_a_real_mesh() {
     expect(&mesh, "full", HEADERS, "", "200");
     expect(&mesh, "legacy", HEADERS, "", "200");
 
+    // Before it is applied, what-if names the live hops the sample would deny.
+    let what_if = mesh.sh("tessera analyze --what-if samples/authz/httpbin-full-viewer.yaml");
+    assert_eq!(what_if.code, 79, "{}", what_if.both());
+    let legacy_line = what_if
+        .stdout
+        .lines()
+        .find(|l| l.contains(".legacy -> httpbin.full:8000"))
+        .unwrap_or_else(|| panic!("{}", what_if.stdout));
+    assert!(legacy_line.ends_with("plaintext -> 403"), "{legacy_line}");
+    assert!(
+        what_if
+            .stdout
+            .contains("decided by: AuthorizationPolicy full/httpbin-viewer"),
+        "{}",
+        what_if.stdout
+    );
     // The sample: only sleep.full may GET /headers.
     mesh.ok("kubectl apply -f samples/authz/httpbin-full-viewer.yaml");
     expect(&mesh, "full", HEADERS, "", "200");

@@ -395,7 +395,9 @@ fn denied_verdict(
         return verdict;
     };
     *why = a.reason.clone();
-    if let Some(policy) = &a.policy {
+    if let Some(policy) = a.policy.as_ref().or(a.first_allow.as_ref()) {
+        // The policy decides, not the mTLS defaults the hop went through.
+        decided_by.retain(|d| !d.starts_with("mesh defaults"));
         decided_by.push(format!("AuthorizationPolicy {policy}"));
     }
     if http {
@@ -463,8 +465,10 @@ fn denied_fix(
 struct Authorized {
     allowed: bool,
     reason: String,
-    /// The policy that decided, when one did.
+    /// The policy whose rule decided, when one did.
     policy: Option<String>,
+    /// The first ALLOW policy that applies (which denies when no rule matches).
+    first_allow: Option<String>,
 }
 
 /// The server's compiled AuthorizationPolicies on the modeled request from `client`
@@ -518,6 +522,7 @@ fn authorized(
         allowed: decided.allowed,
         reason: decided.reason(),
         policy: decided.by.map(|m| m.policy.to_string()),
+        first_allow: decided.allow_policies.0.map(str::to_string),
     })
 }
 
