@@ -204,6 +204,12 @@ fn authorization_policies_on_a_real_mesh() {
         "  selector:\n    matchLabels:\n      app: httpbin-tcp\n  rules:\n  - to:\n    - operation:\n        methods: [GET]",
     );
     expect(&mesh, "full", tcp, "", "exit 52");
+    let analyzed = mesh.sh("tessera analyze");
+    assert!(
+        analyzed.stdout.contains("TSR0203") && analyzed.stdout.contains("full/tcp-get"),
+        "{}",
+        analyzed.both()
+    );
     // Without the HTTP field, the port rule lets it through.
     policy(
         &mesh,

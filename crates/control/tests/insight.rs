@@ -399,3 +399,76 @@ fn authorization_policies_in_the_matrix() {
     );
     assert!(denied.fix.contains("no ALLOW rule"), "{}", denied.fix);
 }
+
+/// analyze on AuthorizationPolicies: a selector that picks nothing, a principal and a
+/// namespace no workload has, HTTP-only fields on TCP ports, and a DENY-everything
+/// policy that shadows an ALLOW one.
+#[test]
+fn analyze_authorization_policies() {
+    use tessera_control::objects::Op;
+    use tessera_control::testing::{at, load, seed_002_objects, seed_002_options};
+    let text = r#"
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: nothing}
+spec:
+  selector: {matchLabels: {app: nosuch}}
+  rules: [{}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: typo}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  rules:
+  - from: [{source: {principals: [cluster.local/ns/full/sa/sleeep], namespaces: [ful]}}]
+---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: deny-all}
+spec:
+  selector: {matchLabels: {app: httpbin}}
+  action: DENY
+  rules: [{}]
+"#;
+    let ops = load("lint.yaml", text, "full")
+        .into_iter()
+        .map(|resource| Op::Apply {
+            origin: "lint.yaml".into(),
+            resource,
+        })
+        .collect();
+    let objects = seed_002_objects().plan(ops, at(1)).unwrap().next;
+    let world = World::build(&objects, &seed_002_options());
+    let found: Vec<(String, String)> = insight::analyze(&world)
+        .into_iter()
+        .map(|f| (f.code, format!("{}: {}", f.resource, f.message)))
+        .collect();
+    let has = |c: &str, text: &str| found.iter().any(|(code, m)| code == c && m.contains(text));
+    assert!(
+        has(
+            code::AUTHZ_SELECTS_NOTHING,
+            "AuthorizationPolicy full/nothing"
+        ),
+        "{found:?}"
+    );
+    assert!(
+        has(
+            code::AUTHZ_UNKNOWN_IDENTITY,
+            "\"cluster.local/ns/full/sa/sleeep\""
+        ),
+        "{found:?}"
+    );
+    assert!(
+        has(code::AUTHZ_UNKNOWN_IDENTITY, "namespace \"ful\""),
+        "{found:?}"
+    );
+    assert!(
+        has(
+            code::AUTHZ_SHADOWED,
+            "AuthorizationPolicy full/typo: AuthorizationPolicy full/deny-all denies every request"
+        ),
+        "{found:?}"
+    );
+    assert!(!has(code::AUTHZ_SELECTS_NOTHING, "full/typo"), "{found:?}");
+}

@@ -4,7 +4,9 @@
 //! ([`analyze`], with [`shadow`] for VirtualService routes that are never used), and the join of the proxies' observed connections ([`edges`]).
 
 pub mod analyze;
+mod authz;
 pub mod edges;
+pub mod finding;
 pub mod reach;
 pub mod shadow;
 pub mod verdict;
