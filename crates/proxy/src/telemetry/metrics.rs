@@ -65,6 +65,9 @@ pub struct Metrics {
     limits: [Counter; LimitEvent::ALL.len()],
     config_updates: [Counter; 2],
     authorizations: Family<AuthzLabels, Counter>,
+    /// Handles into `authorizations` by policy (allow, deny): a decision looks its
+    /// counter up by name, without allocating.
+    authorization_handles: std::sync::RwLock<std::collections::HashMap<String, [Counter; 2]>>,
 }
 
 impl Default for Metrics {
@@ -142,6 +145,7 @@ impl Default for Metrics {
             config_updates: ["accepted", "rejected"]
                 .map(|result| config_updates.get_or_create_owned(&ResultLabels { result })),
             authorizations,
+            authorization_handles: Default::default(),
             registry,
         }
     }
@@ -214,21 +218,45 @@ impl Metrics {
     /// A decision by AuthorizationPolicy: the policy whose rule decided ("" when no
     /// ALLOW rule matched). The label's values are the configuration's policy names.
     pub fn authorization(&self, policy: &str, allowed: bool) {
-        self.authorizations
-            .get_or_create(&AuthzLabels {
-                policy: policy.to_string(),
-                decision: if allowed { "allow" } else { "deny" },
-            })
-            .inc();
+        let i = usize::from(!allowed);
+        if let Some(c) = self
+            .authorization_handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(policy)
+        {
+            c[i].inc();
+            return;
+        }
+        self.authorization_counter(policy, allowed).inc();
     }
 
     pub fn authorizations_of(&self, policy: &str, allowed: bool) -> u64 {
-        self.authorizations
-            .get_or_create(&AuthzLabels {
+        self.authorization_counter(policy, allowed).get()
+    }
+
+    fn authorization_counter(&self, policy: &str, allowed: bool) -> Counter {
+        let i = usize::from(!allowed);
+        if let Some(c) = self
+            .authorization_handles
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(policy)
+        {
+            return c[i].clone();
+        }
+        let counters = ["allow", "deny"].map(|decision| {
+            self.authorizations.get_or_create_owned(&AuthzLabels {
                 policy: policy.to_string(),
-                decision: if allowed { "allow" } else { "deny" },
+                decision,
             })
-            .get()
+        });
+        let c = counters[i].clone();
+        self.authorization_handles
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(policy.to_string(), counters);
+        c
     }
 
     pub fn config(&self, accepted: bool) {
