@@ -25,15 +25,22 @@ cp -r "$RUN/." "$WITH/"
     echo "      action: ALLOW"
     echo "      rules:"
     for i in $(seq 1 9); do
-        echo "        - from: [{principals: [{exact: \"cluster.local/ns/other-$i/sa/client\"}]}]"
-        echo "          to: [{methods: [{exact: GET}], paths: [{prefix: \"/api/v$i/\"}]}]"
+        echo "        - from: [{principals: [!exact \"cluster.local/ns/other-$i/sa/client\"]}]"
+        echo "          to: [{methods: [!exact GET], paths: [!prefix \"/api/v$i/\"]}]"
     done
-    echo "        - from: [{namespaces: [{exact: full}]}]"
-    echo "          to: [{methods: [{exact: GET}, {exact: HEAD}], paths: [{prefix: \"/\"}]}]"
+    echo "        - from: [{namespaces: [!exact full]}]"
+    echo "          to: [{methods: [!exact GET, !exact HEAD], paths: [!prefix \"/\"]}]"
 } >> "$WITH/tessera-server/config.yaml"
 
-run() { # dir
-    SCENARIO=ka "$ROOT/bench/callgrind.sh" "$1" ${BIN:+"$BIN"} | tail -n 1
+run() { # dir: the last row, or a failure when a proxy did not start
+    local out
+    out=$(SCENARIO=ka "$ROOT/bench/callgrind.sh" "$1" ${BIN:+"$BIN"} 2>&1)
+    if grep -q "nothing listens" <<<"$out"; then
+        echo "a proxy did not start with $1:" >&2
+        echo "$out" >&2
+        exit 1
+    fi
+    tail -n 1 <<<"$out"
 }
 without=$(run "$RUN")
 with=$(run "$WITH")

@@ -343,8 +343,29 @@ impl Tri {
     }
 }
 
-/// A field of string patterns against `value` (absent: matches only `not` fields).
-fn field(yes: &[StrMatch], not: &[StrMatch], value: Option<&str>) -> Tri {
+/// Every one must match, evaluated in order and no further than the first that fails
+/// (the data path runs this on every request).
+macro_rules! all {
+    ($($e:expr),* $(,)?) => {{
+        let mut out = Tri::Yes;
+        $(
+            match $e {
+                Tri::No => return Tri::No,
+                Tri::NeedsHttp => out = Tri::NeedsHttp,
+                Tri::Yes => {}
+            }
+        )*
+        out
+    }};
+}
+
+/// A field of string patterns against the value `value` reads, only when the field has
+/// patterns (absent value: matches only `not` fields).
+fn field<'a>(yes: &[StrMatch], not: &[StrMatch], value: impl FnOnce() -> Option<&'a str>) -> Tri {
+    if yes.is_empty() && not.is_empty() {
+        return Tri::Yes;
+    }
+    let value = value();
     let m = |p: &StrMatch| value.is_some_and(|v| p.matches(v));
     Tri::of((yes.is_empty() || yes.iter().any(m)) && !not.iter().any(m))
 }
@@ -362,10 +383,13 @@ fn http_field<'a>(
     let Some(http) = &req.http else {
         return Tri::NeedsHttp;
     };
-    field(yes, not, pick(http))
+    field(yes, not, || pick(http))
 }
 
 fn blocks(yes: &[Cidr], not: &[Cidr], ip: IpAddr) -> Tri {
+    if yes.is_empty() && not.is_empty() {
+        return Tri::Yes;
+    }
     Tri::of(
         (yes.is_empty() || yes.iter().any(|c| c.contains(ip)))
             && !not.iter().any(|c| c.contains(ip)),
@@ -373,8 +397,8 @@ fn blocks(yes: &[Cidr], not: &[Cidr], ip: IpAddr) -> Tri {
 }
 
 fn source(s: &SourceMatch, req: &Attributes) -> Tri {
-    Tri::all([
-        field(&s.principals, &s.not_principals, req.principal),
+    all!(
+        field(&s.principals, &s.not_principals, || req.principal),
         // JWT principals: no request here has one.
         http_field(
             &s.request_principals,
@@ -382,10 +406,10 @@ fn source(s: &SourceMatch, req: &Attributes) -> Tri {
             req,
             |_| None,
         ),
-        field(&s.namespaces, &s.not_namespaces, req.namespace()),
+        field(&s.namespaces, &s.not_namespaces, || req.namespace()),
         blocks(&s.ip_blocks, &s.not_ip_blocks, req.source_ip),
         blocks(&s.remote_ip_blocks, &s.not_remote_ip_blocks, req.remote_ip),
-    ])
+    )
 }
 
 /// The Host without its port (`example.com:8000`, `[::1]:8000`).
@@ -396,8 +420,8 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-fn operation(o: &OperationMatch, req: &Attributes) -> Tri {
-    let hosts = if o.hosts.is_empty() && o.not_hosts.is_empty() {
+fn hosts(o: &OperationMatch, req: &Attributes) -> Tri {
+    if o.hosts.is_empty() && o.not_hosts.is_empty() {
         Tri::Yes
     } else {
         match &req.http {
@@ -410,14 +434,17 @@ fn operation(o: &OperationMatch, req: &Attributes) -> Tri {
                 Tri::of((o.hosts.is_empty() || o.hosts.iter().any(m)) && !o.not_hosts.iter().any(m))
             }
         }
-    };
+    }
+}
+
+fn operation(o: &OperationMatch, req: &Attributes) -> Tri {
     let port = req.destination_port;
-    Tri::all([
-        hosts,
+    all!(
         Tri::of((o.ports.is_empty() || o.ports.contains(&port)) && !o.not_ports.contains(&port)),
         http_field(&o.methods, &o.not_methods, req, |h| Some(h.method)),
         http_field(&o.paths, &o.not_paths, req, |h| Some(h.path)),
-    ])
+        hosts(o, req),
+    )
 }
 
 fn condition(c: &ConditionMatch, req: &Attributes) -> Tri {
@@ -452,15 +479,17 @@ fn condition(c: &ConditionMatch, req: &Attributes) -> Tri {
 }
 
 fn rule(r: &AuthzRule, req: &Attributes) -> Tri {
-    let from = match &r.from {
-        None => Tri::Yes,
-        Some(list) => Tri::any(list.iter().map(|s| source(s, req))),
-    };
-    let to = match &r.to {
-        None => Tri::Yes,
-        Some(list) => Tri::any(list.iter().map(|o| operation(o, req))),
-    };
-    Tri::all([from, to, Tri::all(r.when.iter().map(|c| condition(c, req)))])
+    all!(
+        match &r.from {
+            None => Tri::Yes,
+            Some(list) => Tri::any(list.iter().map(|s| source(s, req))),
+        },
+        match &r.to {
+            None => Tri::Yes,
+            Some(list) => Tri::any(list.iter().map(|o| operation(o, req))),
+        },
+        Tri::all(r.when.iter().map(|c| condition(c, req))),
+    )
 }
 
 /// The first rule of `policy` that matches, if any.

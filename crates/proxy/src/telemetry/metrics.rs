@@ -65,9 +65,9 @@ pub struct Metrics {
     limits: [Counter; LimitEvent::ALL.len()],
     config_updates: [Counter; 2],
     authorizations: Family<AuthzLabels, Counter>,
-    /// Handles into `authorizations` by policy (allow, deny): a decision looks its
-    /// counter up by name, without allocating.
-    authorization_handles: std::sync::RwLock<std::collections::HashMap<String, [Counter; 2]>>,
+    /// Handles into `authorizations` by policy (allow, deny): a decision finds its counter
+    /// by name among the few policies a workload has, without allocating or hashing.
+    authorization_handles: std::sync::RwLock<Vec<(String, [Counter; 2])>>,
 }
 
 impl Default for Metrics {
@@ -219,11 +219,12 @@ impl Metrics {
     /// ALLOW rule matched). The label's values are the configuration's policy names.
     pub fn authorization(&self, policy: &str, allowed: bool) {
         let i = usize::from(!allowed);
-        if let Some(c) = self
+        if let Some((_, c)) = self
             .authorization_handles
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(policy)
+            .iter()
+            .find(|(name, _)| name == policy)
         {
             c[i].inc();
             return;
@@ -237,11 +238,12 @@ impl Metrics {
 
     fn authorization_counter(&self, policy: &str, allowed: bool) -> Counter {
         let i = usize::from(!allowed);
-        if let Some(c) = self
+        if let Some((_, c)) = self
             .authorization_handles
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .get(policy)
+            .iter()
+            .find(|(name, _)| name == policy)
         {
             return c[i].clone();
         }
@@ -255,7 +257,7 @@ impl Metrics {
         self.authorization_handles
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(policy.to_string(), counters);
+            .push((policy.to_string(), counters));
         c
     }
 
