@@ -113,6 +113,18 @@ fn authorization_policies_on_a_real_mesh() {
         "{}",
         what_if.stdout
     );
+    // The calls above made the legacy hop live: the sidecars have seen it.
+    assert!(
+        what_if
+            .stdout
+            .contains("Live (seen by the sidecars), would break")
+            && what_if
+                .stdout
+                .lines()
+                .any(|l| l.contains(".legacy -> httpbin-") && l.contains("connections")),
+        "{}",
+        what_if.stdout
+    );
     // The sample: only sleep.full may GET /headers.
     mesh.ok("kubectl apply -f samples/authz/httpbin-full-viewer.yaml");
     expect(&mesh, "full", HEADERS, "", "200");

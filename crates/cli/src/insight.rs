@@ -175,6 +175,12 @@ pub fn analyze(ctx: &Ctx, args: &AnalyzeArgs) -> ExitCode {
         json(&resp);
     } else {
         print!("{}", render_analyze(&resp));
+        if let Some(w) = resp.what_if.as_ref().filter(|w| w.breaks_anything()) {
+            // Which of those hops the sidecars have seen carry traffic.
+            if let Ok(edges) = observed_edges(ctx) {
+                print!("{}", render_live_breaks(&w.breaks, &edges));
+            }
+        }
     }
     let breaks = resp.what_if.as_ref().is_some_and(WhatIf::breaks_anything);
     let errors = if resp.what_if.is_some() {
@@ -189,7 +195,8 @@ pub fn analyze(ctx: &Ctx, args: &AnalyzeArgs) -> ExitCode {
     }
 }
 
-pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
+/// Every sidecar's observed edges (admin `/edges`), joined and named by pod.
+fn observed_edges(ctx: &Ctx) -> Result<Vec<Edge>, ExitCode> {
     let pods = match runtime().block_on(ctx.client().get(&GetRequest {
         kind: "pods".into(),
         name: None,
@@ -198,7 +205,7 @@ pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
         selector: None,
     })) {
         Ok(r) => r.items,
-        Err(e) => return fail(e),
+        Err(e) => return Err(fail(e)),
     };
     let mut addresses = BTreeMap::new();
     // Connections made through a Service address are masqueraded to the cluster
@@ -234,7 +241,14 @@ pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
     for e in &errors {
         eprintln!("warning: {e}");
     }
-    let mut edges = insight::join(&reports, &addresses);
+    Ok(insight::join(&reports, &addresses))
+}
+
+pub fn edges(ctx: &Ctx, args: &EdgesArgs) -> ExitCode {
+    let mut edges = match observed_edges(ctx) {
+        Ok(e) => e,
+        Err(code) => return code,
+    };
     if !ctx.namespaces.is_empty() {
         let ns_of = |id: &str| id.rsplit_once('.').map(|(_, ns)| ns.to_string());
         edges.retain(|e| {
@@ -438,6 +452,54 @@ fn render_findings(out: &mut String, findings: &[Finding]) {
         );
         let _ = writeln!(out, "    fix: {}", f.fix);
     }
+}
+
+/// The hops a change would break that carry traffic now, from the edges the sidecars have
+/// seen: by the client pod, or (a client without a sidecar, whose connections through a
+/// service address reach the server masqueraded) by the endpoint alone.
+pub fn render_live_breaks(breaks: &[insight::Change], edges: &[Edge]) -> String {
+    let mut out = String::new();
+    let mut live = Vec::new();
+    for c in breaks {
+        let seen: u64 = edges
+            .iter()
+            .filter(|e| e.failure.is_none() && e.dst == c.endpoint)
+            .filter(|e| e.src == c.client)
+            .map(|e| e.connections)
+            .sum();
+        let masqueraded: u64 = edges
+            .iter()
+            .filter(|e| e.failure.is_none() && e.dst == c.endpoint && e.src == "(via service NAT)")
+            .map(|e| e.connections)
+            .sum();
+        if seen > 0 {
+            live.push(format!(
+                "  {} -> {}: {seen} connections seen",
+                c.client, c.endpoint
+            ));
+        } else if masqueraded > 0 && c.before == Verdict::Plaintext {
+            live.push(format!(
+                "  {} -> {}: plaintext through the service address seen ({masqueraded} connections, client not named)",
+                c.client, c.endpoint
+            ));
+        }
+    }
+    if live.is_empty() {
+        let _ = writeln!(
+            out,
+            "Live (seen by the sidecars): none of these hops has carried traffic."
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "Live (seen by the sidecars), would break ({}):",
+            live.len()
+        );
+        for l in live {
+            let _ = writeln!(out, "{l}");
+        }
+    }
+    out
 }
 
 /// `analyze`, and `analyze --what-if`.
