@@ -75,6 +75,9 @@ pub fn decide(shared: &Shared, peer: &Peer, request: Option<&Request>) -> Result
         tracing::info!(direction = "inbound", src = %peer.source, identity = principal.unwrap_or(""), port = peer.port, policy = audit.policy, rule = audit.rule, "AuthorizationPolicy AUDIT matched");
     }
     if verdict.allowed {
+        if let Some(by) = verdict.by {
+            tracing::debug!(direction = "inbound", src = %peer.source, identity = principal.unwrap_or(""), port = peer.port, policy = by.policy, rule = by.rule, "allowed by authorization policy");
+        }
         return Ok(());
     }
     let reason = verdict.reason();
