@@ -230,6 +230,22 @@ fn authorization_policies_on_a_real_mesh() {
         "  selector:\n    matchLabels:\n      app: httpbin-tcp\n  rules:\n  - to:\n    - operation:\n        ports: [\"9000\"]",
     );
     expect(&mesh, "full", tcp, "", "200");
+    // A connection let in keeps to the policy: a DENY applied while it is open closes it
+    // (here during a 6 s response).
+    let open = std::thread::scope(|scope| {
+        let slow = scope.spawn(|| call(&mesh, "full", "http://httpbin-tcp.full:8001/delay/6", ""));
+        std::thread::sleep(Duration::from_secs(2));
+        policy(
+            &mesh,
+            "full",
+            "tcp-deny-now",
+            "  selector:\n    matchLabels:\n      app: httpbin-tcp\n  action: DENY\n  rules:\n  - {}",
+        );
+        slow.join().unwrap()
+    });
+    assert_eq!(open, "exit 52", "the open connection outlived the DENY");
+    mesh.ok("kubectl delete -n full authorizationpolicy tcp-deny-now");
+    expect(&mesh, "full", tcp, "", "200");
     // A DENY rule with methods ignores them on TCP: the port is denied.
     policy(
         &mesh,

@@ -69,15 +69,17 @@ pub async fn inbound(shared: Arc<Shared>, mut tcp: TcpStream, peer: SocketAddr, 
             serve_inbound_http(shared, Prefixed::new(prefix, tcp), http, replaced).await;
         }
         InboundAction::Plain(Payload::Tcp) => {
-            if conn.authorized(TlsUsed::Plaintext, None, None) {
+            if let Some(revoked) = conn.authorized(TlsUsed::Plaintext, None, None) {
                 conn.accept(TlsUsed::Plaintext, None);
-                Box::pin(conn.forward(tcp, prefix, TlsUsed::Plaintext, None, replaced)).await;
+                let ends = either(replaced, revoked);
+                Box::pin(conn.forward(tcp, prefix, TlsUsed::Plaintext, None, ends)).await;
             }
         }
         InboundAction::Passthrough => {
-            if conn.authorized(TlsUsed::AppTls, None, None) {
+            if let Some(revoked) = conn.authorized(TlsUsed::AppTls, None, None) {
                 conn.accept(TlsUsed::AppTls, None);
-                Box::pin(conn.forward(tcp, prefix, TlsUsed::AppTls, None, replaced)).await;
+                let ends = either(replaced, revoked);
+                Box::pin(conn.forward(tcp, prefix, TlsUsed::AppTls, None, ends)).await;
             }
         }
         // Boxed: a connection's task is as large as its largest stage, and most wait
@@ -112,23 +114,51 @@ impl Accepted {
 
     /// Whether the workload's AuthorizationPolicies let this connection through as TCP
     /// (its payload is not HTTP: each HTTP request is decided on its own). A denied
-    /// connection is counted and recorded here; the caller closes it.
-    pub fn authorized(&self, tls: TlsUsed, identity: Option<&str>, sni: Option<&str>) -> bool {
+    /// connection is counted and recorded here; the caller closes it. An allowed one gets
+    /// a future that resolves when a later configuration denies it, so that a policy
+    /// change does not leave a connection it forbids open.
+    pub fn authorized(
+        &self,
+        tls: TlsUsed,
+        identity: Option<&str>,
+        sni: Option<&str>,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        // Subscribed before deciding, so no change between the two is missed.
+        let mut updates = self.shared.config_updates();
+        let (source, local, port) = (self.result.peer().ip(), self.local, self.port);
         let peer = crate::authz::Peer {
-            source: self.result.peer().ip(),
-            remote: self.result.peer().ip(),
+            source,
+            remote: source,
             identity,
-            local: self.local,
-            port: self.port,
+            local,
+            port,
             sni,
         };
-        match crate::authz::decide(&self.shared, &peer, None) {
-            Ok(()) => true,
-            Err(denied) => {
-                self.result.denied(tls, &denied.reason);
-                false
-            }
+        if let Err(denied) = crate::authz::decide(&self.shared, &peer, None) {
+            self.result.denied(tls, &denied.reason);
+            return None;
         }
+        let shared = self.shared.clone();
+        let (identity, sni) = (identity.map(str::to_string), sni.map(str::to_string));
+        Some(async move {
+            loop {
+                if updates.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+                let peer = crate::authz::Peer {
+                    source,
+                    remote: source,
+                    identity: identity.as_deref(),
+                    local,
+                    port,
+                    sni: sni.as_deref(),
+                };
+                // A denial is logged by the decision itself.
+                if crate::authz::decide(&shared, &peer, None).is_err() {
+                    return;
+                }
+            }
+        })
     }
 
     /// Closes with a reset; counted and logged with the reason.
@@ -249,32 +279,39 @@ impl Accepted {
         let peer_identity =
             tessera_ca::tls::peer_identity(session.peer_certificates()).map(|i| i.to_string());
         let sni = session.server_name().map(str::to_string);
-        if payload == Payload::Tcp
-            && !self.authorized(TlsUsed::Mesh, peer_identity.as_deref(), sni.as_deref())
-        {
-            return;
+        if payload == Payload::Tcp {
+            let Some(revoked) =
+                self.authorized(TlsUsed::Mesh, peer_identity.as_deref(), sni.as_deref())
+            else {
+                return;
+            };
+            self.accept(TlsUsed::Mesh, peer_identity.as_deref());
+            let ends = either(replaced, revoked);
+            return self
+                .forward(tls, Bytes::new(), TlsUsed::Mesh, peer_identity, ends)
+                .await;
         }
         self.accept(TlsUsed::Mesh, peer_identity.as_deref());
-        match payload {
-            Payload::Http => {
-                let own = vec![self.shared.identity()];
-                let xfcc = leaf
-                    .as_deref()
-                    .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
-                let shared = self.shared.clone();
-                let principal = peer_identity.clone();
-                let http = InboundConn {
-                    principal,
-                    sni,
-                    ..self.http(xfcc, peer_identity, TlsUsed::Mesh)
-                };
-                serve_inbound_http(shared, tls, Arc::new(http), replaced).await;
-            }
-            Payload::Tcp => {
-                self.forward(tls, Bytes::new(), TlsUsed::Mesh, peer_identity, replaced)
-                    .await
-            }
-        }
+        let own = vec![self.shared.identity()];
+        let xfcc = leaf
+            .as_deref()
+            .and_then(|der| HeaderValue::from_str(&l7::xfcc_element(&own, der)).ok());
+        let shared = self.shared.clone();
+        let principal = peer_identity.clone();
+        let http = InboundConn {
+            principal,
+            sni,
+            ..self.http(xfcc, peer_identity, TlsUsed::Mesh)
+        };
+        serve_inbound_http(shared, tls, Arc::new(http), replaced).await;
+    }
+}
+
+/// Resolves when either does.
+pub(crate) async fn either(a: impl Future<Output = ()>, b: impl Future<Output = ()>) {
+    tokio::select! {
+        () = a => {}
+        () = b => {}
     }
 }
 

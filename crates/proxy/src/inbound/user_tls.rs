@@ -61,11 +61,12 @@ pub(crate) async fn serve(
             serve_inbound_http(shared, tls, http, replaced).await;
         }
         // The client's certificate is not a mesh identity: no principal.
-        Payload::Tcp if conn.authorized(used, None, None) => {
-            conn.forward(tls, Bytes::new(), used, subject, replaced)
-                .await
+        Payload::Tcp => {
+            if let Some(revoked) = conn.authorized(used, None, None) {
+                let ends = super::either(replaced, revoked);
+                conn.forward(tls, Bytes::new(), used, subject, ends).await
+            }
         }
-        Payload::Tcp => {}
     }
 }
 
