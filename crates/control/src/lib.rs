@@ -16,6 +16,7 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhook;
 pub mod world;
 
 pub use compile::{compile, CompileError};

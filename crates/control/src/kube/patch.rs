@@ -213,6 +213,53 @@ fn remove(doc: &mut Value, path: &str) -> Result<Value, String> {
     }
 }
 
+/// The JSON patch (RFC 6902) that turns `from` into `to`: objects are compared key by key,
+/// arrays element by element when their lengths agree, elements appended to an array are
+/// added at its end (`/-`, so what the patch does not name stays as the server has it),
+/// and anything else that differs is replaced whole.
+pub fn diff(from: &Value, to: &Value) -> Vec<Value> {
+    let mut ops = Vec::new();
+    diff_at("", from, to, &mut ops);
+    ops
+}
+
+fn diff_at(path: &str, from: &Value, to: &Value, ops: &mut Vec<Value>) {
+    match (from, to) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                let at = format!("{path}/{}", escape(k));
+                match b.get(k) {
+                    None => ops.push(serde_json::json!({"op": "remove", "path": at})),
+                    Some(w) => diff_at(&at, v, w, ops),
+                }
+            }
+            for (k, w) in b {
+                if !a.contains_key(k) {
+                    let at = format!("{path}/{}", escape(k));
+                    ops.push(serde_json::json!({"op": "add", "path": at, "value": w}));
+                }
+            }
+        }
+        (a, b) if a == b => {}
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                diff_at(&format!("{path}/{i}"), v, w, ops);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if b.len() > a.len() && b[..a.len()] == a[..] => {
+            for w in &b[a.len()..] {
+                ops.push(serde_json::json!({"op": "add", "path": format!("{path}/-"), "value": w}));
+            }
+        }
+        (_, b) => ops.push(serde_json::json!({"op": "replace", "path": path, "value": b})),
+    }
+}
+
+/// A key as a JSON pointer token.
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,5 +379,44 @@ mod tests {
         )
         .is_err());
         assert_eq!(doc, before);
+    }
+
+    #[test]
+    fn a_diff_applied_gives_the_target() {
+        let cases = [
+            (json!({"a": 1}), json!({"a": 2})),
+            (
+                json!({"a": 1, "b": {"c": [1, 2]}}),
+                json!({"b": {"c": [1, 2, 3], "d": "x"}}),
+            ),
+            (json!({"x/y": {"~z": 1}}), json!({"x/y": {"~z": 2}})),
+            (
+                json!({"spec": {"containers": [{"name": "app"}]}}),
+                json!({"spec": {"containers": [{"name": "app"}, {"name": "istio-proxy"}]}}),
+            ),
+            (json!({}), json!({"a": null})),
+            (json!({"a": {"b": 1}}), json!({"a": "flat"})),
+            (
+                json!({"l": [{"n": 1}, {"n": 2}]}),
+                json!({"l": [{"n": 1}, {"n": 3}]}),
+            ),
+            (json!({"l": [1, 2, 3]}), json!({"l": [3]})),
+        ];
+        for (from, to) in cases {
+            let ops = Value::Array(diff(&from, &to));
+            let mut patched = from.clone();
+            json_patch(&mut patched, &ops).unwrap_or_else(|e| panic!("{ops}: {e}"));
+            assert_eq!(patched, to, "{ops}");
+        }
+        assert!(diff(&json!({"a": [1]}), &json!({"a": [1]})).is_empty());
+        // Appended containers are added at the end; the others are not touched.
+        let added = diff(
+            &json!({"c": [{"name": "app", "x": 1}]}),
+            &json!({"c": [{"name": "app", "x": 1}, {"name": "istio-proxy"}]}),
+        );
+        assert_eq!(
+            added,
+            [json!({"op": "add", "path": "/c/-", "value": {"name": "istio-proxy"}})]
+        );
     }
 }
