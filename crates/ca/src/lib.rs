@@ -16,6 +16,7 @@ pub mod spiffe;
 pub mod testing;
 pub mod tls;
 pub mod token;
+pub mod token_review;
 pub mod verify;
 
 pub use authority::{Authority, CaError, IssuedChain, KeyAlgorithm};
