@@ -7,6 +7,7 @@ pub mod compile;
 pub mod inject;
 pub mod insight;
 pub mod kube;
+pub mod mirror;
 pub mod objects;
 pub mod policy;
 pub mod push;
