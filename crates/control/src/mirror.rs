@@ -11,7 +11,7 @@ use crate::objects::{Objects, Op};
 /// What a watcher reports.
 #[derive(Debug, Clone)]
 pub enum Event {
-    Applied(Resource),
+    Applied(Box<Resource>),
     Deleted(ObjectKey),
     /// Every object of `kind` the API server has now.
     Relisted {
@@ -52,7 +52,7 @@ fn update(current: &Objects, r: Resource) -> Option<Op> {
 /// The operations that bring `current` to what `event` says.
 pub fn ops(current: &Objects, event: Event) -> Vec<Op> {
     match event {
-        Event::Applied(r) => update(current, r).into_iter().collect(),
+        Event::Applied(r) => update(current, *r).into_iter().collect(),
         Event::Deleted(key) => current
             .get(&key)
             .map(|_| Op::Delete {
@@ -162,7 +162,7 @@ mod tests {
         let current = store(TWO);
         let same = from_api(TWO).remove(1);
         assert!(
-            ops(&current, Event::Applied(same)).is_empty(),
+            ops(&current, Event::Applied(Box::new(same))).is_empty(),
             "an unchanged object is no change"
         );
         let key = ObjectKey::new(Kind::ConfigMap, "full", "b");
