@@ -17,6 +17,41 @@ pub mod seed002;
 pub mod seed004;
 pub mod transcript;
 
+/// httpbin behind a port its Service declares TCP (`httpbin-tcp`, port 8001 to the pod's
+/// 9000): opaque bytes to the sidecars, HTTP to the app.
+pub const HTTPBIN_TCP: &str = r#"apiVersion: v1
+kind: Service
+metadata:
+  name: httpbin-tcp
+spec:
+  selector:
+    app: httpbin-tcp
+  ports:
+  - name: tcp
+    port: 8001
+    targetPort: 9000
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: httpbin-tcp
+spec:
+  replicas: 1
+  selector:
+    matchLabels:
+      app: httpbin-tcp
+  template:
+    metadata:
+      labels:
+        app: httpbin-tcp
+    spec:
+      containers:
+      - name: httpbin
+        image: docker.io/kennethreitz/httpbin
+        ports:
+        - containerPort: 9000
+"#;
+
 /// The `tessera` binary under test.
 pub fn tessera_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("TESSERA_BIN") {

@@ -41,41 +41,6 @@ fn expect(mesh: &Mesh, from: &str, url: &str, args: &str, want: &str) {
 
 const HEADERS: &str = "http://httpbin.full:8000/headers";
 
-/// httpbin on a port its Service declares TCP, in `full`.
-const TCP_SERVICE: &str = r#"cat <<EOF | kubectl apply -n full -f -
-apiVersion: v1
-kind: Service
-metadata:
-  name: httpbin-tcp
-spec:
-  selector:
-    app: httpbin-tcp
-  ports:
-  - name: tcp
-    port: 8001
-    targetPort: 9000
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpbin-tcp
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: httpbin-tcp
-  template:
-    metadata:
-      labels:
-        app: httpbin-tcp
-    spec:
-      containers:
-      - name: httpbin
-        image: docker.io/kennethreitz/httpbin
-        ports:
-        - containerPort: 9000
-EOF"#;
-
 fn policy(mesh: &Mesh, ns: &str, name: &str, spec: &str) {
     mesh.ok(&format!(
         "cat <<EOF | kubectl apply -n {ns} -f -\napiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata:\n  name: {name}\nspec:\n{spec}\nEOF"
@@ -89,7 +54,10 @@ fn authorization_policies_on_a_real_mesh() {
         mesh.ok(script);
     }
     mesh.ok("kubectl label ns full istio-injection=enabled");
-    mesh.ok(TCP_SERVICE);
+    mesh.ok(&format!(
+        "cat <<'EOF' | kubectl apply -n full -f -\n{}EOF",
+        tessera_e2e::HTTPBIN_TCP
+    ));
     for ns in seed002::NAMESPACES {
         mesh.wait_ready(ns);
     }

@@ -205,6 +205,10 @@ fn probed_matrix_equals_predicted_at_every_seed_002_step() {
     // client's sidecar answers 503) and passes it through to the app on a TCP port (the
     // app cannot read it: the client is reset). explain predicts both and says why.
     mesh.ok("tessera delete peerauthentication httpbin -n full && tessera delete destinationrule httpbin-full-mtls -n full");
+    mesh.ok(&format!(
+        "cat > $SCRATCH/httpbin-tcp.yaml <<'EOF'\n{}EOF",
+        tessera_e2e::HTTPBIN_TCP
+    ));
     mesh.ok(USER_TLS);
     let ready = mesh.until(
         "tessera get pods -n full -l app=httpbin-tcp",
@@ -262,43 +266,9 @@ fn probed_matrix_equals_predicted_at_every_seed_002_step() {
     mesh.ok(seed002::CLEANUP);
 }
 
-/// httpbin behind a port the Service declares TCP (its own pod, on port 9000), with a
-/// sidecar, and DestinationRules with the user's TLS toward it and toward httpbin's HTTP
-/// port.
-const USER_TLS: &str = r#"cat > $SCRATCH/httpbin-tcp.yaml <<EOF
-apiVersion: v1
-kind: Service
-metadata:
-  name: httpbin-tcp
-spec:
-  selector:
-    app: httpbin-tcp
-  ports:
-  - name: tcp
-    port: 8001
-    targetPort: 9000
----
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: httpbin-tcp
-spec:
-  replicas: 1
-  selector:
-    matchLabels:
-      app: httpbin-tcp
-  template:
-    metadata:
-      labels:
-        app: httpbin-tcp
-    spec:
-      containers:
-      - name: httpbin
-        image: docker.io/kennethreitz/httpbin
-        ports:
-        - containerPort: 9000
-EOF
-tessera apply -n full -f <(tessera kube-inject -f $SCRATCH/httpbin-tcp.yaml)
+/// httpbin-tcp (written to $SCRATCH first) with a sidecar, and DestinationRules with the
+/// user's TLS toward it and toward httpbin's HTTP port.
+const USER_TLS: &str = r#"tessera apply -n full -f <(tessera kube-inject -f $SCRATCH/httpbin-tcp.yaml)
 cat <<EOF | tessera apply -n full -f -
 apiVersion: networking.istio.io/v1beta1
 kind: DestinationRule

@@ -114,6 +114,19 @@ impl std::fmt::Debug for Authority {
     }
 }
 
+/// The parameters of a self-signed root CA named `dn` (its validity is the caller's).
+pub(crate) fn ca_params(dn: DistinguishedName) -> CertificateParams {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = dn;
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    params
+}
+
 impl Authority {
     /// Loads the CA in `dir`, or creates a self-signed root there when there is none.
     /// Returns whether it was created.
@@ -123,7 +136,6 @@ impl Authority {
         }
         fs::create_dir_all(dir).map_err(io(dir))?;
         let key = KeyAlgorithm::EcdsaP256.generate()?;
-        let mut params = CertificateParams::default();
         let serial = random_serial()?;
         // A name of its own per root, so that a chain from another mesh's root reads as
         // "unknown CA" rather than as a bad signature under a look-alike name.
@@ -134,13 +146,7 @@ impl Authority {
         let mut dn = DistinguishedName::new();
         dn.push(DnType::OrganizationName, "Tessera");
         dn.push(DnType::CommonName, format!("Tessera mesh root CA {tag}"));
-        params.distinguished_name = dn;
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let mut params = ca_params(dn);
         let now = OffsetDateTime::now_utc();
         params.not_before = now - CLOCK_SKEW;
         params.not_after = now + ROOT_TTL;

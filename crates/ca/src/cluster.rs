@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType,
+    CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
 };
 use time::OffsetDateTime;
 
@@ -73,16 +73,9 @@ impl ClusterCredentials {
         std::fs::create_dir_all(dir).map_err(io(dir))?;
         if !dir.join(CA_KEY).exists() {
             let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(signing)?;
-            let mut params = CertificateParams::default();
             let mut dn = DistinguishedName::new();
             dn.push(DnType::CommonName, "tessera-cluster-ca");
-            params.distinguished_name = dn;
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
+            let mut params = crate::authority::ca_params(dn);
             validity(&mut params, CA_TTL);
             let cert = params.self_signed(&key).map_err(signing)?;
             write_atomic(&dir.join(CA_CERT), cert.pem().as_bytes(), 0o644)?;

@@ -4,8 +4,9 @@
 //! `None` (the versions of a kind share one schema, so an object is served at any of them
 //! unchanged but for its `apiVersion`). They are built in, so they are read-only.
 
+use std::sync::OnceLock;
+
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tessera_model::resource::{KindInfo, KINDS};
 use tessera_model::schema;
 
@@ -32,25 +33,25 @@ pub fn api_resource() -> Value {
     })
 }
 
-/// A stable uid from the definition's name.
-fn uid(name: &str) -> String {
-    let h = Sha256::digest(format!("{KIND}/{name}"));
-    let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    )
+/// The structural schema of each custom kind, made once (it changes only with the binary).
+fn structural(kind: tessera_model::Kind) -> &'static Value {
+    static SCHEMAS: OnceLock<Vec<(tessera_model::Kind, Value)>> = OnceLock::new();
+    let all = SCHEMAS.get_or_init(|| {
+        custom_kinds()
+            .map(|k| (k.kind, schema::structural(k.kind)))
+            .collect()
+    });
+    &all.iter()
+        .find(|(k, _)| *k == kind)
+        .expect("every custom kind has a schema")
+        .1
 }
 
 /// The definition of one kind. `created` is when the mesh was made (its definitions
 /// come with it), `revision` the store's.
 fn definition(info: &KindInfo, created: Option<&str>, revision: u64) -> Value {
     let name = format!("{}.{}", info.plural, info.group);
-    let structural = schema::structural(info.kind);
+    let structural = structural(info.kind);
     let names = json!({
         "plural": info.plural,
         "singular": info.name.to_ascii_lowercase(),
@@ -79,7 +80,7 @@ fn definition(info: &KindInfo, created: Option<&str>, revision: u64) -> Value {
         "kind": KIND,
         "metadata": {
             "name": name,
-            "uid": uid(&name),
+            "uid": crate::objects::uid_from(&format!("{KIND}/{name}")),
             "resourceVersion": revision.to_string(),
             "generation": 1,
             "creationTimestamp": created,

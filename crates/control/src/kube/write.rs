@@ -204,6 +204,7 @@ async fn commit(
 ) -> Answer {
     let key = ObjectKey::of(&resource);
     let old = stored_json(control, o, &key);
+    let before = old.as_ref().map(fields::managers).unwrap_or_default();
     let managers = match ownership {
         Ownership::Given(m) => m,
         Ownership::Update => {
@@ -215,14 +216,11 @@ async fn commit(
                 api_version: &api_version,
                 time: &time,
             };
-            let before = old.as_ref().map(fields::managers).unwrap_or_default();
             fields::after_update(&before, old.as_ref(), &new, &writer)
         }
     };
     // Nothing changed for anyone: the object is left as it was (no new time stamps).
-    let unchanged = old
-        .as_ref()
-        .is_some_and(|old| fields::managers(old) == managers);
+    let unchanged = old.is_some() && before == managers;
     resource.metadata_mut().managed_fields = if unchanged {
         old.as_ref()
             .map(|old| old["metadata"]["managedFields"].clone())

@@ -246,7 +246,7 @@ impl Objects {
             }
             None => {
                 let m = resource.metadata_mut();
-                m.uid = Some(uid(&key, revision));
+                m.uid = Some(uid_from(&format!("{key}@{revision}")));
                 m.generation = Some(1);
                 m.creation_timestamp = Some(timestamp.to_string());
                 m.resource_version = Some(revision.to_string());
@@ -333,8 +333,9 @@ fn keep_unmanaged_metadata(resource: &mut Resource, old: &Resource) {
     }
 }
 
-fn uid(key: &ObjectKey, revision: u64) -> String {
-    let h = Sha256::digest(format!("{key}@{revision}"));
+/// A uid (UUID-shaped) derived from `seed`: stable for the same seed.
+pub(crate) fn uid_from(seed: &str) -> String {
+    let h = Sha256::digest(seed);
     let hex: String = h.iter().take(16).map(|b| format!("{b:02x}")).collect();
     format!(
         "{}-{}-{}-{}-{}",

@@ -9,6 +9,8 @@
 mod alloc;
 mod change;
 
+pub(crate) use change::uid_from;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;

@@ -229,36 +229,18 @@ impl Metrics {
             c[i].inc();
             return;
         }
-        self.authorization_counter(policy, allowed).inc();
-    }
-
-    pub fn authorizations_of(&self, policy: &str, allowed: bool) -> u64 {
-        self.authorization_counter(policy, allowed).get()
-    }
-
-    fn authorization_counter(&self, policy: &str, allowed: bool) -> Counter {
-        let i = usize::from(!allowed);
-        if let Some((_, c)) = self
-            .authorization_handles
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|(name, _)| name == policy)
-        {
-            return c[i].clone();
-        }
+        // The policy's first decision: its counters are made and kept.
         let counters = ["allow", "deny"].map(|decision| {
             self.authorizations.get_or_create_owned(&AuthzLabels {
                 policy: policy.to_string(),
                 decision,
             })
         });
-        let c = counters[i].clone();
+        counters[i].inc();
         self.authorization_handles
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .push((policy.to_string(), counters));
-        c
     }
 
     pub fn config(&self, accepted: bool) {
