@@ -9,6 +9,7 @@ pub mod insight;
 pub mod kube;
 pub mod mirror;
 pub mod objects;
+pub mod outbound_cache;
 pub mod policy;
 pub mod push;
 pub mod registry;

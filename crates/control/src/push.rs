@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::compile::{compile, CompileError};
+use crate::compile::{compile_parts, CompileError, CompiledService, OutboundScope};
 use crate::world::World;
 
 pub fn unix_now() -> u64 {
@@ -141,6 +141,8 @@ pub struct PushService {
     issuer: Arc<Issuer>,
     proxies: ProxyTable,
     counter: Arc<AtomicU64>,
+    /// Whole snapshots sent and not yet answered, across sessions (see [`WHOLE_IN_FLIGHT`]).
+    whole: Arc<tokio::sync::Semaphore>,
 }
 
 impl PushService {
@@ -154,6 +156,7 @@ impl PushService {
             issuer,
             proxies,
             counter: Arc::new(AtomicU64::new(0)),
+            whole: Arc::new(tokio::sync::Semaphore::new(WHOLE_IN_FLIGHT)),
         }
     }
 
@@ -261,14 +264,17 @@ impl PushService {
         tx: mpsc::Sender<Result<ConfigResponse, Status>>,
     ) {
         let mut world_rx = self.world.clone();
-        let mut last_sent: Option<ProxyConfig> = None;
+        let mut last: Option<Sent> = None;
+        // An incremental push the proxy refuses is followed by a whole one.
+        let mut last_incremental: Option<String> = None;
+        let mut in_flight: Option<InFlight> = None;
         let mut recompute = true;
         let end = loop {
             if recompute {
                 recompute = false;
                 let world = world_rx.borrow_and_update().clone();
                 match self.prepare(&world, &node_id, &claims) {
-                    Ok(config) => {
+                    Ok((config, scope)) => {
                         self.claim(
                             &node_id,
                             session,
@@ -276,20 +282,34 @@ impl PushService {
                             Some(&config.node.identity),
                         );
                         self.update(&node_id, session, |s| s.waiting = None);
-                        let mut comparable = config.clone();
-                        comparable.version = String::new();
-                        if last_sent.as_ref() != Some(&comparable) {
-                            let nonce = self.next().to_string();
-                            let body = match serde_json::to_vec(&config) {
-                                Ok(b) => b,
-                                Err(e) => break format!("cannot encode the snapshot: {e}"),
-                            };
-                            let response = ConfigResponse {
-                                version_info: config.version.clone(),
-                                nonce: nonce.clone(),
-                                config_json: body,
-                            };
-                            if tx.send(Ok(response)).await.is_err() {
+                        let permit = if last.is_none() {
+                            match self.whole.clone().acquire_owned().await {
+                                Ok(p) => Some(p),
+                                Err(_) => break "the control plane is shutting down".to_string(),
+                            }
+                        } else {
+                            None
+                        };
+                        let response = match next_response(&config, scope, &mut last, || {
+                            self.next().to_string()
+                        }) {
+                            Ok(r) => r,
+                            Err(e) => break format!("cannot encode the snapshot: {e}"),
+                        };
+                        if let Some(parts) = response {
+                            let nonce = parts[0].nonce.clone();
+                            last_incremental = parts[0].incremental.then(|| nonce.clone());
+                            if let Some(p) = permit {
+                                in_flight = Some(InFlight::new(nonce.clone(), p));
+                            }
+                            let mut gone = false;
+                            for part in parts {
+                                if tx.send(Ok(part)).await.is_err() {
+                                    gone = true;
+                                    break;
+                                }
+                            }
+                            if gone {
                                 break "the proxy went away".to_string();
                             }
                             tracing::debug!(node = %node_id, version = %config.version, "pushed");
@@ -303,7 +323,6 @@ impl PushService {
                                     at_unix: unix_now(),
                                 });
                             });
-                            last_sent = Some(comparable);
                         }
                         let revision = world.revision;
                         self.update(&node_id, session, |s| s.evaluated = revision);
@@ -330,7 +349,20 @@ impl PushService {
                     recompute = true;
                 }
                 message = inbound.message() => match message {
-                    Ok(Some(answer)) => self.record(&node_id, session, answer),
+                    Ok(Some(answer)) => {
+                        if in_flight.as_ref().is_some_and(|f| f.nonce == answer.response_nonce) {
+                            if let Some(f) = in_flight.take() {
+                                f.permit.lock().unwrap().take();
+                            }
+                        }
+                        if !answer.error_detail.is_empty()
+                            && last_incremental.as_deref() == Some(answer.response_nonce.as_str())
+                        {
+                            last = None;
+                            recompute = true;
+                        }
+                        self.record(&node_id, session, answer)
+                    }
                     Ok(None) => break "the proxy closed the stream".to_string(),
                     Err(e) => break format!("stream error: {}", e.message()),
                 },
@@ -348,8 +380,8 @@ impl PushService {
         world: &World,
         node_id: &str,
         claims: &TokenClaims,
-    ) -> Result<ProxyConfig, Refuse> {
-        let config = compile(world, node_id).map_err(Refuse::Wait)?;
+    ) -> Result<(ProxyConfig, Arc<OutboundScope>), Refuse> {
+        let (config, scope) = compile_parts(world, node_id).map_err(Refuse::Wait)?;
         let expected = format!(
             "spiffe://{}/ns/{}/sa/{}",
             world.options.trust_domain, claims.ns, claims.sa
@@ -360,7 +392,7 @@ impl PushService {
                 config.node.identity, claims.ns, claims.sa
             )));
         }
-        Ok(config)
+        Ok((config, scope))
     }
 
     fn record(&self, node_id: &str, session: u64, answer: ConfigRequest) {
@@ -389,6 +421,144 @@ impl PushService {
     }
 }
 
+/// What a session last sent: the configuration without its version and services, and the
+/// services.
+struct Sent {
+    rest: ProxyConfig,
+    services: Arc<OutboundScope>,
+    nonce: String,
+}
+
+/// The response (in parts) that brings the proxy from `last` to `config` (without
+/// services) with `scope`'s services, and `last` updated; `None` when nothing changed. The
+/// first push of a session is whole; later ones carry only the services that changed.
+fn next_response(
+    config: &ProxyConfig,
+    scope: Arc<OutboundScope>,
+    last: &mut Option<Sent>,
+    nonce: impl FnOnce() -> String,
+) -> Result<Option<Vec<ConfigResponse>>, serde_json::Error> {
+    let mut rest = config.clone();
+    rest.version = String::new();
+    let (upserts, removed) = match last.as_ref() {
+        None => (scope.services.iter().collect(), vec![]),
+        Some(sent) if Arc::ptr_eq(&sent.services, &scope) => (vec![], vec![]),
+        Some(sent) => delta(&sent.services, &scope),
+    };
+    if let Some(sent) = last.as_mut() {
+        if sent.rest == rest && upserts.is_empty() && removed.is_empty() {
+            // The same content: hold the newer world's services, so older ones are freed.
+            sent.services = scope;
+            return Ok(None);
+        }
+    }
+    let nonce = nonce();
+    let parts = parts(&upserts);
+    let count = parts.len();
+    let responses = parts
+        .into_iter()
+        .enumerate()
+        .map(|(i, services_json)| {
+            Ok(ConfigResponse {
+                version_info: config.version.clone(),
+                nonce: nonce.clone(),
+                config_json: if i == 0 {
+                    serde_json::to_vec(config)?
+                } else {
+                    vec![]
+                },
+                services_json,
+                incremental: last.is_some(),
+                base_nonce: last.as_ref().map(|s| s.nonce.clone()).unwrap_or_default(),
+                removed_services: if i == 0 { removed.clone() } else { vec![] },
+                more: i + 1 < count,
+            })
+        })
+        .collect::<Result<Vec<_>, serde_json::Error>>()?;
+    *last = Some(Sent {
+        rest,
+        services: scope,
+        nonce,
+    });
+    Ok(Some(responses))
+}
+
+/// The size a part's services stay under (a single larger service is a part of its own).
+pub const PART_BYTES: usize = 16 * 1024;
+
+/// `services` as JSON arrays of at most about [`PART_BYTES`] each; at least one.
+fn parts(services: &[&Arc<CompiledService>]) -> Vec<Vec<u8>> {
+    let mut parts = Vec::new();
+    let mut chunk: Vec<&[u8]> = Vec::new();
+    let mut size = 0;
+    for c in services {
+        if !chunk.is_empty() && size + c.json.len() > PART_BYTES {
+            parts.push(json_array(chunk.drain(..)));
+            size = 0;
+        }
+        size += c.json.len() + 1;
+        chunk.push(&c.json);
+    }
+    parts.push(json_array(chunk.into_iter()));
+    parts
+}
+
+/// The services of `new` that `old` lacks or has otherwise, and the hosts `new` lacks
+/// (both lists are in host order).
+fn delta<'a>(
+    old: &OutboundScope,
+    new: &'a OutboundScope,
+) -> (Vec<&'a Arc<CompiledService>>, Vec<String>) {
+    let (mut upserts, mut removed) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    let (a, b) = (&old.services, &new.services);
+    while i < a.len() || j < b.len() {
+        match (a.get(i), b.get(j)) {
+            (Some(x), Some(y)) => match x.service.host.cmp(&y.service.host) {
+                std::cmp::Ordering::Equal => {
+                    if !Arc::ptr_eq(x, y) && (x.digest != y.digest || x.json.len() != y.json.len())
+                    {
+                        upserts.push(y);
+                    }
+                    i += 1;
+                    j += 1;
+                }
+                std::cmp::Ordering::Less => {
+                    removed.push(x.service.host.clone());
+                    i += 1;
+                }
+                std::cmp::Ordering::Greater => {
+                    upserts.push(y);
+                    j += 1;
+                }
+            },
+            (Some(x), None) => {
+                removed.push(x.service.host.clone());
+                i += 1;
+            }
+            (None, Some(y)) => {
+                upserts.push(y);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (upserts, removed)
+}
+
+/// A JSON array of already serialised values.
+fn json_array<'a>(items: impl Iterator<Item = &'a [u8]>) -> Vec<u8> {
+    let mut out = vec![b'['];
+    for (i, item) in items.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(item);
+    }
+    out.push(b']');
+    out
+}
+
 enum Refuse {
     /// Nothing to send yet; keep the stream and try again on the next change.
     Wait(CompileError),
@@ -399,3 +569,171 @@ enum Refuse {
 /// How long after a change the world is recomputed: changes inside the window are
 /// coalesced into one recompute (and one push per affected proxy).
 pub const DEBOUNCE: Duration = Duration::from_millis(100);
+
+/// Whole snapshots in flight at once. When thousands of proxies connect together (a
+/// control-plane restart, a cluster's cold start), each whole snapshot sits in its stream's
+/// buffers until its proxy reads it; sending them a bounded number at a time keeps the
+/// control plane's memory to that number of snapshots, not one per proxy.
+pub const WHOLE_IN_FLIGHT: usize = 64;
+
+/// How long a whole snapshot holds its place in flight without an answer.
+const WHOLE_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
+/// A whole snapshot's place in flight, given back by the proxy's answer, the end of the
+/// stream, or [`WHOLE_ANSWER_WAIT`].
+struct InFlight {
+    nonce: String,
+    permit: Arc<Mutex<Option<tokio::sync::OwnedSemaphorePermit>>>,
+}
+
+impl InFlight {
+    fn new(nonce: String, permit: tokio::sync::OwnedSemaphorePermit) -> InFlight {
+        let permit = Arc::new(Mutex::new(Some(permit)));
+        let expiry = Arc::downgrade(&permit);
+        tokio::spawn(async move {
+            tokio::time::sleep(WHOLE_ANSWER_WAIT).await;
+            if let Some(p) = expiry.upgrade() {
+                p.lock().unwrap().take();
+            }
+        });
+        InFlight { nonce, permit }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_contract::config::Service;
+
+    fn compiled(host: &str, vip: u8) -> Arc<CompiledService> {
+        Arc::new(CompiledService::new(Service {
+            host: host.into(),
+            vips: vec![std::net::IpAddr::from([10, 96, 0, vip])],
+            ports: vec![],
+        }))
+    }
+
+    fn scope(services: &[Arc<CompiledService>]) -> Arc<OutboundScope> {
+        Arc::new(OutboundScope {
+            services: services.to_vec(),
+        })
+    }
+
+    fn config(version: &str) -> ProxyConfig {
+        use tessera_contract::config::Node;
+        ProxyConfig {
+            version: version.into(),
+            node: Node {
+                id: "a.ns".into(),
+                identity: "spiffe://cluster.local/ns/ns/sa/a".into(),
+                trust_domain: "cluster.local".into(),
+            },
+            certificates: Default::default(),
+            admin: Default::default(),
+            runtime: Default::default(),
+            listeners: Default::default(),
+            services: vec![],
+            inbound: Default::default(),
+            authorization: Default::default(),
+            control_plane: None,
+            volumes: Default::default(),
+            gateway: vec![],
+            secrets: vec![],
+        }
+    }
+
+    fn one(mut parts: Vec<ConfigResponse>) -> ConfigResponse {
+        assert_eq!(parts.len(), 1);
+        parts.remove(0)
+    }
+
+    fn hosts(json: &[u8]) -> Vec<String> {
+        let services: Vec<Service> = serde_json::from_slice(json).unwrap();
+        services.into_iter().map(|s| s.host).collect()
+    }
+
+    #[test]
+    fn a_session_pushes_whole_then_only_what_changed() {
+        let (a, b, c) = (compiled("a", 1), compiled("b", 2), compiled("c", 3));
+        let mut last = None;
+        let mut n = 0;
+        let mut nonce = || {
+            n += 1;
+            n.to_string()
+        };
+        let first = one(next_response(
+            &config("1"),
+            scope(&[a.clone(), b.clone()]),
+            &mut last,
+            &mut nonce,
+        )
+        .unwrap()
+        .unwrap());
+        assert!(!first.incremental);
+        assert_eq!(hosts(&first.services_json), ["a", "b"]);
+
+        // A new world with the same content (new allocations): nothing is sent.
+        let same = scope(&[compiled("a", 1), compiled("b", 2)]);
+        assert!(next_response(&config("2"), same, &mut last, &mut nonce)
+            .unwrap()
+            .is_none());
+
+        // b changes, c arrives, a goes.
+        let r = one(next_response(
+            &config("3"),
+            scope(&[compiled("b", 9), c]),
+            &mut last,
+            &mut nonce,
+        )
+        .unwrap()
+        .unwrap());
+        assert!(r.incremental);
+        assert_eq!(r.base_nonce, first.nonce);
+        assert_eq!(hosts(&r.services_json), ["b", "c"]);
+        assert_eq!(r.removed_services, ["a"]);
+
+        // Only the rest of the configuration changes: no services, still incremental.
+        let services = last.as_ref().unwrap().services.clone();
+        let mut other = config("4");
+        other.node.trust_domain = "example.org".into();
+        let r2 = one(next_response(&other, services, &mut last, &mut nonce)
+            .unwrap()
+            .unwrap());
+        assert!(r2.incremental);
+        assert_eq!(r2.base_nonce, r.nonce);
+        assert_eq!(hosts(&r2.services_json), Vec::<String>::new());
+        assert!(r2.removed_services.is_empty());
+
+        // After the proxy refuses an incremental push, the session forgets what it sent.
+        last = None;
+        let whole = one(next_response(&other, scope(&[b]), &mut last, &mut nonce)
+            .unwrap()
+            .unwrap());
+        assert!(!whole.incremental);
+        assert_eq!(hosts(&whole.services_json), ["b"]);
+    }
+
+    #[test]
+    fn a_large_snapshot_goes_in_parts_that_add_up_to_it() {
+        let services: Vec<Arc<CompiledService>> = (0..1000)
+            .map(|i| compiled(&format!("svc-{i:04}"), (i % 250) as u8))
+            .collect();
+        let total: usize = services.iter().map(|c| c.json.len()).sum();
+        assert!(total > 2 * PART_BYTES);
+        let mut last = None;
+        let parts = next_response(&config("1"), scope(&services), &mut last, || "7".into())
+            .unwrap()
+            .unwrap();
+        assert!(parts.len() >= 2);
+        let mut all = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            assert_eq!(p.nonce, "7");
+            assert_eq!(p.more, i + 1 < parts.len());
+            assert_eq!(p.config_json.is_empty(), i > 0);
+            assert!(p.services_json.len() <= PART_BYTES + 200);
+            all.extend(hosts(&p.services_json));
+        }
+        let want: Vec<String> = services.iter().map(|c| c.service.host.clone()).collect();
+        assert_eq!(all, want);
+    }
+}

@@ -104,6 +104,9 @@ pub struct Registry {
     pub services: Vec<ServiceEntry>,
     /// Sorted by namespace, then name.
     pub workloads: Vec<WorkloadEntry>,
+    /// For each service (same index), the workloads it selects, in `workloads` order: a
+    /// cluster's services would otherwise each scan every pod.
+    members: Vec<Vec<usize>>,
 }
 
 impl Registry {
@@ -169,15 +172,50 @@ impl Registry {
         reg.workloads
             .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         debug_assert!(Kind::Pod.is_namespaced());
+        reg.members = reg
+            .services
+            .iter()
+            .map(|svc| {
+                // A Service selects pods of its own namespace only.
+                let range = reg.namespace_range(&svc.namespace);
+                range.filter(|&i| svc.selects(&reg.workloads[i])).collect()
+            })
+            .collect();
         reg
+    }
+
+    /// The indices of the workloads in `ns` (they are sorted by namespace).
+    fn namespace_range(&self, ns: &str) -> std::ops::Range<usize> {
+        let start = self
+            .workloads
+            .partition_point(|w| w.namespace.as_str() < ns);
+        let end = self
+            .workloads
+            .partition_point(|w| w.namespace.as_str() <= ns);
+        start..end
     }
 
     /// The pod a proxy with node id `pod.namespace` belongs to.
     pub fn workload(&self, node_id: &str) -> Option<&WorkloadEntry> {
         let (name, ns) = node_id.rsplit_once('.')?;
-        self.workloads
-            .iter()
-            .find(|w| w.name == name && w.namespace == ns)
+        let i = self
+            .workloads
+            .binary_search_by(|w| (w.namespace.as_str(), w.name.as_str()).cmp(&(ns, name)))
+            .ok()?;
+        Some(&self.workloads[i])
+    }
+
+    /// The workloads `svc` (one of `services`) selects, in name order.
+    pub fn members<'a>(&'a self, svc: &'a ServiceEntry) -> impl Iterator<Item = &'a WorkloadEntry> {
+        let index = self
+            .services
+            .binary_search_by(|s| {
+                (s.namespace.as_str(), s.name.as_str())
+                    .cmp(&(svc.namespace.as_str(), svc.name.as_str()))
+            })
+            .ok();
+        let members = index.map_or(&[][..], |i| &self.members[i][..]);
+        members.iter().map(|&i| &self.workloads[i])
     }
 
     /// Running pods the Service selects, with the target port resolved, in name order.
@@ -186,10 +224,7 @@ impl Registry {
         svc: &'a ServiceEntry,
         port: &'a ServicePortEntry,
     ) -> impl Iterator<Item = Endpoint<'a>> + 'a {
-        self.workloads.iter().filter_map(move |w| {
-            if !svc.selects(w) {
-                return None;
-            }
+        self.members(svc).filter_map(move |w| {
             Some(Endpoint {
                 workload: w,
                 ip: w.ip?,

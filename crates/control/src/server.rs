@@ -295,7 +295,24 @@ async fn rebuild_world(
     mut changes: watch::Receiver<u64>,
     world: watch::Sender<Arc<World>>,
 ) {
-    while changes.changed().await.is_ok() {
+    let mut trim_pending = false;
+    loop {
+        let changed = if trim_pending {
+            tokio::select! {
+                c = changes.changed() => c,
+                () = tokio::time::sleep(TRIM_AFTER) => {
+                    trim_pending = false;
+                    tokio::task::spawn_blocking(release_freed_memory);
+                    continue;
+                }
+            }
+        } else {
+            changes.changed().await
+        };
+        if changed.is_err() {
+            break;
+        }
+        trim_pending = true;
         tokio::time::sleep(DEBOUNCE).await;
         changes.borrow_and_update();
         let objects = control.objects();
@@ -305,6 +322,19 @@ async fn rebuild_world(
         }
         tracing::debug!(world = %next, "recomputed");
         world.send_replace(Arc::new(next));
+    }
+}
+
+/// How long after the last recompute the freed memory is given back.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+
+/// A recompute is followed by a wave of pushes whose buffers are freed once the proxies
+/// have read them; glibc's allocator keeps freed heap memory unless asked to return it.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use tessera_model::istio::{
-    ClientTlsMode, ClientTlsSettings, GatewaySpec, IstioIngressListener, TrafficPolicy,
-    VirtualServiceSpec,
+    ClientTlsMode, ClientTlsSettings, GatewaySpec, IstioEgressListener, IstioIngressListener,
+    TrafficPolicy, VirtualServiceSpec,
 };
 use tessera_model::{meta::IntOrString, Resource};
 
@@ -59,6 +59,8 @@ pub struct SidecarRule {
     pub selector: Option<std::collections::BTreeMap<String, String>>,
     pub created: (i64, u64),
     pub ingress: Vec<IstioIngressListener>,
+    /// Empty: the proxy may reach every service.
+    pub egress: Vec<IstioEgressListener>,
 }
 
 /// Everything the compiler reads, derived once per store revision.
@@ -79,6 +81,8 @@ pub struct World {
     pub(crate) secrets: BTreeMap<(String, String), BTreeMap<String, Vec<u8>>>,
     /// Policies (or parts) that cannot take effect, with why.
     pub problems: Vec<(PolicyRef, String)>,
+    /// The outbound side compiled once for every proxy that shares it.
+    pub(crate) outbound: crate::outbound_cache::OutboundCache,
 }
 
 /// An AuthorizationPolicy as the compiler reads it.
@@ -125,6 +129,7 @@ impl World {
                     selector: sc.spec.workload_selector.as_ref().map(|s| s.labels.clone()),
                     created,
                     ingress: sc.spec.ingress.clone(),
+                    egress: sc.spec.egress.clone(),
                 }),
                 Resource::Gateway(gw) => gateways.push(crate::world::GatewayRule {
                     namespace: gw.metadata.namespace.clone().unwrap_or_default(),
@@ -209,6 +214,7 @@ impl World {
             authorization,
             secrets,
             problems,
+            outbound: Default::default(),
         }
     }
 
@@ -260,12 +266,12 @@ impl World {
 
     /// The DestinationRule a client in `client_ns` uses for `host`: its own namespace's
     /// first, then the service's, then the root namespace's; in one namespace the most
-    /// specific host wins, then the oldest.
-    fn destination_rule(
+    /// specific host wins, then the oldest. An index into `rules`.
+    pub(crate) fn destination_rule(
         &self,
         client: &WorkloadEntry,
         svc: &ServiceEntry,
-    ) -> Option<&DestinationRuleEntry> {
+    ) -> Option<usize> {
         let client_ns = client.namespace.as_str();
         let mut namespaces = vec![client_ns, svc.namespace.as_str()];
         namespaces.push(self.options.root_namespace.as_str());
@@ -277,21 +283,38 @@ impl World {
             let best = self
                 .rules
                 .iter()
-                .filter(|r| r.namespace == ns && visible(r, client_ns))
+                .enumerate()
+                .filter(|(_, r)| r.namespace == ns && visible(r, client_ns))
                 // A rule with a workloadSelector is for the selected clients of its
                 // own namespace only.
-                .filter(|r| {
+                .filter(|(_, r)| {
                     r.selector.as_ref().is_none_or(|sel| {
                         r.namespace == client_ns && tessera_model::meta::subset(sel, &client.labels)
                     })
                 })
-                .filter_map(|r| host_match(&r.host, &svc.host).map(|spec| (spec, r)))
-                .min_by(|(sa, a), (sb, b)| sb.cmp(sa).then(a.created.cmp(&b.created)));
-            if let Some((_, r)) = best {
-                return Some(r);
+                .filter_map(|(i, r)| host_match(&r.host, &svc.host).map(|spec| (spec, i, r)))
+                .min_by(|(sa, _, a), (sb, _, b)| sb.cmp(sa).then(a.created.cmp(&b.created)));
+            if let Some((_, i, _)) = best {
+                return Some(i);
             }
         }
         None
+    }
+
+    /// The DestinationRules with a workloadSelector that select `client`: with its
+    /// namespace, all that makes one client's rules differ from another's.
+    pub(crate) fn selector_rules(&self, client: &WorkloadEntry) -> Vec<usize> {
+        self.rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| {
+                r.namespace == client.namespace
+                    && r.selector
+                        .as_ref()
+                        .is_some_and(|sel| tessera_model::meta::subset(sel, &client.labels))
+            })
+            .map(|(i, _)| i)
+            .collect()
     }
 
     /// The DestinationRule that sets the client's TLS toward `svc:port` (port-level
@@ -302,7 +325,16 @@ impl World {
         svc: &ServiceEntry,
         port: &ServicePortEntry,
     ) -> Option<(&str, ClientTlsSettings)> {
-        let rule = self.destination_rule(client, svc)?;
+        self.rule_tls(self.destination_rule(client, svc)?, port)
+    }
+
+    /// What rule `rule` (an index from [`World::destination_rule`]) sets for `port`.
+    pub(crate) fn rule_tls(
+        &self,
+        rule: usize,
+        port: &ServicePortEntry,
+    ) -> Option<(&str, ClientTlsSettings)> {
+        let rule = &self.rules[rule];
         let tp = rule.traffic_policy.as_ref()?;
         let tls = tp
             .port_level_settings
@@ -322,21 +354,27 @@ impl World {
     /// The Sidecar that applies to `w`: one selecting it in its namespace (oldest first),
     /// else its namespace's selector-less one.
     pub fn sidecar_for(&self, w: &WorkloadEntry) -> Option<&SidecarRule> {
-        let mut in_ns: Vec<&SidecarRule> = self
+        self.sidecar_index(w).map(|i| &self.sidecars[i])
+    }
+
+    /// [`World::sidecar_for`] as an index into `sidecars`.
+    pub(crate) fn sidecar_index(&self, w: &WorkloadEntry) -> Option<usize> {
+        let mut in_ns: Vec<(usize, &SidecarRule)> = self
             .sidecars
             .iter()
-            .filter(|s| s.namespace == w.namespace)
+            .enumerate()
+            .filter(|(_, s)| s.namespace == w.namespace)
             .collect();
-        in_ns.sort_by_key(|s| s.created);
+        in_ns.sort_by_key(|(_, s)| s.created);
         in_ns
             .iter()
-            .find(|s| {
+            .find(|(_, s)| {
                 s.selector
                     .as_ref()
                     .is_some_and(|sel| tessera_model::meta::subset(sel, &w.labels))
             })
-            .or_else(|| in_ns.iter().find(|s| s.selector.is_none()))
-            .copied()
+            .or_else(|| in_ns.iter().find(|(_, s)| s.selector.is_none()))
+            .map(|(i, _)| *i)
     }
 }
 
@@ -377,9 +415,7 @@ fn service_infos(reg: &Registry) -> Vec<ServiceInfo> {
         .iter()
         .map(|svc| {
             let container_ports = reg
-                .workloads
-                .iter()
-                .filter(|w| svc.selects(w))
+                .members(svc)
                 .flat_map(|w| {
                     w.named_ports
                         .iter()

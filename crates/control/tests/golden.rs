@@ -245,3 +245,73 @@ fn authorization_policies_compile_per_workload() {
         "denied by AuthorizationPolicy istio-system/deny-legacy (rule 1)"
     );
 }
+
+/// Seed 002 with a Sidecar in `full` that imports its own namespace, httpbin.legacy on
+/// 8000 only, and nothing else: full's proxies get only those services (the golden list),
+/// other namespaces' proxies get every service, and `explain` says what happens to a
+/// host that is not imported (passed through in plaintext, so STRICT refuses it).
+#[test]
+fn sidecar_egress_hosts_scope_the_services_a_proxy_gets() {
+    use tessera_control::insight::reach::{explain, find_client, find_service};
+    use tessera_control::objects::Op;
+    use tessera_control::testing::{at, load, seed_002_objects, seed_002_options};
+    let sidecar = "apiVersion: networking.istio.io/v1\nkind: Sidecar\nmetadata: {name: default}\nspec:\n  egress:\n  - port: {number: 8000, protocol: HTTP, name: http}\n    hosts: [\"legacy/httpbin.legacy.svc.cluster.local\"]\n  - hosts: [\"./*\"]\n";
+    let ops = load("sidecar.yaml", sidecar, "full")
+        .into_iter()
+        .map(|resource| Op::Apply {
+            origin: "sidecar.yaml".into(),
+            resource,
+        })
+        .collect();
+    let objects = seed_002_objects().plan(ops, at(1)).unwrap().next;
+    let world = tessera_control::world::World::build(&objects, &seed_002_options());
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/sidecar-egress");
+    let mut stale = Vec::new();
+    let given = |node: &str| -> BTreeMap<String, Vec<u16>> {
+        compile(&world, node)
+            .unwrap()
+            .services
+            .iter()
+            .map(|s| (s.host.clone(), s.ports.iter().map(|p| p.port).collect()))
+            .collect()
+    };
+    for node in ["sleep-0.full", "sleep-0.legacy"] {
+        check_golden(
+            &golden,
+            node,
+            &serde_json::to_value(given(node)).unwrap(),
+            &mut stale,
+        );
+    }
+    assert!(
+        stale.is_empty(),
+        "golden files differ: {stale:?}; rerun with TESSERA_UPDATE_GOLDEN=1 and review the diff"
+    );
+    let full = given("sleep-0.full");
+    assert_eq!(
+        full.keys().map(String::as_str).collect::<Vec<_>>(),
+        [
+            "httpbin.full.svc.cluster.local",
+            "httpbin.legacy.svc.cluster.local",
+            "sleep.full.svc.cluster.local"
+        ]
+    );
+    assert_eq!(full["httpbin.legacy.svc.cluster.local"], [8000]);
+    assert!(given("sleep-0.legacy").contains_key("httpbin.partial.svc.cluster.local"));
+
+    // httpbin.partial is not imported: the sidecar passes the app's plaintext through.
+    let client = find_client(&world, "sleep-0.full").unwrap();
+    let svc = find_service(&world, "httpbin.partial").unwrap();
+    let reach = explain(&world, client, svc, Some(8000)).unwrap();
+    let ep = &reach[0].endpoints[0];
+    assert_eq!(
+        ep.client_reason,
+        "Sidecar full/default does not import httpbin.partial.svc.cluster.local:8000 (egress hosts); the sidecar passes the connection through as the app sent it"
+    );
+    assert_eq!(
+        format!("{:?}", ep.client_sends),
+        "AppPlaintext",
+        "{:?}",
+        ep.client_sends
+    );
+}

@@ -438,12 +438,27 @@ async fn first_answer(dir: &Path, node: &str, token: &str) -> Result<ProxyConfig
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     let mut stream = client.stream(request).await?.into_inner();
-    let response = tokio::time::timeout(Duration::from_secs(5), stream.message())
-        .await
-        .expect("an answer")?
-        .expect("a message");
+    // The first push of a stream is whole, in parts: the configuration, then services.
+    let mut config: Option<ProxyConfig> = None;
+    let mut services = Vec::new();
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("an answer")?
+            .expect("a message");
+        assert!(!response.incremental);
+        if config.is_none() {
+            config = Some(serde_json::from_slice(&response.config_json).unwrap());
+        }
+        services.extend(serde_json::from_slice::<Vec<Service>>(&response.services_json).unwrap());
+        if !response.more {
+            break;
+        }
+    }
     drop(tx);
-    Ok(serde_json::from_slice(&response.config_json).unwrap())
+    let mut config = config.unwrap();
+    config.services = services;
+    Ok(config)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

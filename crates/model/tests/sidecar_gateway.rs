@@ -43,6 +43,30 @@ fn sidecar_ingress() {
                 &["error: spec.inboundConnectionPool.tcp.maxConnections: max connections must be non-negative"],
             ),
             (
+                "egress scoped to namespaces and hosts",
+                "egress:\n- port: {number: 9080, protocol: HTTP}\n  hosts: [\"prod/*\"]\n- hosts: [\"./*\", \"istio-system/*\", \"*/*.example.com\", \"~/*\"]",
+                &[],
+            ),
+            (
+                "egress hosts Istio refuses",
+                "egress:\n- hosts: [db.prod.svc.cluster.local, \"prod/db\", \"Prod_1/*\", \"/x.y\"]",
+                &[
+                    "error: spec.egress[0].hosts[0]: host must be of form namespace/dnsName",
+                    "error: spec.egress[0].hosts[1]: short names (non FQDN) are not allowed",
+                    "error: spec.egress[0].hosts[2]: invalid namespace value \"Prod_1\" in sidecar",
+                    "error: spec.egress[0].hosts[3]: config namespace and dnsName in host entry cannot be empty",
+                ],
+            ),
+            (
+                "egress listeners out of order",
+                "egress:\n- hosts: [\"./*\"]\n- port: {number: 80}\n  hosts: []\n- port: {number: 80}\n  hosts: [\"./*\"]",
+                &[
+                    "error: spec.egress[0]: sidecar: the egress listener with empty port should be the last listener in the list",
+                    "error: spec.egress[1].hosts: sidecar: egress listener must contain at least one host",
+                    "error: spec.egress[2].port.number: sidecar: ports on IP bound listeners must be unique",
+                ],
+            ),
+            (
                 "nothing at all",
                 "workloadSelector: {labels: {app: a}}",
                 &["error: spec: sidecar: empty configuration provided"],

@@ -20,17 +20,40 @@ pub struct ConfigRequest {
     #[prost(string, tag = "5")]
     pub proxy_version: ::prost::alloc::string::String,
 }
-/// Control plane -> proxy: one whole configuration snapshot.
+/// Control plane -> proxy: a configuration snapshot, whole or as the changes to the last one.
+/// Services are sent apart from the rest, one JSON object each, so that the control plane
+/// serialises a service once for every proxy that receives it, and a change to a few
+/// services sends only those.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ConfigResponse {
     #[prost(string, tag = "1")]
     pub version_info: ::prost::alloc::string::String,
     #[prost(string, tag = "2")]
     pub nonce: ::prost::alloc::string::String,
-    /// `tessera_contract::config::ProxyConfig` as JSON. The proxy keeps its local sections
-    /// (certificates, admin, runtime, listeners, controlPlane) from its bootstrap file.
+    /// `tessera_contract::config::ProxyConfig` as JSON, with its services in
+    /// `services_json` when that is set. The proxy keeps its local sections (certificates,
+    /// admin, runtime, listeners, controlPlane) from its bootstrap file.
     #[prost(bytes = "vec", tag = "3")]
     pub config_json: ::prost::alloc::vec::Vec<u8>,
+    /// A JSON array of services: every service of the snapshot, or with `incremental` the
+    /// ones added or changed since the snapshot `base_nonce` names.
+    #[prost(bytes = "vec", tag = "4")]
+    pub services_json: ::prost::alloc::vec::Vec<u8>,
+    /// The services are changes: the proxy applies them to the services of the snapshot it
+    /// runs, which must be `base_nonce`'s (otherwise it NACKs, and gets a whole snapshot).
+    #[prost(bool, tag = "5")]
+    pub incremental: bool,
+    #[prost(string, tag = "6")]
+    pub base_nonce: ::prost::alloc::string::String,
+    /// With `incremental`: the hosts of the services that are gone.
+    #[prost(string, repeated, tag = "7")]
+    pub removed_services: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// More parts of this snapshot follow (same version and nonce): a large snapshot is sent
+    /// as parts whose `services_json` arrays add up to its services, so that no stream holds
+    /// a buffer the size of a whole snapshot. The first part carries `config_json` and
+    /// `removed_services`; the proxy applies and answers the last part only.
+    #[prost(bool, tag = "8")]
+    pub more: bool,
 }
 /// Generated client implementations.
 pub mod config_discovery_client {

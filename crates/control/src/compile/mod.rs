@@ -5,6 +5,7 @@
 //! proxy only looks the results up; `explain` reads the same output.
 
 pub(crate) mod authz;
+mod egress;
 mod gateway;
 mod inbound;
 mod outbound;
@@ -19,6 +20,7 @@ use tessera_model::istio::ClientTlsMode;
 
 pub(crate) use self::gateway::compile_gateway;
 pub(crate) use self::sidecar_ingress::ignored_tls;
+pub use crate::outbound_cache::{CompiledService, OutboundCache, OutboundScope};
 use crate::policy::{MtlsMode, Protocol};
 use crate::world::World;
 
@@ -32,6 +34,21 @@ pub enum CompileError {
 
 /// The proxy configuration of the pod `node_id` (`pod.namespace`) names.
 pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError> {
+    let (mut config, services) = compile_parts(world, node_id)?;
+    config.services = services
+        .services
+        .iter()
+        .map(|c| c.service.clone())
+        .collect();
+    Ok(config)
+}
+
+/// [`compile`] in two parts: the configuration without its services, and the services,
+/// shared with every proxy of the same outbound scope (config push sends them apart).
+pub fn compile_parts(
+    world: &World,
+    node_id: &str,
+) -> Result<(ProxyConfig, std::sync::Arc<OutboundScope>), CompileError> {
     let Some((pod, namespace)) = node_id.rsplit_once('.') else {
         return Err(CompileError::BadNodeId(node_id.to_string()));
     };
@@ -63,7 +80,7 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
             Default::default(),
         )
     };
-    Ok(ProxyConfig {
+    let config = ProxyConfig {
         version: world.revision.to_string(),
         node: Node {
             id: node_id.to_string(),
@@ -74,14 +91,15 @@ pub fn compile(world: &World, node_id: &str) -> Result<ProxyConfig, CompileError
         admin: Default::default(),
         runtime: Default::default(),
         listeners,
-        services: outbound::outbound(world, me),
+        services: vec![],
         inbound,
         authorization: authz::authorization(world, me),
         control_plane: None,
         volumes: Default::default(),
         gateway: gateway.listeners,
         secrets: gateway.secrets,
-    })
+    };
+    Ok((config, outbound::scope(world, me)))
 }
 
 pub(crate) fn inbound_mode(m: MtlsMode) -> InboundMode {

@@ -1,50 +1,101 @@
-//! The outbound pass: every service the proxy can call, with its endpoints and the TLS
-//! toward each. An explicit DestinationRule `tls` wins; otherwise auto mTLS sends mesh
-//! mTLS to endpoints that have a sidecar and take it, plaintext to the others.
+//! The outbound pass: every service the proxy can call (its Sidecar's egress hosts scope
+//! them), with its endpoints and the TLS toward each. An explicit DestinationRule `tls`
+//! wins; otherwise auto mTLS sends mesh mTLS to endpoints that have a sidecar and take it,
+//! plaintext to the others.
+//!
+//! A service compiles the same for every client that uses the same DestinationRule for it
+//! and imports the same ports, so it is compiled (and serialised) once per world and shared
+//! by every snapshot that carries it; a client's list of services is shared by every
+//! client of its scope (namespace, Sidecar, and the selector DestinationRules that pick it).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tessera_contract::config::{Endpoint, EndpointTls, Service, ServicePort, TlsMode};
 use tessera_model::istio::ClientTlsMode;
 
+use super::egress::imported;
 use super::{client_mode_name, port_protocol};
+use crate::outbound_cache::{CompiledService, Imported, OutboundScope, ScopeKey, ServiceKey};
 use crate::policy::MtlsMode;
 use crate::registry::{ServiceEntry, ServicePortEntry, WorkloadEntry};
 use crate::world::World;
 
-pub(super) fn outbound(world: &World, me: &WorkloadEntry) -> Vec<Service> {
+/// The services `me` is given, shared with every client of its scope.
+pub(crate) fn scope(world: &World, me: &WorkloadEntry) -> Arc<OutboundScope> {
+    let key = ScopeKey {
+        namespace: me.namespace.clone(),
+        sidecar: world.sidecar_index(me),
+        selector_rules: world.selector_rules(me),
+    };
+    world.outbound.scope(key, || compile_scope(world, me))
+}
+
+fn compile_scope(world: &World, me: &WorkloadEntry) -> OutboundScope {
+    let sidecar = world.sidecar_for(me);
+    let mut services = Vec::new();
+    for (index, svc) in world.registry.services.iter().enumerate() {
+        let imported = match sidecar {
+            Some(sc) => imported(&sc.egress, &sc.namespace, &svc.namespace, &svc.host),
+            None => Imported::AllPorts,
+        };
+        if imported == Imported::No {
+            continue;
+        }
+        let key = ServiceKey {
+            service: index,
+            rule: world.destination_rule(me, svc),
+            imported,
+        };
+        let compiled = world
+            .outbound
+            .service(&key, || compile_service(world, me, svc, &key.imported));
+        services.push(compiled);
+    }
+    services.sort_by(|a, b| a.service.host.cmp(&b.service.host));
+    OutboundScope { services }
+}
+
+fn compile_service(
+    world: &World,
+    me: &WorkloadEntry,
+    svc: &ServiceEntry,
+    imported: &Imported,
+) -> CompiledService {
     let reg = &world.registry;
-    reg.services
-        .iter()
-        .map(|svc| Service {
-            host: svc.host.clone(),
-            vips: svc.cluster_ip.into_iter().collect(),
-            ports: svc
-                .ports
-                .iter()
-                .filter_map(|port| {
-                    let protocol = port_protocol(port.protocol)?;
-                    let mut endpoints: Vec<Endpoint> = reg
-                        .endpoints(svc, port)
-                        .map(|ep| Endpoint {
-                            address: SocketAddr::new(ep.ip, ep.port),
-                            workload: Some(ep.workload.id()),
-                            tls: endpoint_tls(world, me, svc, port, ep.workload, ep.port),
-                        })
-                        .collect();
-                    if svc.cluster_ip.is_none() {
-                        headless_all_or_nothing(&mut endpoints);
-                    }
-                    Some(ServicePort {
-                        port: port.port,
-                        name: port.name.clone(),
-                        protocol,
-                        endpoints,
+    let service = Service {
+        host: svc.host.clone(),
+        vips: svc.cluster_ip.into_iter().collect(),
+        ports: svc
+            .ports
+            .iter()
+            .filter(|port| match imported {
+                Imported::Ports(ports) => ports.contains(&port.port),
+                _ => true,
+            })
+            .filter_map(|port| {
+                let protocol = port_protocol(port.protocol)?;
+                let mut endpoints: Vec<Endpoint> = reg
+                    .endpoints(svc, port)
+                    .map(|ep| Endpoint {
+                        address: SocketAddr::new(ep.ip, ep.port),
+                        workload: Some(ep.workload.id()),
+                        tls: endpoint_tls(world, me, svc, port, ep.workload, ep.port),
                     })
+                    .collect();
+                if svc.cluster_ip.is_none() {
+                    headless_all_or_nothing(&mut endpoints);
+                }
+                Some(ServicePort {
+                    port: port.port,
+                    name: port.name.clone(),
+                    protocol,
+                    endpoints,
                 })
-                .collect(),
-        })
-        .collect()
+            })
+            .collect(),
+    };
+    CompiledService::new(service)
 }
 
 /// The TLS a sidecar in `client_ns` originates to one endpoint.

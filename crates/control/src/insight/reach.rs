@@ -270,20 +270,7 @@ fn port_reach(
     let world = configs.world;
     let protocol = crate::compile::port_protocol(port.protocol)?;
     // The client's sidecar, when it has one: what it was told per endpoint.
-    let client_port = if client.has_sidecar {
-        let config = configs.of(client)?;
-        let port = config
-            .services
-            .iter()
-            .find(|s| s.host == svc.host)?
-            .ports
-            .iter()
-            .find(|p| p.port == port.port)?
-            .clone();
-        Some(port)
-    } else {
-        None
-    };
+    let client_port = client_view(configs, client, svc, port)?;
     // An auto port is sniffed: HTTP requests (what the matrix models) are handled as HTTP.
     let http = protocol != PortProtocol::Tcp;
     let mut endpoints = Vec::new();
@@ -291,8 +278,7 @@ fn port_reach(
         if ep.workload.is_gateway {
             continue;
         }
-        let Some((client_sends, client_reason)) = client_side(client_port.as_ref(), ep.workload)
-        else {
+        let Some((client_sends, client_reason)) = client_side(&client_port, ep.workload) else {
             continue;
         };
         let effective = world.effective_mode(ep.workload, ep.port);
@@ -409,15 +395,17 @@ fn denied_verdict(
 
 /// What the client sends toward `server`'s endpoint (and why): its sidecar's TLS for it,
 /// or plaintext without a sidecar; `None` when its sidecar does not know the endpoint.
-fn client_side(
-    client_port: Option<&tessera_contract::config::ServicePort>,
-    server: &WorkloadEntry,
-) -> Option<(ClientSends, String)> {
-    let Some(p) = client_port else {
-        return Some((
-            ClientSends::AppPlaintext,
-            "the client has no sidecar".to_string(),
-        ));
+fn client_side(client: &ClientView, server: &WorkloadEntry) -> Option<(ClientSends, String)> {
+    let p = match client {
+        ClientView::NoSidecar => {
+            return Some((
+                ClientSends::AppPlaintext,
+                "the client has no sidecar".to_string(),
+            ))
+        }
+        // Passed through at the connection level: what the app sends, as with no sidecar.
+        ClientView::NotImported(why) => return Some((ClientSends::AppPlaintext, why.clone())),
+        ClientView::Given(p) => p,
     };
     let e = p
         .endpoints
@@ -429,6 +417,45 @@ fn client_side(
         TlsMode::Simple | TlsMode::Mutual => ClientSends::UserTls,
     };
     Some((sends, e.tls.reason.clone()))
+}
+
+/// What the client's side knows of `svc`'s `port`; `None` when its sidecar is not given it
+/// and no Sidecar resource scopes it out (nothing to say).
+fn client_view(
+    configs: &mut Configs<'_>,
+    client: &WorkloadEntry,
+    svc: &ServiceEntry,
+    port: &ServicePortEntry,
+) -> Option<ClientView> {
+    if !client.has_sidecar {
+        return Some(ClientView::NoSidecar);
+    }
+    let world = configs.world;
+    let config = configs.of(client)?;
+    let given = config
+        .services
+        .iter()
+        .find(|s| s.host == svc.host)
+        .and_then(|s| s.ports.iter().find(|p| p.port == port.port));
+    match (given, world.sidecar_for(client)) {
+        (Some(p), _) => Some(ClientView::Given(p.clone())),
+        // The proxy passes what it was not given through, as the app sent it.
+        (None, Some(sc)) if !sc.egress.is_empty() => Some(ClientView::NotImported(format!(
+            "Sidecar {}/{} does not import {}:{} (egress hosts); the sidecar passes the connection through as the app sent it",
+            sc.namespace, sc.name, svc.host, port.port
+        ))),
+        (None, _) => None,
+    }
+}
+
+/// What the client's side knows of one service port.
+enum ClientView {
+    /// No sidecar: the app's own bytes.
+    NoSidecar,
+    /// The sidecar's Sidecar resource does not import it: passed through, why.
+    NotImported(String),
+    /// What the sidecar was given.
+    Given(tessera_contract::config::ServicePort),
 }
 
 /// What to change when an AuthorizationPolicy denies the hop.

@@ -49,7 +49,7 @@ impl Objects {
         let used: BTreeSet<String> = self
             .map
             .iter()
-            .filter(|(k, _)| k.kind == Kind::Service && *k != key)
+            .filter(|(k, _)| k.kind == Kind::Service && ***k != *key)
             .filter_map(|(_, s)| match &s.resource {
                 Resource::Service(svc) => svc.spec.cluster_ip.clone(),
                 _ => None,
@@ -116,7 +116,7 @@ impl Objects {
         let mut used: BTreeSet<i32> = self
             .map
             .iter()
-            .filter(|(k, _)| k.kind == Kind::Service && *k != key)
+            .filter(|(k, _)| k.kind == Kind::Service && ***k != *key)
             .filter_map(|(_, s)| match &s.resource {
                 Resource::Service(svc) => Some(svc.spec.ports.iter().filter_map(|p| p.node_port)),
                 _ => None,

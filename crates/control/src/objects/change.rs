@@ -3,6 +3,7 @@
 //! status), delete (a namespace takes its objects with it), label and status.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use tessera_model::kube::PodStatus;
@@ -47,7 +48,7 @@ impl Objects {
                 .map
                 .keys()
                 .filter(|k| k.kind.is_namespaced() && k.namespace == key.name)
-                .cloned()
+                .map(|k| ObjectKey::clone(k))
                 .collect();
             for k in inside {
                 self.map.remove(&k);
@@ -72,7 +73,7 @@ impl Objects {
         overwrite: bool,
         revision: u64,
     ) -> Result<Outcome, String> {
-        let Some(stored) = self.map.get_mut(&key) else {
+        let Some(stored) = self.map.get_mut(&key).map(Arc::make_mut) else {
             return Err(format!(
                 "Error from server (NotFound): {} not found",
                 key.quoted()
@@ -125,7 +126,7 @@ impl Objects {
         status: serde_json::Value,
         revision: u64,
     ) -> Result<Outcome, String> {
-        let Some(stored) = self.map.get_mut(&key) else {
+        let Some(stored) = self.map.get_mut(&key).map(Arc::make_mut) else {
             return Err(format!(
                 "Error from server (NotFound): {} not found",
                 key.quoted()
@@ -235,12 +236,12 @@ impl Objects {
                 m.resource_version = Some(revision.to_string());
                 m.generation = Some(generation + i64::from(spec_changed));
                 self.map.insert(
-                    key.clone(),
-                    Stored {
+                    Arc::new(key.clone()),
+                    Arc::new(Stored {
                         resource,
                         resource_version: revision,
                         created_revision,
-                    },
+                    }),
                 );
                 Change::Configured
             }
@@ -251,12 +252,12 @@ impl Objects {
                 m.creation_timestamp = Some(timestamp.to_string());
                 m.resource_version = Some(revision.to_string());
                 self.map.insert(
-                    key.clone(),
-                    Stored {
+                    Arc::new(key.clone()),
+                    Arc::new(Stored {
                         resource,
                         resource_version: revision,
                         created_revision: revision,
-                    },
+                    }),
                 );
                 Change::Created
             }

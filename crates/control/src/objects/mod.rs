@@ -14,6 +14,7 @@ pub(crate) use change::uid_from;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use tessera_model::meta::LabelQuery;
@@ -158,7 +159,9 @@ const PROTECTED_NAMESPACES: &[&str] = &["default", "kube-system"];
 /// Every object, by key, at one revision.
 #[derive(Debug, Clone, Default)]
 pub struct Objects {
-    map: BTreeMap<ObjectKey, Stored>,
+    /// Shared between revisions: a revision copies the index, not the objects (the watch
+    /// history keeps hundreds of revisions).
+    map: BTreeMap<Arc<ObjectKey>, Arc<Stored>>,
     revision: u64,
     /// The planning clock's nanoseconds: spreads node-port picks of different meshes.
     salt: u64,
@@ -179,12 +182,12 @@ impl Objects {
                 return Err((row.key, why));
             };
             map.insert(
-                row.key,
-                Stored {
+                Arc::new(row.key),
+                Arc::new(Stored {
                     resource: doc.resource,
                     resource_version: row.resource_version,
                     created_revision: row.created_revision,
-                },
+                }),
             );
         }
         Ok(Objects {
@@ -199,11 +202,11 @@ impl Objects {
     }
 
     pub fn get(&self, key: &ObjectKey) -> Option<&Stored> {
-        self.map.get(key)
+        self.map.get(key).map(|s| &**s)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Stored> {
-        self.map.values()
+        self.map.values().map(|s| &**s)
     }
 
     /// Objects of one kind, in one namespace (or all), matching a label query.
@@ -217,7 +220,7 @@ impl Objects {
             (k.kind == kind
                 && namespace.is_none_or(|ns| !kind.is_namespaced() || k.namespace == ns)
                 && labels.is_none_or(|q| q.matches(&v.resource.metadata().labels)))
-            .then_some(v)
+            .then_some(&**v)
         })
     }
 

@@ -8,8 +8,8 @@ use super::server_tls::{check_server_tls_files, mode_name};
 use super::values::{check_destination, validate_fqdn, validate_wildcard_domain};
 use super::*;
 use crate::istio::{
-    IstioIngressListener, OutboundMode, OutboundTrafficPolicy, ServerTlsMode, ServerTlsSettings,
-    Sidecar,
+    IstioEgressListener, IstioIngressListener, OutboundMode, OutboundTrafficPolicy, ServerTlsMode,
+    ServerTlsSettings, Sidecar,
 };
 use crate::problem::{FieldPath, Finding};
 
@@ -39,6 +39,7 @@ pub(super) fn check_sidecar(sc: &Sidecar, out: &mut Vec<Finding>) {
         }
         check_ingress(l, &path, out);
     }
+    check_egress(&sc.spec.egress, &spec.field("egress"), out);
     if let Some(pool) = &sc.spec.inbound_connection_pool {
         check_connection_pool(pool, &spec.field("inboundConnectionPool"), out);
     }
@@ -162,6 +163,72 @@ fn check_ingress_tls(
     {
         check_server_tls_files(tls, &tpath, out);
     }
+}
+
+/// Egress listeners: at most one without a port, and last; unique ports; at least one host
+/// each, every host `namespace/dnsName`.
+fn check_egress(egress: &[IstioEgressListener], path: &FieldPath, out: &mut Vec<Finding>) {
+    let mut ports = BTreeSet::new();
+    let mut catch_all = false;
+    for (i, l) in egress.iter().enumerate() {
+        let lpath = path.index(i);
+        match &l.port {
+            None if catch_all => out.push(Finding::error(
+                lpath.clone(),
+                "sidecar: egress can have only one listener with empty port",
+            )),
+            None if i + 1 != egress.len() => out.push(Finding::error(
+                lpath.clone(),
+                "sidecar: the egress listener with empty port should be the last listener in the list",
+            )),
+            None => catch_all = true,
+            Some(port) => {
+                let ppath = lpath.field("port");
+                check_port_number(i64::from(port.number), &ppath.field("number"), out);
+                if !port.protocol.is_empty() {
+                    check_protocol(&port.protocol, &ppath.field("protocol"), out);
+                }
+                if !ports.insert(port.number) {
+                    out.push(Finding::error(
+                        ppath.field("number"),
+                        "sidecar: ports on IP bound listeners must be unique",
+                    ));
+                }
+            }
+        }
+        if l.hosts.is_empty() {
+            out.push(
+                Finding::error(
+                    lpath.field("hosts"),
+                    "sidecar: egress listener must contain at least one host",
+                )
+                .hint("e.g. hosts: [\"./*\", \"istio-system/*\"]"),
+            );
+        }
+        for (j, host) in l.hosts.iter().enumerate() {
+            if let Err(e) = egress_host(host) {
+                out.push(Finding::error(lpath.field("hosts").index(j), e));
+            }
+        }
+    }
+}
+
+/// `namespace/dnsName`: the namespace `*`, `.`, `~` or a DNS label; the name `*` or a
+/// (wildcard) FQDN.
+fn egress_host(host: &str) -> Result<(), String> {
+    let Some((ns, dns)) = host.split_once('/') else {
+        return Err("host must be of form namespace/dnsName".into());
+    };
+    if ns.is_empty() || dns.is_empty() {
+        return Err("config namespace and dnsName in host entry cannot be empty".into());
+    }
+    if !matches!(ns, "*" | "." | "~") && validate_dns_label(ns).is_err() {
+        return Err(format!("invalid namespace value {ns:?} in sidecar"));
+    }
+    if dns != "*" && !dns.contains('.') {
+        return Err("short names (non FQDN) are not allowed".into());
+    }
+    validate_wildcard_domain(dns)
 }
 
 /// `mode` ALLOW_ANY may send unknown hosts through `egressProxy`, a host and port.
