@@ -484,7 +484,7 @@ fn next_response(
 }
 
 /// The size a part's services stay under (a single larger service is a part of its own).
-pub const PART_BYTES: usize = 16 * 1024;
+pub const PART_BYTES: usize = 4 * 1024;
 
 /// `services` as JSON arrays of at most about [`PART_BYTES`] each; at least one.
 fn parts(services: &[&Arc<CompiledService>]) -> Vec<Vec<u8>> {

@@ -87,7 +87,7 @@ pub async fn connect(
     }
     let tls = ep.origination.used();
     match &result {
-        Ok(_) => telemetry.upstream_connection(ep.address, tls, None, || ep.reason.clone()),
+        Ok(_) => telemetry.upstream_connection(ep.address, tls, None, || ep.reason.to_string()),
         Err(e) => {
             let failure = match e.phase {
                 Phase::Connect => "connect_failed",
@@ -112,7 +112,10 @@ async fn connect_endpoint(
             configs,
             ..
         } => {
-            let config = configs[flavor as usize].clone();
+            let config = configs.get(flavor).map_err(|e| UpstreamError {
+                phase: Phase::TlsHandshake,
+                reason: format!("no TLS configuration: {e}"),
+            })?;
             let handshake = TlsConnector::from(config).connect(server_name.clone(), tcp);
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake).await {
                 Ok(Ok(tls)) => tls,

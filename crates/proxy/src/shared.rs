@@ -106,7 +106,7 @@ impl Shared {
             workload: None,
             origination: Origination::Plaintext,
             pool_key: h.finish(),
-            reason: String::new(),
+            reason: Arc::from(""),
             local_app: true,
         })
     }

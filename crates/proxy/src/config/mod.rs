@@ -15,8 +15,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use rustls::ClientConfig;
-
 use tessera_ca::{CredentialStore, SpiffeId};
 use tessera_contract::config::{InboundMode, PortProtocol, ProxyConfig};
 use tessera_contract::inbound::PortRule;
@@ -67,7 +65,8 @@ pub struct EndpointRoute {
     /// The pool this endpoint's connections live in: equal settings share one across
     /// snapshots, so a config reload keeps the warm connections.
     pub pool_key: u64,
-    pub reason: String,
+    /// Shared by the endpoints with the same reason (most of a snapshot's have one of a few).
+    pub reason: Arc<str>,
     /// The inbound side's own app: its connections are not mesh edges.
     pub local_app: bool,
 }
@@ -231,9 +230,10 @@ impl Snapshot {
 /// Every service port's upstream, with each endpoint's TLS made ready (mesh client
 /// configs shared between endpoints that expect the same identities).
 fn upstreams(config: &ProxyConfig, store: &CredentialStore) -> Result<UpstreamTables, ConfigError> {
-    let mut mesh_configs: HashMap<Vec<String>, [Arc<ClientConfig>; 3]> = HashMap::new();
+    let mut mesh_configs: HashMap<Vec<String>, Arc<origination::ClientConfigs>> = HashMap::new();
     let mut by_address = HashMap::new();
     let mut by_name = HashMap::new();
+    let mut reasons: HashMap<&str, Arc<str>> = HashMap::new();
     for (si, service) in config.services.iter().enumerate() {
         for (pi, port) in service.ports.iter().enumerate() {
             let path = format!("services[{si}].ports[{pi}]");
@@ -253,7 +253,10 @@ fn upstreams(config: &ProxyConfig, store: &CredentialStore) -> Result<UpstreamTa
                     workload: ep.workload.clone(),
                     origination,
                     pool_key: pool_key(ep.address, &ep.tls),
-                    reason: ep.tls.reason.clone(),
+                    reason: reasons
+                        .entry(ep.tls.reason.as_str())
+                        .or_insert_with(|| Arc::from(ep.tls.reason.as_str()))
+                        .clone(),
                     local_app: false,
                 }));
             }

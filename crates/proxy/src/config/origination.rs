@@ -31,9 +31,56 @@ pub enum Origination {
     Tls {
         used: TlsUsed,
         server_name: ServerName<'static>,
-        /// Indexed by [`Flavor`].
-        configs: [Arc<ClientConfig>; 3],
+        configs: Arc<ClientConfigs>,
     },
+}
+
+type MakeConfig = Box<dyn Fn(Flavor) -> Result<ClientConfig, rustls::Error> + Send + Sync>;
+
+/// The rustls configs of one kind of TLS, one per [`Flavor`] (they differ in ALPN). Mesh
+/// configs are made when first used: a proxy given thousands of identities makes configs
+/// only for the ones it connects to, and endpoints that expect the same identities share
+/// them.
+pub struct ClientConfigs {
+    make: MakeConfig,
+    made: [std::sync::OnceLock<Arc<ClientConfig>>; 3],
+}
+
+impl std::fmt::Debug for ClientConfigs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let made = self.made.iter().filter(|m| m.get().is_some()).count();
+        write!(f, "ClientConfigs {{ {made} of 3 made }}")
+    }
+}
+
+impl ClientConfigs {
+    fn lazy(make: MakeConfig) -> ClientConfigs {
+        ClientConfigs {
+            make,
+            made: Default::default(),
+        }
+    }
+
+    fn ready(configs: [Arc<ClientConfig>; 3]) -> ClientConfigs {
+        let made: [std::sync::OnceLock<Arc<ClientConfig>>; 3] = Default::default();
+        for (slot, c) in made.iter().zip(configs) {
+            let _ = slot.set(c);
+        }
+        ClientConfigs {
+            make: Box::new(|_| Err(rustls::Error::General("made up front".into()))),
+            made,
+        }
+    }
+
+    /// The config for `flavor`.
+    pub fn get(&self, flavor: Flavor) -> Result<Arc<ClientConfig>, rustls::Error> {
+        let slot = &self.made[flavor as usize];
+        if let Some(c) = slot.get() {
+            return Ok(c.clone());
+        }
+        let made = Arc::new((self.make)(flavor)?);
+        Ok(slot.get_or_init(|| made).clone())
+    }
 }
 
 impl Origination {
@@ -71,7 +118,7 @@ pub(super) fn origination(
     host: &str,
     port: u16,
     store: &CredentialStore,
-    mesh_configs: &mut HashMap<Vec<String>, [Arc<ClientConfig>; 3]>,
+    mesh_configs: &mut HashMap<Vec<String>, Arc<ClientConfigs>>,
     path: &str,
 ) -> Result<Origination, ConfigError> {
     let sni = tls
@@ -104,13 +151,16 @@ pub(super) fn origination(
                             .collect::<Result<Vec<_>, _>>()?,
                     )
                 };
-                let build = |alpn: &[&[u8]]| {
-                    tessera_ca::tls::client_config(store, expected.clone(), alpn)
-                        .map(Arc::new)
-                        .map_err(|e| invalid_config(path, e.to_string()))
-                };
-                let configs = [build(ALPN_HTTP1)?, build(ALPN_HTTP2)?, build(ALPN_TCP)?];
-                mesh_configs.insert(sans.clone(), configs);
+                let store = store.clone();
+                let make: MakeConfig = Box::new(move |flavor| {
+                    let alpn = match flavor {
+                        Flavor::Http1 => ALPN_HTTP1,
+                        Flavor::Http2 => ALPN_HTTP2,
+                        Flavor::Tcp => ALPN_TCP,
+                    };
+                    tessera_ca::tls::client_config(&store, expected.clone(), alpn)
+                });
+                mesh_configs.insert(sans.clone(), Arc::new(ClientConfigs::lazy(make)));
             }
             Ok(Origination::Tls {
                 used: TlsUsed::Mesh,
@@ -135,7 +185,11 @@ pub(super) fn origination(
                     tls.sni.clone().unwrap_or_else(|| host.to_string()),
                 )
                 .map_err(|_| invalid_config(format!("{path}.sni"), "not a valid server name"))?,
-                configs: [with_alpn(&[]), with_alpn(&[b"h2"]), with_alpn(&[])],
+                configs: Arc::new(ClientConfigs::ready([
+                    with_alpn(&[]),
+                    with_alpn(&[b"h2"]),
+                    with_alpn(&[]),
+                ])),
             })
         }
     }
