@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 mod ca;
+mod cluster;
 mod insight;
 mod jsonpath;
 mod kubectl;
@@ -131,6 +132,13 @@ pub struct ControlArgs {
     /// Install options in Istio's spelling, e.g. values.global.mtls.auto=true; repeatable
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
+    /// Kubernetes mode: mirror the API server this kubeconfig names (its current context)
+    /// into the store, instead of taking objects from `tessera apply`
+    #[arg(long, value_name = "FILE", conflicts_with = "in_cluster")]
+    kubeconfig: Option<PathBuf>,
+    /// Kubernetes mode with the pod's own service account (in a cluster)
+    #[arg(long)]
+    in_cluster: bool,
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     log_level: tracing::Level,
 }
@@ -209,7 +217,20 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
     init_logs(args.log_level);
     let state_dir = state_dir::resolve(global.state_dir.as_deref());
     println!("tessera control: state dir {}", state_dir.display());
-    match tessera_control::run(tessera_control::ControlOptions::new(state_dir, mesh)) {
+    let opts = tessera_control::ControlOptions::new(state_dir, mesh);
+    let source = match (&args.kubeconfig, args.in_cluster) {
+        (Some(file), _) => Some(cluster::Source::Kubeconfig(file.clone())),
+        (None, true) => Some(cluster::Source::InCluster),
+        (None, false) => None,
+    };
+    let ran = match source {
+        None => tessera_control::run(opts),
+        Some(source) => {
+            println!("tessera control: Kubernetes mode, mirroring {source}");
+            tessera_control::run_with(opts, move |control| cluster::mirror_from(source, control))
+        }
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tessera control: {e}");

@@ -23,6 +23,6 @@ pub mod world;
 
 pub use compile::{compile, CompileError};
 pub use objects::{ObjectKey, Objects, Op, Outcome};
-pub use server::{run, ControlError, ControlOptions, ControlPlane};
+pub use server::{run, run_with, ControlError, ControlOptions, ControlPlane};
 pub use state::{Admission, ControlState};
 pub use world::World;

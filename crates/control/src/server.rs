@@ -398,6 +398,16 @@ fn own_uid() -> Option<u32> {
 
 /// `tessera control`: serves until SIGTERM or SIGINT.
 pub fn run(opts: ControlOptions) -> Result<(), ControlError> {
+    run_with(opts, |_| async {})
+}
+
+/// [`run`] with a task beside the control plane (Kubernetes mode's mirror), started once
+/// the control plane serves and dropped when it stops.
+pub fn run_with<F, Fut>(opts: ControlOptions, alongside: F) -> Result<(), ControlError>
+where
+    F: FnOnce(Arc<ControlState>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -405,12 +415,14 @@ pub fn run(opts: ControlOptions) -> Result<(), ControlError> {
         .map_err(io_err(Path::new("tokio runtime")))?;
     runtime.block_on(async move {
         let plane = ControlPlane::start(opts).await?;
+        let beside = tokio::spawn(alongside(plane.control().clone()));
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(io_err(Path::new("signal handler")))?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: stopping"),
         }
+        beside.abort();
         plane.shutdown().await;
         Ok(())
     })

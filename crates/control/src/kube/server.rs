@@ -142,7 +142,10 @@ pub async fn serve(
     tokio::pin!(shutdown);
     let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let mut refused_once = false;
+    // Every connection (a watch too) ends with the server, as a restarted API server's do.
+    let mut open = tokio::task::JoinSet::new();
     loop {
+        while open.try_join_next().is_some() {}
         let (tcp, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -152,7 +155,10 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => return,
+            () = &mut shutdown => {
+                open.abort_all();
+                return;
+            }
         };
         // Past the cap, a new connection is closed at once (the first time, logged).
         let Ok(slot) = connections.clone().try_acquire_owned() else {
@@ -168,7 +174,7 @@ pub async fn serve(
             admin_token.clone(),
             pods.clone(),
         );
-        tokio::spawn(async move {
+        open.spawn(async move {
             let _slot = slot;
             let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                 Ok(Ok(s)) => s,
