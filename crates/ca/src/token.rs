@@ -33,6 +33,20 @@ pub struct TokenClaims {
     /// Issued at / expires, in seconds since the Unix epoch.
     pub iat: u64,
     pub exp: u64,
+    /// Who the token is for (a TokenRequest's audiences); none for bootstrap tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aud: Vec<String>,
+    /// The pod the token is bound to (a TokenRequest's boundObjectRef): it is valid while
+    /// that pod exists.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<BoundPod>,
+}
+
+/// A pod a token is bound to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BoundPod {
+    pub name: String,
+    pub uid: String,
 }
 
 /// Why a token was refused, in words an operator can act on.
@@ -95,12 +109,27 @@ impl TokenKey {
 
     /// A token for `ns`/`sa`, valid for `ttl` (capped at [`MAX_TOKEN_TTL`]) from `now`.
     pub fn mint(&self, ns: &str, sa: &str, ttl: Duration, now: SystemTime) -> String {
+        self.mint_bound(ns, sa, ttl, now, vec![], None)
+    }
+
+    /// [`TokenKey::mint`] for `audiences`, bound to `pod` when given (a TokenRequest).
+    pub fn mint_bound(
+        &self,
+        ns: &str,
+        sa: &str,
+        ttl: Duration,
+        now: SystemTime,
+        aud: Vec<String>,
+        pod: Option<BoundPod>,
+    ) -> String {
         let iat = unix(now);
         let claims = TokenClaims {
             ns: ns.to_string(),
             sa: sa.to_string(),
             iat,
             exp: iat + ttl.min(MAX_TOKEN_TTL).as_secs().max(1),
+            aud,
+            pod,
         };
         let body = B64.encode(serde_json::to_vec(&claims).expect("claims serialize"));
         let signed = format!("{PREFIX}.{body}");

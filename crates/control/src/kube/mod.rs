@@ -16,6 +16,7 @@ pub mod path;
 pub mod protobuf;
 mod respond;
 mod server;
+pub mod token;
 pub mod watch;
 pub mod websocket;
 pub mod write;

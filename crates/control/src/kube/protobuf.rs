@@ -1,8 +1,9 @@
 //! Kubernetes' protobuf encoding, read for the kinds `kubectl`'s typed commands send
-//! that way (`kubectl create namespace`, `create configmap`, `create secret`): the
-//! `k8s\0` envelope (`runtime.Unknown`: type meta and raw bytes) and the messages of
-//! Namespace, ConfigMap and Secret with their ObjectMeta, turned into the JSON the rest of
-//! the API reads. Other kinds are refused with 415, and clients then send JSON.
+//! that way (`kubectl create namespace`, `create configmap`, `create secret`, `create
+//! token`): the `k8s\0` envelope (`runtime.Unknown`: type meta and raw bytes) and the
+//! messages of Namespace, ConfigMap and Secret with their ObjectMeta, and TokenRequest's
+//! spec, turned into the JSON the rest of the API reads. Other kinds are refused with 415,
+//! and clients then send JSON.
 
 use serde_json::{json, Map, Value};
 
@@ -106,6 +107,40 @@ fn object_meta(b: &[u8]) -> Result<Value, String> {
     Ok(Value::Object(meta))
 }
 
+/// A TokenRequest's spec (`kubectl create token` sends it in protobuf): audiences (1),
+/// boundObjectRef (3: kind 1, apiVersion 2, name 3, uid 4), expirationSeconds (4).
+fn token_request_spec(b: &[u8]) -> Result<Value, String> {
+    let mut spec = Map::new();
+    let mut audiences = Vec::new();
+    for (n, f) in fields(b)? {
+        match (n, f) {
+            (1, Field::Bytes(v)) => audiences.push(Value::from(text(v)?)),
+            (4, Field::Varint(v)) => drop(spec.insert("expirationSeconds".into(), v.into())),
+            (3, Field::Bytes(r)) => {
+                let mut reference = Map::new();
+                for (n, f) in fields(r)? {
+                    let field = match n {
+                        1 => "kind",
+                        2 => "apiVersion",
+                        3 => "name",
+                        4 => "uid",
+                        _ => continue,
+                    };
+                    if let Field::Bytes(v) = f {
+                        reference.insert(field.into(), text(v)?.into());
+                    }
+                }
+                spec.insert("boundObjectRef".into(), Value::Object(reference));
+            }
+            _ => {}
+        }
+    }
+    if !audiences.is_empty() {
+        spec.insert("audiences".into(), Value::Array(audiences));
+    }
+    Ok(Value::Object(spec))
+}
+
 /// The JSON of a protobuf-encoded object of a kind this module reads.
 pub fn to_json(body: &[u8]) -> Result<Value, String> {
     let envelope = body
@@ -145,7 +180,10 @@ pub fn to_json(body: &[u8]) -> Result<Value, String> {
             ("Secret", 4, Field::Bytes(e)) => {
                 insert(&mut object, "stringData", map_entry(e, false)?)
             }
-            ("Namespace" | "ConfigMap" | "Secret", _, _) => {}
+            ("TokenRequest", 2, Field::Bytes(spec)) => {
+                drop(object.insert("spec".into(), token_request_spec(spec)?))
+            }
+            ("Namespace" | "ConfigMap" | "Secret" | "TokenRequest", _, _) => {}
             (other, _, _) => {
                 return Err(format!("{other} in protobuf is not supported; send JSON"))
             }

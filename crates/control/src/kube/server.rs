@@ -258,6 +258,9 @@ pub async fn handle(
             gv => openapi::document(gv).map_or_else(not_found_route, |d| reply(StatusCode::OK, d)),
         };
     }
+    if path == "/apis/authentication.k8s.io/v1/tokenreviews" {
+        return token_review(control, req).await;
+    }
     let route = match path::parse(&path) {
         Ok(r) => r,
         Err(PathError::NotFound) => return not_found_route(),
@@ -315,6 +318,11 @@ async fn object(
     }
     if o.subresource.as_deref() == Some("attach") {
         return attach::serve(control, pods, req, &o);
+    }
+    if o.info.kind == tessera_model::Kind::ServiceAccount
+        && o.subresource.as_deref() == Some("token")
+    {
+        return token_request(control, req, &o).await;
     }
     if req.method() == http::Method::GET && o.subresource.as_deref() == Some("log") {
         return logs::serve(control, pods, &req, &o);
@@ -397,6 +405,81 @@ async fn write(
         StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &body,
     )
+}
+
+/// `POST .../serviceaccounts/NAME/token`: a TokenRequest.
+async fn token_request(
+    control: &Arc<ControlState>,
+    req: Request<Incoming>,
+    o: &ObjectPath,
+) -> Reply {
+    if req.method() != http::Method::POST {
+        return error(answer::status(
+            405,
+            "MethodNotAllowed",
+            "tokens are only created",
+            None,
+        ));
+    }
+    let (Some(ns), Some(sa)) = (o.namespace.clone(), o.name.clone()) else {
+        return not_found_route();
+    };
+    let body = match read_body(req).await {
+        Ok((_, b)) => b,
+        Err(status) => return error(status),
+    };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(answer::status(
+            400,
+            "BadRequest",
+            "the body is not a TokenRequest in JSON",
+            None,
+        ));
+    };
+    let objects = control.objects();
+    match super::token::request(
+        &objects,
+        &control.issuer().tokens,
+        &ns,
+        &sa,
+        &body,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(answered) => reply(StatusCode::CREATED, &answered),
+        Err(status) => error(status),
+    }
+}
+
+/// `POST /apis/authentication.k8s.io/v1/tokenreviews`: a TokenReview.
+async fn token_review(control: &Arc<ControlState>, req: Request<Incoming>) -> Reply {
+    if req.method() != http::Method::POST {
+        return error(answer::status(
+            405,
+            "MethodNotAllowed",
+            "token reviews are only created",
+            None,
+        ));
+    }
+    let body = match read_body(req).await {
+        Ok((_, b)) => b,
+        Err(status) => return error(status),
+    };
+    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
+        return error(answer::status(
+            400,
+            "BadRequest",
+            "the body is not a TokenReview in JSON",
+            None,
+        ));
+    };
+    let objects = control.objects();
+    let answered = super::token::review(
+        &objects,
+        &control.issuer().tokens,
+        &body,
+        std::time::SystemTime::now(),
+    );
+    reply(StatusCode::CREATED, &answered)
 }
 
 /// A write's body, as JSON (kubectl's typed commands, `create namespace`, `create
