@@ -381,6 +381,53 @@ impl Authority {
         Ok((key.serialize_pem(), chain))
     }
 
+    /// A serving certificate for the control plane's own servers (istiod's: the admission
+    /// webhooks, which the API server verifies with the mesh root as `caBundle`), for DNS
+    /// `names` and `addresses`: the key (PEM) and the chain.
+    pub fn serving_certificate(
+        &self,
+        names: &[&str],
+        addresses: &[std::net::IpAddr],
+    ) -> Result<(String, IssuedChain), CaError> {
+        let key = KeyAlgorithm::EcdsaP256.generate()?;
+        let now = OffsetDateTime::now_utc();
+        let mut params = CertificateParams::default();
+        let mut dn = DistinguishedName::new();
+        dn.push(
+            rcgen::DnType::CommonName,
+            names.first().copied().unwrap_or("istiod"),
+        );
+        params.distinguished_name = dn;
+        let mut sans = Vec::new();
+        for n in names {
+            let name = (*n)
+                .try_into()
+                .map_err(|e| CaError::Signing(format!("{n:?} is not a DNS name: {e:?}")))?;
+            sans.push(SanType::DnsName(name));
+        }
+        sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
+        params.subject_alt_names = sans;
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.not_before = (now - CLOCK_SKEW).max(self.not_before);
+        params.not_after = (now + SERVING_TTL).min(self.not_after);
+        params.serial_number = Some(random_serial()?);
+        params.use_authority_key_identifier_extension = true;
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(|e| CaError::Signing(e.to_string()))?;
+        let chain = IssuedChain {
+            leaf_pem: cert.pem(),
+            intermediates_pem: self.intermediates_pem.clone(),
+            not_after: params.not_after,
+        };
+        Ok((key.serialize_pem(), chain))
+    }
+
     fn sign(
         &self,
         public_key: &impl rcgen::PublicKeyData,
@@ -424,6 +471,9 @@ impl Authority {
         })
     }
 }
+
+/// How long a serving certificate of the control plane is valid (made anew at each start).
+const SERVING_TTL: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// A random positive serial below 2^128 (RFC 5280: at most 20 octets, non-negative).
 fn random_serial() -> Result<SerialNumber, CaError> {

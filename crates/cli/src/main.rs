@@ -139,6 +139,10 @@ pub struct ControlArgs {
     /// Kubernetes mode with the pod's own service account (in a cluster)
     #[arg(long)]
     in_cluster: bool,
+    /// Serve the admission webhooks (/inject, /validate) over HTTPS here, e.g. 0.0.0.0:15017;
+    /// their caBundle is written to <state-dir>/webhook/ca-bundle.pem
+    #[arg(long, value_name = "ADDR")]
+    webhook_address: Option<std::net::SocketAddr>,
     #[arg(long, env = "TESSERA_LOG", default_value = "info")]
     log_level: tracing::Level,
 }
@@ -217,7 +221,8 @@ fn control(global: &GlobalArgs, args: &ControlArgs) -> ExitCode {
     init_logs(args.log_level);
     let state_dir = state_dir::resolve(global.state_dir.as_deref());
     println!("tessera control: state dir {}", state_dir.display());
-    let opts = tessera_control::ControlOptions::new(state_dir, mesh);
+    let mut opts = tessera_control::ControlOptions::new(state_dir, mesh);
+    opts.webhooks = args.webhook_address;
     let source = match (&args.kubeconfig, args.in_cluster) {
         (Some(file), _) => Some(cluster::Source::Kubeconfig(file.clone())),
         (None, true) => Some(cluster::Source::InCluster),

@@ -2,6 +2,7 @@
 //! registry read from it, the pure policy compiler, config push to proxies with ACK/NACK,
 //! the CA service and the operator API the CLI talks to.
 
+pub mod admission;
 pub mod api;
 pub mod compile;
 pub mod inject;

@@ -71,6 +71,8 @@ pub struct ControlOptions {
     pub kube_api: Option<std::net::SocketAddr>,
     /// The pods' files (logs) the Kubernetes API serves, when a runtime runs them.
     pub pods: Option<Arc<dyn crate::kube::PodRuntime>>,
+    /// Where to serve the admission webhooks (HTTPS, istiod's 15017), if at all.
+    pub webhooks: Option<std::net::SocketAddr>,
 }
 
 impl ControlOptions {
@@ -82,6 +84,7 @@ impl ControlOptions {
             pod_access: false,
             kube_api: None,
             pods: None,
+            webhooks: None,
         }
     }
 }
@@ -185,19 +188,7 @@ impl ControlPlane {
             CaService::new(issuer).into_server(),
             until(stopped.clone()),
         ));
-        if let Some(address) = opts.kube_api {
-            let (listener, tls, token) = start_kube_api(dir, address).await?;
-            let pods = opts.pods.clone();
-            let until = until(stopped.clone());
-            tasks.spawn(crate::kube::serve(
-                control.clone(),
-                pods,
-                listener,
-                tls,
-                token,
-                until,
-            ));
-        }
+        spawn_https(&mut tasks, &control, &opts, &stopped).await?;
         tracing::info!(
             state_dir = %dir.display(),
             revision = control.objects().revision(),
@@ -283,6 +274,58 @@ async fn start_kube_api(
     )?;
     tracing::info!(address = %bound, kubeconfig = %kubeconfig.display(), "Kubernetes API serving");
     Ok((listener, Arc::new(tls), creds.admin_token.clone()))
+}
+
+/// The HTTPS servers the options ask for: the admission webhooks, the Kubernetes API.
+async fn spawn_https(
+    tasks: &mut JoinSet<()>,
+    control: &Arc<ControlState>,
+    opts: &ControlOptions,
+    stopped: &watch::Receiver<bool>,
+) -> Result<(), ControlError> {
+    if let Some(address) = opts.webhooks {
+        let (listener, tls) = start_webhooks(control, address).await?;
+        tasks.spawn(crate::admission::serve(
+            control.clone(),
+            listener,
+            Arc::new(tls),
+            until(stopped.clone()),
+        ));
+    }
+    if let Some(address) = opts.kube_api {
+        let (listener, tls, token) = start_kube_api(&opts.state_dir, address).await?;
+        tasks.spawn(crate::kube::serve(
+            control.clone(),
+            opts.pods.clone(),
+            listener,
+            tls,
+            token,
+            until(stopped.clone()),
+        ));
+    }
+    Ok(())
+}
+
+/// Binds the webhooks' address and makes their serving certificate; the mesh root, which
+/// verifies it, goes to `<state-dir>/webhook/ca-bundle.pem` and the bound address beside it.
+async fn start_webhooks(
+    control: &ControlState,
+    address: std::net::SocketAddr,
+) -> Result<(tokio::net::TcpListener, rustls::ServerConfig), ControlError> {
+    let dir = control.state_dir.join("webhook");
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(io_err(Path::new(&address.to_string())))?;
+    let bound = listener.local_addr().map_err(io_err(&dir))?;
+    let (tls, bundle) = crate::admission::tls(control, bound).map_err(|e| ControlError::Io {
+        path: dir.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    tessera_ca::authority::write_atomic(&dir.join("ca-bundle.pem"), bundle.as_bytes(), 0o644)?;
+    tessera_ca::authority::write_atomic(&dir.join("address"), bound.to_string().as_bytes(), 0o644)?;
+    tracing::info!(address = %bound, "admission webhooks serving (/inject, /validate)");
+    Ok((listener, tls))
 }
 
 async fn until(mut stopped: watch::Receiver<bool>) {

@@ -188,6 +188,7 @@ async fn serve(opts: UpOptions, ready: impl FnOnce(&Path)) -> Result<(), Runtime
         pods: Some(Arc::new(LocalPods {
             state_dir: state_dir.clone(),
         })),
+        webhooks: None,
     };
     let mut plane = ControlPlane::start(control_options.clone()).await?;
     if opts.mesh.ingress_gateway {
