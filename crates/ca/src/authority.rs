@@ -127,6 +127,35 @@ pub(crate) fn ca_params(dn: DistinguishedName) -> CertificateParams {
     params
 }
 
+/// The parameters of a TLS server's certificate named `common_name`, for DNS `names` and IP
+/// `addresses` (its validity and serial are the caller's).
+pub(crate) fn serving_params(
+    common_name: &str,
+    names: &[&str],
+    addresses: &[std::net::IpAddr],
+) -> Result<CertificateParams, CaError> {
+    let mut params = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, common_name);
+    params.distinguished_name = dn;
+    let mut sans = Vec::new();
+    for n in names {
+        let name = (*n)
+            .try_into()
+            .map_err(|e| CaError::Signing(format!("{n:?} is not a DNS name: {e:?}")))?;
+        sans.push(SanType::DnsName(name));
+    }
+    sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
+    params.subject_alt_names = sans;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    Ok(params)
+}
+
 impl Authority {
     /// Loads the CA in `dir`, or creates a self-signed root there when there is none.
     /// Returns whether it was created.
@@ -391,28 +420,8 @@ impl Authority {
     ) -> Result<(String, IssuedChain), CaError> {
         let key = KeyAlgorithm::EcdsaP256.generate()?;
         let now = OffsetDateTime::now_utc();
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(
-            rcgen::DnType::CommonName,
-            names.first().copied().unwrap_or("istiod"),
-        );
-        params.distinguished_name = dn;
-        let mut sans = Vec::new();
-        for n in names {
-            let name = (*n)
-                .try_into()
-                .map_err(|e| CaError::Signing(format!("{n:?} is not a DNS name: {e:?}")))?;
-            sans.push(SanType::DnsName(name));
-        }
-        sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
-        params.subject_alt_names = sans;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let common_name = names.first().copied().unwrap_or("istiod");
+        let mut params = serving_params(common_name, names, addresses)?;
         params.not_before = (now - CLOCK_SKEW).max(self.not_before);
         params.not_after = (now + SERVING_TTL).min(self.not_after);
         params.serial_number = Some(random_serial()?);

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rcgen::{
     CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose,
 };
 use time::OffsetDateTime;
 
@@ -145,22 +145,11 @@ impl ClusterCredentials {
     /// anew at each start so that it names the address in use: certificate and key, PEM.
     pub fn serving_certificate(&self, addresses: &[IpAddr]) -> Result<(String, String), CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(signing)?;
-        let mut params = CertificateParams::default();
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "tessera-apiserver");
-        params.distinguished_name = dn;
-        let mut sans = vec![
-            SanType::DnsName("localhost".try_into().map_err(signing)?),
-            SanType::DnsName("kubernetes.default.svc".try_into().map_err(signing)?),
-        ];
-        sans.extend(addresses.iter().map(|a| SanType::IpAddress(*a)));
-        params.subject_alt_names = sans;
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let mut params = crate::authority::serving_params(
+            "tessera-apiserver",
+            &["localhost", "kubernetes.default.svc"],
+            addresses,
+        )?;
         validity(&mut params, LEAF_TTL);
         let cert = params.signed_by(&key, &self.issuer()?).map_err(signing)?;
         Ok((cert.pem(), key.serialize_pem()))

@@ -8,7 +8,6 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
@@ -30,7 +29,6 @@ pub const SERVICE_NAMES: &[&str] = &[
 /// An AdmissionReview is small; the API server sends at most a few MB.
 const MAX_REVIEW_BYTES: usize = 8 << 20;
 const MAX_CONNECTIONS: usize = 256;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The TLS configuration for serving at `bound`, and the CA bundle that verifies it.
 pub fn tls(
@@ -138,44 +136,17 @@ pub async fn serve(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut open = tokio::task::JoinSet::new();
-    tokio::pin!(shutdown);
-    loop {
-        while open.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "webhooks: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => {
-                open.abort_all();
-                return;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "webhooks: connection limit reached; closed");
-            continue;
-        };
-        let (acceptor, control) = (acceptor.clone(), control.clone());
-        open.spawn(async move {
-            let _slot = slot;
-            let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
-            else {
-                return;
-            };
+    let serve = move |stream, _peer| {
+        let control = control.clone();
+        async move {
             let svc = hyper::service::service_fn(move |req| {
                 let control = control.clone();
                 async move { Ok::<_, Infallible>(handle(control, req).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(tls), svc)
+                .serve_connection(TokioIo::new(stream), svc)
                 .await;
-        });
-    }
+        }
+    };
+    crate::tls_accept::serve_tls("webhooks", listener, tls, MAX_CONNECTIONS, shutdown, serve).await
 }

@@ -19,6 +19,7 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod tls_accept;
 pub mod webhook;
 pub mod world;
 

@@ -36,9 +36,6 @@ const MAX_BODY_BYTES: usize = crate::api::routes::MAX_REQUEST_BYTES;
 /// Connections the API serves at once (watches and execs hold one each).
 const MAX_CONNECTIONS: usize = 1024;
 
-/// How long a client has to finish its TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Who is calling, once authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
@@ -134,56 +131,13 @@ pub async fn serve(
     admin_token: String,
     shutdown: impl Future<Output = ()>,
 ) {
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let admin_token = Arc::new(admin_token);
     let Ok(local) = listener.local_addr() else {
         return;
     };
-    tokio::pin!(shutdown);
-    let connections = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut refused_once = false;
-    // Every connection (a watch too) ends with the server, as a restarted API server's do.
-    let mut open = tokio::task::JoinSet::new();
-    loop {
-        while open.try_join_next().is_some() {}
-        let (tcp, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kubernetes API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => {
-                open.abort_all();
-                return;
-            }
-        };
-        // Past the cap, a new connection is closed at once (the first time, logged).
-        let Ok(slot) = connections.clone().try_acquire_owned() else {
-            if !refused_once {
-                refused_once = true;
-                tracing::warn!(peer = %peer, limit = MAX_CONNECTIONS, "Kubernetes API: connection limit reached; new connections are closed");
-            }
-            continue;
-        };
-        let (control, acceptor, admin_token, pods) = (
-            control.clone(),
-            acceptor.clone(),
-            admin_token.clone(),
-            pods.clone(),
-        );
-        open.spawn(async move {
-            let _slot = slot;
-            let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::info!(peer = %peer, error = %e, "Kubernetes API: TLS handshake refused");
-                    return;
-                }
-                Err(_) => return,
-            };
+    let serve = move |tls: tokio_rustls::server::TlsStream<tokio::net::TcpStream>, peer| {
+        let (control, admin_token, pods) = (control.clone(), admin_token.clone(), pods.clone());
+        async move {
             let certificate = tls
                 .get_ref()
                 .1
@@ -215,8 +169,17 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(tls), svc)
                 .with_upgrades()
                 .await;
-        });
-    }
+        }
+    };
+    crate::tls_accept::serve_tls(
+        "Kubernetes API",
+        listener,
+        tls,
+        MAX_CONNECTIONS,
+        shutdown,
+        serve,
+    )
+    .await
 }
 
 fn refuse(req: &Request<Incoming>, peer: SocketAddr, denied: Denied) -> Reply {
@@ -407,34 +370,37 @@ async fn write(
     )
 }
 
+/// The body of a request that can only create a `kind` (TokenRequest, TokenReview): a
+/// POST with a JSON body, or the reply refusing it.
+async fn created(req: Request<Incoming>, kind: &str) -> Result<serde_json::Value, Reply> {
+    if req.method() != http::Method::POST {
+        let message = format!("a {kind} can only be created");
+        return Err(error(answer::status(
+            405,
+            "MethodNotAllowed",
+            &message,
+            None,
+        )));
+    }
+    let body = read_body(req).await.map_err(error)?.1;
+    serde_json::from_slice(&body).map_err(|_| {
+        let message = format!("the body is not a {kind} in JSON");
+        error(answer::status(400, "BadRequest", &message, None))
+    })
+}
+
 /// `POST .../serviceaccounts/NAME/token`: a TokenRequest.
 async fn token_request(
     control: &Arc<ControlState>,
     req: Request<Incoming>,
     o: &ObjectPath,
 ) -> Reply {
-    if req.method() != http::Method::POST {
-        return error(answer::status(
-            405,
-            "MethodNotAllowed",
-            "tokens are only created",
-            None,
-        ));
-    }
     let (Some(ns), Some(sa)) = (o.namespace.clone(), o.name.clone()) else {
         return not_found_route();
     };
-    let body = match read_body(req).await {
-        Ok((_, b)) => b,
-        Err(status) => return error(status),
-    };
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(answer::status(
-            400,
-            "BadRequest",
-            "the body is not a TokenRequest in JSON",
-            None,
-        ));
+    let body = match created(req, "TokenRequest").await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let objects = control.objects();
     match super::token::request(
@@ -452,25 +418,9 @@ async fn token_request(
 
 /// `POST /apis/authentication.k8s.io/v1/tokenreviews`: a TokenReview.
 async fn token_review(control: &Arc<ControlState>, req: Request<Incoming>) -> Reply {
-    if req.method() != http::Method::POST {
-        return error(answer::status(
-            405,
-            "MethodNotAllowed",
-            "token reviews are only created",
-            None,
-        ));
-    }
-    let body = match read_body(req).await {
-        Ok((_, b)) => b,
-        Err(status) => return error(status),
-    };
-    let Ok(body) = serde_json::from_slice::<serde_json::Value>(&body) else {
-        return error(answer::status(
-            400,
-            "BadRequest",
-            "the body is not a TokenReview in JSON",
-            None,
-        ));
+    let body = match created(req, "TokenReview").await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let objects = control.objects();
     let answered = super::token::review(

@@ -20,6 +20,22 @@ pub const API_AUDIENCE: &str = "https://kubernetes.default.svc.cluster.local";
 /// The shortest expiry a TokenRequest may ask for, as the API server's.
 const MIN_EXPIRATION: u64 = 600;
 
+/// A request's audiences; none named is the API server's own.
+fn audiences(list: &Value) -> Vec<String> {
+    let named: Vec<String> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect();
+    if named.is_empty() {
+        vec![API_AUDIENCE.to_string()]
+    } else {
+        named
+    }
+}
+
 fn uid_of(objects: &Objects, key: &ObjectKey) -> Option<String> {
     let stored = objects.get(key)?;
     Some(stored.resource.metadata().uid.clone().unwrap_or_default())
@@ -60,16 +76,7 @@ pub fn request(
             "may not specify a duration less than 10 minutes",
         ));
     }
-    let audiences: Vec<String> = spec["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
+    let audiences = audiences(&spec["audiences"]);
     let pod = match &spec["boundObjectRef"] {
         Value::Null => None,
         r => Some(
@@ -161,16 +168,7 @@ fn reviewed(
     } else {
         claims.aud.clone()
     };
-    let wanted: Vec<String> = body["spec"]["audiences"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .filter(|a: &Vec<String>| !a.is_empty())
-        .unwrap_or_else(|| vec![API_AUDIENCE.to_string()]);
+    let wanted = audiences(&body["spec"]["audiences"]);
     let audiences: Vec<&String> = wanted
         .iter()
         .filter(|a| token_audiences.contains(a))
